@@ -8,6 +8,8 @@
 
 mod codec;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod packet;
 mod primitives;
 mod properties;
@@ -20,7 +22,7 @@ pub use codec::{decode_fixed_header, Decoder, FixedHeader, DEFAULT_MAX_PACKET_SI
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
     Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PacketType, PubAck, PubComp, PubRec,
-    PubRel, Publish, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
+    PubRel, Publish, PublishRef, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
     Unsubscribe,
 };
 pub use primitives::PacketId;

@@ -38,7 +38,10 @@ impl ConnAck {
             ConnAckReason::from_v3_return_code(code).ok_or(DecodeError::InvalidReturnCode)?
         };
         let properties = if v.is_v5() { ConnAckProperties::decode(buf)? } else { ConnAckProperties::default() };
-        Ok(ConnAck { session_present: flags & 1 != 0, reason, properties })
+        // [MQTT-3.2.2-4] / [MQTT-3.2.2-6]: a refused connection has no session, whatever the flag
+        // says; read it as the encoder writes it.
+        let session_present = flags & 1 != 0 && !reason.is_error();
+        Ok(ConnAck { session_present, reason, properties })
     }
 
     pub(crate) fn encode(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {

@@ -14,7 +14,7 @@ pub use auth::Auth;
 pub use connack::ConnAck;
 pub use connect::{Connect, LastWill};
 pub use disconnect::Disconnect;
-pub use publish::Publish;
+pub use publish::{Publish, PublishRef};
 pub use subscribe::{RetainHandling, SubAck, Subscribe, SubscriptionOptions};
 pub use unsubscribe::{UnsubAck, Unsubscribe};
 

@@ -1,0 +1,292 @@
+//! The broker's configuration: one TOML file, every default in one `impl Default`, validation
+//! that reports every problem with its key path at once.
+
+#![warn(missing_docs)]
+
+mod byte_size;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use byte_size::ByteSize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Network listeners. Default: one plain TCP listener on 127.0.0.1:1883.
+    pub listeners: Vec<ListenerConfig>,
+    /// Protocol limits.
+    pub mqtt: MqttConfig,
+    /// Queues of messages waiting for a client (offline, or slower than the flow of messages).
+    pub queue: QueueConfig,
+    /// Point-to-point messages to `<first-level>/p2p/<client id>`.
+    pub p2p: P2pConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listeners: vec![ListenerConfig::default()],
+            mqtt: MqttConfig::default(),
+            queue: QueueConfig::default(),
+            p2p: P2pConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// One listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// Address and port to listen on.
+    pub bind: SocketAddr,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig { bind: SocketAddr::from(([127, 0, 0, 1], 1883)) }
+    }
+}
+
+/// Protocol limits and what the broker offers clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Largest packet accepted from a client; larger ones end the connection (0x95).
+    pub max_packet_size: ByteSize,
+    /// Time a new connection has to send CONNECT before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// QoS 1/2 messages in flight to one client at once (also capped by the client's Receive
+    /// Maximum in MQTT 5.0).
+    pub max_inflight: u16,
+    /// Highest QoS granted and accepted (0, 1 or 2).
+    pub max_qos: u8,
+    /// QoS 2 messages from one client awaiting PUBREL at once (the broker's Receive Maximum).
+    pub receive_maximum: u16,
+    /// Topic aliases a client may set (MQTT 5.0).
+    pub topic_alias_maximum: u16,
+    /// Longest client identifier accepted, in bytes.
+    pub max_client_id_len: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            max_packet_size: ByteSize(1024 * 1024),
+            connect_timeout: Duration::from_secs(10),
+            max_inflight: 32,
+            max_qos: 2,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
+            max_client_id_len: 256,
+        }
+    }
+}
+
+/// What a full queue does with a new message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverflowPolicy {
+    /// Drop the oldest queued message to make room.
+    DropOldest,
+    /// Refuse the new message.
+    DropNewest,
+}
+
+/// Per-client queues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Most messages queued for one client.
+    pub max_messages: usize,
+    /// Most bytes (topic and payload) queued for one client.
+    pub max_bytes: ByteSize,
+    /// What a full queue does: `drop-oldest` or `drop-newest`. Drops are counted and logged.
+    pub overflow: OverflowPolicy,
+    /// Whether QoS 0 messages are queued for offline persistent sessions.
+    pub queue_qos0_offline: bool,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_messages: 10_000,
+            max_bytes: ByteSize(64 * 1024 * 1024),
+            overflow: OverflowPolicy::DropOldest,
+            queue_qos0_offline: false,
+        }
+    }
+}
+
+/// Point-to-point messaging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pConfig {
+    /// Deliver a PUBLISH to `<first-level>/p2p/<client id>` to that client only.
+    pub enabled: bool,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig { enabled: true }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Filter in `tracing` syntax, e.g. `info` or `info,vane_server=debug`. `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this model.
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    /// Values out of range; every problem is listed with its key.
+    #[error("invalid configuration:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks value ranges, reporting every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.listeners.is_empty() {
+            problems.push("listeners: at least one listener is needed".to_string());
+        }
+        for (i, a) in self.listeners.iter().enumerate() {
+            for b in &self.listeners[i + 1..] {
+                if a.bind == b.bind {
+                    problems.push(format!("listeners: {} is listed twice", a.bind));
+                }
+            }
+        }
+        let m = &self.mqtt;
+        if m.max_packet_size.0 < 64 || m.max_packet_size.0 > 268_435_460 {
+            problems.push("mqtt.max_packet_size: must be between 64 B and 256 MiB".into());
+        }
+        if m.connect_timeout.is_zero() {
+            problems.push("mqtt.connect_timeout: must be more than 0s".into());
+        }
+        if m.max_inflight == 0 {
+            problems.push("mqtt.max_inflight: must be at least 1".into());
+        }
+        if m.max_qos > 2 {
+            problems.push("mqtt.max_qos: must be 0, 1 or 2".into());
+        }
+        if m.receive_maximum == 0 {
+            problems.push("mqtt.receive_maximum: must be at least 1".into());
+        }
+        if m.max_client_id_len < 23 || m.max_client_id_len > 65_535 {
+            problems.push("mqtt.max_client_id_len: must be between 23 and 65535".into());
+        }
+        if self.queue.max_messages == 0 {
+            problems.push("queue.max_messages: must be at least 1".into());
+        }
+        if self.queue.max_bytes.0 == 0 {
+            problems.push("queue.max_bytes: must be more than 0".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The defaults as TOML, as `vane config default` prints them.
+    pub fn default_toml() -> String {
+        toml::to_string_pretty(&Config::default()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::parse("").ok(), Some(Config::default()));
+    }
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        assert_eq!(Config::parse(&Config::default_toml()).ok(), Some(Config::default()));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(matches!(Config::parse("[mqtt]\nmax_pakcet_size = 10"), Err(ConfigError::Parse(_))));
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let err = Config::parse("[mqtt]\nmax_inflight = 0\nmax_qos = 3\n[queue]\nmax_messages = 0\n");
+        match err {
+            Err(ConfigError::Invalid(p)) => assert_eq!(p.len(), 3, "{p:?}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn human_units_parse() {
+        let c = Config::parse(
+            "[mqtt]\nmax_packet_size = \"256KiB\"\nconnect_timeout = \"2s\"\n[queue]\noverflow = \"drop-newest\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.mqtt.max_packet_size, ByteSize(256 * 1024));
+        assert_eq!(c.mqtt.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.queue.overflow, OverflowPolicy::DropNewest);
+    }
+}

@@ -1,0 +1,54 @@
+//! Protocol violations a client can commit against its session, each with its clause and the
+//! DISCONNECT reason code the broker answers with.
+
+use vane_proto::{DisconnectReason, PacketType};
+
+/// Why a session ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// A second CONNECT on the same connection.
+    #[error("[MQTT-3.1.0-2] second CONNECT on a connection")]
+    SecondConnect,
+    /// A packet only a server may send.
+    #[error("[MQTT-2.1.2] {0:?} may only be sent by a server")]
+    ServerOnlyPacket(PacketType),
+    /// AUTH without an authentication method in CONNECT.
+    #[error("[MQTT-4.12.0-1] AUTH without an authentication method")]
+    UnexpectedAuth,
+    /// Nothing received for one and a half keep-alive periods.
+    #[error("[MQTT-3.1.2-24] keep alive timed out")]
+    KeepAliveTimeout,
+    /// A topic alias of 0 or above the maximum the broker allows.
+    #[error("[MQTT-3.3.2-8] topic alias 0 or greater than the topic alias maximum")]
+    TopicAliasInvalid,
+    /// An empty topic with a topic alias the client never set.
+    #[error("[MQTT-3.3.4-?] topic alias not set on this connection")]
+    TopicAliasUnknown,
+    /// An empty topic name without a topic alias.
+    #[error("[MQTT-4.7.3-1] empty topic name without a topic alias")]
+    EmptyTopic,
+    /// More QoS 2 publishes awaiting PUBREL than the broker's Receive Maximum.
+    #[error("[MQTT-3.3.4-7] receive maximum exceeded")]
+    ReceiveMaximumExceeded,
+    /// A publish at a QoS above the broker's maximum.
+    #[error("[MQTT-3.2.2-11] QoS above the maximum QoS")]
+    QoSNotSupported,
+}
+
+impl SessionError {
+    /// The DISCONNECT reason code for this violation (MQTT 5.0).
+    pub fn disconnect_reason(self) -> DisconnectReason {
+        match self {
+            SessionError::SecondConnect
+            | SessionError::ServerOnlyPacket(_)
+            | SessionError::UnexpectedAuth
+            | SessionError::TopicAliasUnknown
+            | SessionError::EmptyTopic => DisconnectReason::ProtocolError,
+            SessionError::KeepAliveTimeout => DisconnectReason::KeepAliveTimeout,
+            SessionError::TopicAliasInvalid => DisconnectReason::TopicAliasInvalid,
+            SessionError::ReceiveMaximumExceeded => DisconnectReason::ReceiveMaximumExceeded,
+            SessionError::QoSNotSupported => DisconnectReason::QoSNotSupported,
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Messages from the client: PUBLISH at each QoS, topic aliases, PUBREL, and the
+//! acknowledgements owed once a message is routed.
+
+use std::time::Instant;
+
+use vane_proto::{Packet, PacketId, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, QoS};
+
+use super::{Action, PendingAck, Session, SessionError};
+use crate::message::Message;
+
+impl Session {
+    pub(super) fn handle_publish(&mut self, mut p: Publish, now: Instant) -> Result<Option<Action>, SessionError> {
+        if p.qos > self.config.max_qos {
+            return Err(SessionError::QoSNotSupported);
+        }
+        self.resolve_topic_alias(&mut p)?;
+        let ack = match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) | (_, None) => None,
+            (QoS::AtLeastOnce, Some(id)) => Some(PendingAck::PubAck(id)),
+            (QoS::ExactlyOnce, Some(id)) => {
+                // [MQTT-4.3.3-9] a resent QoS 2 PUBLISH is acknowledged but not forwarded again
+                // until its PUBREL has been received.
+                if self.inbound_qos2.contains(&id) {
+                    self.send(Packet::PubRec(PubRec::new(id)));
+                    return Ok(None);
+                }
+                if self.inbound_qos2.len() >= usize::from(self.config.receive_maximum) {
+                    return Err(SessionError::ReceiveMaximumExceeded);
+                }
+                self.inbound_qos2.insert(id);
+                Some(PendingAck::PubRec(id))
+            }
+        };
+        Ok(Some(Action::Publish { message: Message::from_publish(p, self.id, now), ack }))
+    }
+
+    /// Replaces an aliased empty topic with the topic the alias stands for, and records new
+    /// aliases (MQTT 5.0 section 3.3.2.3.4).
+    fn resolve_topic_alias(&mut self, p: &mut Publish) -> Result<(), SessionError> {
+        let Some(alias) = p.properties.topic_alias else {
+            if p.topic.is_empty() {
+                return Err(SessionError::EmptyTopic);
+            }
+            return Ok(());
+        };
+        if alias == 0 || alias > self.config.topic_alias_maximum {
+            return Err(SessionError::TopicAliasInvalid);
+        }
+        if p.topic.is_empty() {
+            p.topic = self.client_aliases.get(&alias).cloned().ok_or(SessionError::TopicAliasUnknown)?;
+        } else {
+            self.client_aliases.insert(alias, p.topic.clone());
+        }
+        Ok(())
+    }
+
+    /// Sends the acknowledgement of a routed publish. `matched` says whether any subscriber
+    /// received it, reported as 0x10 to MQTT 5.0 publishers.
+    pub fn publish_routed(&mut self, ack: PendingAck, matched: bool) {
+        let packet = match ack {
+            PendingAck::PubAck(id) => {
+                let reason = if matched { PubAckReason::Success } else { PubAckReason::NoMatchingSubscribers };
+                Packet::PubAck(PubAck::with_reason(id, reason))
+            }
+            PendingAck::PubRec(id) => {
+                let reason = if matched { PubRecReason::Success } else { PubRecReason::NoMatchingSubscribers };
+                Packet::PubRec(PubRec::with_reason(id, reason))
+            }
+        };
+        self.send(packet);
+    }
+
+    /// Refuses a publish with a reason code (MQTT 5.0); MQTT 3.x publishers get a plain
+    /// acknowledgement because they have no way to hear a refusal.
+    pub fn publish_refused(&mut self, ack: PendingAck, reason: PubAckReason) {
+        let packet = match ack {
+            PendingAck::PubAck(id) => Packet::PubAck(PubAck::with_reason(id, reason)),
+            PendingAck::PubRec(id) => {
+                // A refused QoS 2 message is not stored, so its id is free again.
+                self.inbound_qos2.remove(&id);
+                let reason = PubRecReason::from_u8(reason.as_u8()).unwrap_or(PubRecReason::UnspecifiedError);
+                Packet::PubRec(PubRec::with_reason(id, reason))
+            }
+        };
+        self.send(packet);
+    }
+
+    pub(super) fn handle_pubrel(&mut self, id: PacketId) {
+        // [MQTT-4.3.3-11] the id is released and PUBCOMP sent, also for an unknown id.
+        let reason = if self.inbound_qos2.remove(&id) {
+            PubCompReason::Success
+        } else {
+            PubCompReason::PacketIdentifierNotFound
+        };
+        self.send(Packet::PubComp(PubComp::with_reason(id, reason)));
+    }
+
+    /// QoS 2 packet ids received and awaiting PUBREL.
+    pub fn inbound_qos2_pending(&self) -> usize {
+        self.inbound_qos2.len()
+    }
+}

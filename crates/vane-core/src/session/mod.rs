@@ -1,0 +1,300 @@
+//! The per-client session state machine: QoS flows in both directions, subscriptions, keep
+//! alive, will. Driven by `handle_*` calls with the current time; what it wants sent is taken
+//! out with [`Session::write_transmits`], what it wants the broker to do is returned as an
+//! [`Action`].
+
+mod error;
+mod inbound;
+mod outbound;
+mod subscriptions;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vane_proto::{
+    ByteString, Connect, DisconnectReason, Packet, PacketId, ProtocolVersion, QoS, SubscriptionOptions,
+    TopicFilter,
+};
+
+pub use error::SessionError;
+pub use outbound::Transmit;
+
+use crate::message::Message;
+
+/// Broker-wide settings a session follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Most QoS 1/2 messages in flight to the client at once (lowered to the client's Receive
+    /// Maximum in MQTT 5.0).
+    pub max_inflight: u16,
+    /// Highest QoS the broker grants and accepts.
+    pub max_qos: QoS,
+    /// Most QoS 2 publishes from the client awaiting PUBREL (the broker's Receive Maximum).
+    pub receive_maximum: u16,
+    /// Most topic aliases the client may set (MQTT 5.0).
+    pub topic_alias_maximum: u16,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig { max_inflight: 32, max_qos: QoS::ExactlyOnce, receive_maximum: 1024, topic_alias_maximum: 64 }
+    }
+}
+
+/// A subscription as the session remembers it (to restore, to list, to remove on session end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSubscription {
+    /// The filter.
+    pub filter: TopicFilter,
+    /// Its options, with the QoS as granted.
+    pub options: SubscriptionOptions,
+    /// Its subscription identifier (MQTT 5.0).
+    pub subscription_id: Option<u32>,
+}
+
+/// The will message of the current connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    /// The message to publish.
+    pub message: Message,
+    /// Will Delay Interval in seconds (MQTT 5.0).
+    pub delay: u32,
+}
+
+/// The acknowledgement owed to a publisher once its message is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingAck {
+    /// Send PUBACK for a QoS 1 publish.
+    PubAck(PacketId),
+    /// Send PUBREC for a QoS 2 publish.
+    PubRec(PacketId),
+}
+
+/// What the broker must do after a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Route this message; then call [`Session::publish_routed`] with `ack` if there is one.
+    Publish {
+        /// The message.
+        message: Message,
+        /// The acknowledgement to send once routed.
+        ack: Option<PendingAck>,
+    },
+    /// Add these subscriptions to the index and send matching retained messages. The SUBACK
+    /// is already queued.
+    Subscribe(Vec<NewSubscription>),
+    /// Remove these filters from the index. The UNSUBACK is already queued.
+    Unsubscribe(Vec<TopicFilter>),
+    /// The client disconnected normally; end the connection.
+    Disconnect {
+        /// The client's reason (always normal in MQTT 3.x).
+        reason: DisconnectReason,
+    },
+}
+
+/// A subscription made by a SUBSCRIBE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSubscription {
+    /// The subscription.
+    pub subscription: SessionSubscription,
+    /// True when it replaced an existing subscription on the same filter.
+    pub existed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum InflightState {
+    /// QoS 1 PUBLISH sent, PUBACK awaited.
+    AwaitPubAck,
+    /// QoS 2 PUBLISH sent, PUBREC awaited.
+    AwaitPubRec,
+    /// PUBREL sent, PUBCOMP awaited.
+    AwaitPubComp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Inflight {
+    packet_id: PacketId,
+    state: InflightState,
+    message: Arc<Message>,
+    retain: bool,
+    subscription_ids: Vec<u32>,
+}
+
+/// The state of one client session: everything that outlives a single packet.
+#[derive(Debug)]
+pub struct Session {
+    id: u64,
+    client_id: ByteString,
+    version: ProtocolVersion,
+    config: SessionConfig,
+    keep_alive: Duration,
+    last_received: Instant,
+    subscriptions: HashMap<ByteString, SessionSubscription>,
+    inflight: VecDeque<Inflight>,
+    send_window: u16,
+    next_packet_id: PacketId,
+    inbound_qos2: HashSet<PacketId>,
+    client_aliases: HashMap<u16, ByteString>,
+    client_max_packet_size: Option<u32>,
+    transmit: VecDeque<Transmit>,
+    will: Option<Will>,
+    dropped_oversize: u64,
+}
+
+impl Session {
+    /// A new, empty session. `id` is unique among the broker's sessions.
+    pub fn new(id: u64, client_id: ByteString, config: SessionConfig, now: Instant) -> Session {
+        let send_window = config.max_inflight.max(1);
+        Session {
+            id,
+            client_id,
+            version: ProtocolVersion::V3_1_1,
+            config,
+            keep_alive: Duration::ZERO,
+            last_received: now,
+            subscriptions: HashMap::new(),
+            inflight: VecDeque::new(),
+            send_window,
+            next_packet_id: PacketId::new(1).unwrap_or_else(|| unreachable!("1 is non-zero")),
+            inbound_qos2: HashSet::new(),
+            client_aliases: HashMap::new(),
+            client_max_packet_size: None,
+            transmit: VecDeque::new(),
+            will: None,
+            dropped_oversize: 0,
+        }
+    }
+
+    /// Binds the session to a new connection's CONNECT: protocol version, keep alive, will,
+    /// flow-control limits. Topic aliases and unsent packets of an earlier connection are
+    /// forgotten; in-flight messages stay and are resent by [`Session::resend_inflight`].
+    pub fn connect(&mut self, connect: &Connect, now: Instant) {
+        self.version = connect.protocol;
+        self.keep_alive = Duration::from_secs(u64::from(connect.keep_alive));
+        self.last_received = now;
+        self.client_aliases.clear();
+        self.transmit.clear();
+        let client_window = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+        self.send_window = self.config.max_inflight.min(client_window).max(1);
+        self.client_max_packet_size = connect.properties.maximum_packet_size;
+        self.will = connect.will.as_ref().map(|w| Will {
+            message: Message {
+                topic: w.topic.clone(),
+                payload: w.payload.clone(),
+                qos: w.qos,
+                retain: w.retain,
+                properties: vane_proto::PublishProperties {
+                    payload_format_indicator: w.properties.payload_format_indicator,
+                    message_expiry_interval: w.properties.message_expiry_interval,
+                    content_type: w.properties.content_type.clone(),
+                    response_topic: w.properties.response_topic.clone(),
+                    correlation_data: w.properties.correlation_data.clone(),
+                    user_properties: w.properties.user_properties.clone(),
+                    ..Default::default()
+                },
+                origin: self.id,
+                received: now,
+            },
+            delay: w.properties.will_delay_interval.unwrap_or(0),
+        });
+    }
+
+    /// The broker-unique session id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The client identifier.
+    pub fn client_id(&self) -> &ByteString {
+        &self.client_id
+    }
+
+    /// The protocol version of the current (or last) connection.
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
+    /// The session's settings.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Takes the will message, if the connection has one; after this it will not be sent.
+    pub fn take_will(&mut self) -> Option<Will> {
+        self.will.take()
+    }
+
+    /// Handles one packet from the client.
+    pub fn handle_packet(&mut self, packet: Packet, now: Instant) -> Result<Option<Action>, SessionError> {
+        self.last_received = now;
+        match packet {
+            Packet::Publish(p) => self.handle_publish(p, now),
+            Packet::PubAck(p) => {
+                self.handle_puback(p.packet_id);
+                Ok(None)
+            }
+            Packet::PubRec(p) => {
+                self.handle_pubrec(p.packet_id, p.reason.is_error());
+                Ok(None)
+            }
+            Packet::PubRel(p) => {
+                self.handle_pubrel(p.packet_id);
+                Ok(None)
+            }
+            Packet::PubComp(p) => {
+                self.handle_pubcomp(p.packet_id);
+                Ok(None)
+            }
+            Packet::Subscribe(s) => self.handle_subscribe(s),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
+            Packet::PingReq => {
+                self.send(Packet::PingResp);
+                Ok(None)
+            }
+            Packet::Disconnect(d) => {
+                // [MQTT-3.14.4-3] a normal DISCONNECT discards the will; v5 0x04 keeps it.
+                if d.reason != DisconnectReason::DisconnectWithWillMessage {
+                    self.will = None;
+                }
+                Ok(Some(Action::Disconnect { reason: d.reason }))
+            }
+            Packet::Connect(_) => Err(SessionError::SecondConnect),
+            Packet::Auth(_) => Err(SessionError::UnexpectedAuth),
+            other @ (Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp) => {
+                Err(SessionError::ServerOnlyPacket(other.packet_type()))
+            }
+        }
+    }
+
+    /// The instant by which [`Session::handle_timeout`] must be called: one and a half times
+    /// the keep alive after the last packet [MQTT-3.1.2-24]. `None` when keep alive is off.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.keep_alive.is_zero() {
+            None
+        } else {
+            Some(self.last_received + self.keep_alive * 3 / 2)
+        }
+    }
+
+    /// Checks the keep alive; an error means the connection must be closed.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), SessionError> {
+        match self.poll_timeout() {
+            Some(deadline) if now >= deadline => Err(SessionError::KeepAliveTimeout),
+            _ => Ok(()),
+        }
+    }
+
+    /// Queues a packet for the client.
+    pub fn send(&mut self, packet: Packet) {
+        self.transmit.push_back(Transmit::Packet(packet));
+    }
+
+    /// True when packets wait to be written.
+    pub fn has_transmits(&self) -> bool {
+        !self.transmit.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;

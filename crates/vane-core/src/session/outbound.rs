@@ -1,0 +1,203 @@
+//! Messages to the client: the in-flight window of QoS 1/2 deliveries, their
+//! acknowledgements, resending on resume, and encoding everything queued into one buffer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use vane_proto::{EncodeError, Packet, PacketId, PubRel, PubRelReason, PublishRef, QoS};
+
+use super::{Inflight, InflightState, Session};
+use crate::message::{Delivery, Message};
+
+/// Something queued for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transmit {
+    /// A control packet.
+    Packet(Packet),
+    /// A PUBLISH of a shared message, encoded for this client when written.
+    Publish {
+        /// The message.
+        message: Arc<Message>,
+        /// QoS to send at.
+        qos: QoS,
+        /// Packet id, for QoS 1/2.
+        packet_id: Option<PacketId>,
+        /// DUP flag.
+        dup: bool,
+        /// Retain flag to send.
+        retain: bool,
+        /// Subscription identifiers to send (MQTT 5.0).
+        subscription_ids: Vec<u32>,
+    },
+}
+
+impl Session {
+    /// True while the in-flight window has room for another QoS 1/2 delivery.
+    pub fn can_send(&self) -> bool {
+        self.inflight.len() < usize::from(self.send_window)
+    }
+
+    /// QoS 1/2 deliveries sent and not yet completed.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Queues a delivery for sending. A QoS 1/2 delivery that does not fit in the in-flight
+    /// window is handed back, to be offered again once acknowledgements free room. Expired
+    /// messages are dropped.
+    pub fn deliver(&mut self, d: Delivery, now: Instant) -> Result<(), Delivery> {
+        if d.message.is_expired(now) {
+            return Ok(());
+        }
+        if d.qos == QoS::AtMostOnce {
+            self.transmit.push_back(Transmit::Publish {
+                message: d.message,
+                qos: QoS::AtMostOnce,
+                packet_id: None,
+                dup: false,
+                retain: d.retain,
+                subscription_ids: d.subscription_ids,
+            });
+            return Ok(());
+        }
+        if !self.can_send() {
+            return Err(d);
+        }
+        let packet_id = self.allocate_packet_id();
+        let state = if d.qos == QoS::AtLeastOnce { InflightState::AwaitPubAck } else { InflightState::AwaitPubRec };
+        self.inflight.push_back(Inflight {
+            packet_id,
+            state,
+            message: d.message.clone(),
+            retain: d.retain,
+            subscription_ids: d.subscription_ids.clone(),
+        });
+        self.transmit.push_back(Transmit::Publish {
+            message: d.message,
+            qos: d.qos,
+            packet_id: Some(packet_id),
+            dup: false,
+            retain: d.retain,
+            subscription_ids: d.subscription_ids,
+        });
+        Ok(())
+    }
+
+    /// The next packet id not in use by an in-flight delivery [MQTT-2.3.1-2].
+    fn allocate_packet_id(&mut self) -> PacketId {
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = id.next();
+            if !self.inflight.iter().any(|f| f.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    fn inflight_position(&self, id: PacketId, state: InflightState) -> Option<usize> {
+        // Acknowledgements nearly always arrive in order, so the front is checked first.
+        match self.inflight.front() {
+            Some(f) if f.packet_id == id && f.state == state => Some(0),
+            _ => self.inflight.iter().position(|f| f.packet_id == id && f.state == state),
+        }
+    }
+
+    pub(super) fn handle_puback(&mut self, id: PacketId) {
+        if let Some(pos) = self.inflight_position(id, InflightState::AwaitPubAck) {
+            self.inflight.remove(pos);
+        }
+    }
+
+    pub(super) fn handle_pubrec(&mut self, id: PacketId, refused: bool) {
+        match self.inflight_position(id, InflightState::AwaitPubRec) {
+            Some(pos) if refused => {
+                // [MQTT-4.3.3-?] a PUBREC with an error code ends the exchange (MQTT 5.0).
+                self.inflight.remove(pos);
+            }
+            Some(pos) => {
+                if let Some(f) = self.inflight.get_mut(pos) {
+                    f.state = InflightState::AwaitPubComp;
+                }
+                // [MQTT-4.3.3-4] answer PUBREC with PUBREL.
+                self.send(Packet::PubRel(PubRel::new(id)));
+            }
+            None if self.inflight_position(id, InflightState::AwaitPubComp).is_some() => {
+                // A repeated PUBREC: repeat the PUBREL.
+                self.send(Packet::PubRel(PubRel::new(id)));
+            }
+            None => {
+                self.send(Packet::PubRel(PubRel::with_reason(id, PubRelReason::PacketIdentifierNotFound)));
+            }
+        }
+    }
+
+    pub(super) fn handle_pubcomp(&mut self, id: PacketId) {
+        if let Some(pos) = self.inflight_position(id, InflightState::AwaitPubComp) {
+            self.inflight.remove(pos);
+        }
+    }
+
+    /// Queues every unacknowledged delivery again, PUBLISH with DUP set or PUBREL, in the
+    /// original order, for a resumed session [MQTT-4.4.0-1].
+    pub fn resend_inflight(&mut self) {
+        for f in &self.inflight {
+            let t = match f.state {
+                InflightState::AwaitPubComp => Transmit::Packet(Packet::PubRel(PubRel::new(f.packet_id))),
+                InflightState::AwaitPubAck | InflightState::AwaitPubRec => Transmit::Publish {
+                    message: f.message.clone(),
+                    qos: if f.state == InflightState::AwaitPubAck { QoS::AtLeastOnce } else { QoS::ExactlyOnce },
+                    packet_id: Some(f.packet_id),
+                    dup: true,
+                    retain: f.retain,
+                    subscription_ids: f.subscription_ids.clone(),
+                },
+            };
+            self.transmit.push_back(t);
+        }
+    }
+
+    /// Encodes everything queued for the client into `buf`, in order. A PUBLISH larger than the
+    /// client's Maximum Packet Size is dropped, as MQTT 5.0 requires [MQTT-3.1.2-25]. Returns
+    /// how many packets were written.
+    pub fn write_transmits(&mut self, now: Instant, buf: &mut BytesMut) -> Result<usize, EncodeError> {
+        let mut written = 0;
+        while let Some(t) = self.transmit.pop_front() {
+            let start = buf.len();
+            match &t {
+                Transmit::Packet(p) => p.encode(self.version, buf)?,
+                Transmit::Publish { message, qos, packet_id, dup, retain, subscription_ids } => {
+                    PublishRef {
+                        dup: *dup,
+                        qos: *qos,
+                        retain: *retain,
+                        topic: &message.topic,
+                        packet_id: *packet_id,
+                        properties: &message.properties,
+                        topic_alias: None,
+                        subscription_identifiers: subscription_ids,
+                        message_expiry_interval: message.remaining_expiry(now),
+                        payload: &message.payload,
+                    }
+                    .encode(self.version, buf)?;
+                    let too_large = self.client_max_packet_size.is_some_and(|max| (buf.len() - start) as u64 > u64::from(max));
+                    if too_large {
+                        buf.truncate(start);
+                        self.dropped_oversize += 1;
+                        if let Some(id) = packet_id {
+                            self.inflight.retain(|f| f.packet_id != *id);
+                        }
+                        continue;
+                    }
+                }
+            }
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// Messages dropped because they exceeded the client's Maximum Packet Size.
+    pub fn dropped_oversize(&self) -> u64 {
+        self.dropped_oversize
+    }
+}

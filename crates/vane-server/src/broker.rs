@@ -1,0 +1,107 @@
+//! Shared broker state and routing: where a published message goes (point-to-point target,
+//! retained store, subscribers), and the settings every connection reads.
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use vane_config::Config;
+use vane_core::{Delivery, Message, QueueLimits, RetainedMessages, RouteScratch, SessionConfig, SubscriptionIndex};
+use vane_proto::QoS;
+
+use crate::mailbox::Mailbox;
+use crate::registry::{SessionRegistry, SessionSlot};
+
+/// A subscriber as the index sees it: the slot whose mailbox receives deliveries.
+pub(crate) type Subscriber = Arc<SessionSlot>;
+
+/// The state every connection task shares.
+pub(crate) struct Broker {
+    pub config: Config,
+    pub session_config: SessionConfig,
+    pub registry: SessionRegistry,
+    // parking_lot RwLock, not tokio: matching never awaits and takes microseconds; the guard
+    // is dropped before any delivery.
+    pub index: RwLock<SubscriptionIndex<Subscriber>>,
+    pub retained: RwLock<RetainedMessages>,
+}
+
+impl Broker {
+    pub(crate) fn new(config: Config) -> Broker {
+        let max_qos = QoS::from_u8(config.mqtt.max_qos).unwrap_or(QoS::ExactlyOnce);
+        let session_config = SessionConfig {
+            max_inflight: config.mqtt.max_inflight,
+            max_qos,
+            receive_maximum: config.mqtt.receive_maximum,
+            topic_alias_maximum: config.mqtt.topic_alias_maximum,
+        };
+        Broker {
+            config,
+            session_config,
+            registry: SessionRegistry::new(),
+            index: RwLock::new(SubscriptionIndex::new()),
+            retained: RwLock::new(RetainedMessages::new()),
+        }
+    }
+
+    /// A mailbox with the configured limits.
+    pub(crate) fn new_mailbox(&self) -> Mailbox {
+        let q = &self.config.queue;
+        let policy = match q.overflow {
+            vane_config::OverflowPolicy::DropOldest => vane_core::OverflowPolicy::DropOldest,
+            vane_config::OverflowPolicy::DropNewest => vane_core::OverflowPolicy::DropNewest,
+        };
+        Mailbox::new(QueueLimits { max_messages: q.max_messages, max_bytes: q.max_bytes.0, policy }, q.queue_qos0_offline)
+    }
+
+    /// Routes a message to its receivers. Returns true when at least one receiver took it.
+    pub(crate) fn publish(&self, message: Message, scratch: &mut RouteScratch<Subscriber>) -> bool {
+        let message = Arc::new(message);
+        if self.config.p2p.enabled {
+            if let Some(target) = p2p_target(&message.topic) {
+                let target = target.to_owned();
+                return self.publish_p2p(&target, message);
+            }
+        }
+        if message.retain {
+            self.retained.write().set(message.clone());
+        }
+        self.index.read().matches_into(&message.topic, &mut scratch.matches);
+        scratch.deliver_matches(&message, |slot, delivery| {
+            slot.mailbox.push(delivery);
+        }) > 0
+    }
+
+    /// Delivers a point-to-point message to the one client it names, online or parked; it is
+    /// neither retained nor seen by subscribers.
+    fn publish_p2p(&self, target: &str, message: Arc<Message>) -> bool {
+        let Some(slot) = self.registry.get(target) else {
+            tracing::debug!(target_client = target, topic = %message.topic, "p2p message for unknown client dropped");
+            return false;
+        };
+        let qos = message.qos.min(self.session_config.max_qos);
+        slot.mailbox.push(Delivery { message, qos, retain: false, subscription_ids: Vec::new() })
+    }
+}
+
+/// The client id named by a point-to-point topic `<first-level>/p2p/<client id>`. The client id
+/// is everything after the second separator, so it may itself contain `/`.
+pub(crate) fn p2p_target(topic: &str) -> Option<&str> {
+    let (first, rest) = topic.split_once('/')?;
+    let target = rest.strip_prefix("p2p/")?;
+    (!first.starts_with('$') && !target.is_empty()).then_some(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::p2p_target;
+
+    #[test]
+    fn p2p_topics_name_their_client() {
+        assert_eq!(p2p_target("cmd/p2p/dev-1"), Some("dev-1"));
+        assert_eq!(p2p_target("cmd/p2p/site/dev-1"), Some("site/dev-1"));
+        assert_eq!(p2p_target("cmd/p2p/"), None);
+        assert_eq!(p2p_target("cmd/x/p2p/dev"), None);
+        assert_eq!(p2p_target("p2p/dev"), None);
+        assert_eq!(p2p_target("$SYS/p2p/dev"), None);
+    }
+}

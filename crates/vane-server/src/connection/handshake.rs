@@ -1,0 +1,204 @@
+//! The start of a connection: CONNECT within the timeout, client identifier rules, taking
+//! the session over from an older connection, and CONNACK.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use vane_core::Session;
+use vane_proto::{
+    ByteString, ConnAck, ConnAckProperties, ConnAckReason, Connect, DecodeError, Decoder, Packet, ProtocolVersion,
+    QoS,
+};
+
+use crate::broker::Broker;
+use crate::registry::{Kick, SessionGuard, SessionSlot};
+
+/// Why a connection ended before it was accepted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandshakeError {
+    #[error("connection closed before CONNECT")]
+    Closed,
+    #[error("[MQTT-3.1.0-1] first packet was {0:?}, not CONNECT")]
+    NotConnect(vane_proto::PacketType),
+    #[error("invalid CONNECT: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("CONNECT refused: {0:?}")]
+    Refused(ConnAckReason),
+    #[error("a newer connection took the session over during the handshake")]
+    Superseded,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A connection whose CONNECT was accepted and whose session is now owned by its task.
+pub(crate) struct Accepted {
+    pub connect: Box<Connect>,
+    pub slot: Arc<SessionSlot>,
+    pub guard: SessionGuard,
+    pub session: Session,
+    pub seq: u64,
+    pub kick: oneshot::Receiver<Kick>,
+    /// True when the session ends with this connection (v3 clean session, v5 expiry 0).
+    pub ends_with_connection: bool,
+    pub session_present: bool,
+}
+
+/// Reads packets until a whole one is decoded; the first one must be CONNECT [MQTT-3.1.0-1].
+pub(crate) async fn read_connect<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    read_buf: &mut BytesMut,
+    decoder: &mut Decoder,
+) -> Result<Box<Connect>, HandshakeError> {
+    loop {
+        if let Some(packet) = decoder.decode(read_buf)? {
+            return match packet {
+                Packet::Connect(c) => Ok(c),
+                other => Err(HandshakeError::NotConnect(other.packet_type())),
+            };
+        }
+        if reader.read_buf(read_buf).await? == 0 {
+            return Err(HandshakeError::Closed);
+        }
+    }
+}
+
+/// Answers a CONNECT that failed to decode, where the spec asks for an answer.
+pub(crate) async fn refuse_undecodable<W: AsyncWrite + Unpin>(writer: &mut W, err: DecodeError) {
+    if err == DecodeError::UnsupportedProtocolLevel {
+        // [MQTT-3.1.2-2] CONNACK with return code 0x01, in the 3.1.1 layout since the client's
+        // version is not one we speak.
+        let _ = writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+    }
+}
+
+/// Validates the client identifier, or assigns one [MQTT-3.1.3-6]. Returns the id and whether
+/// it was assigned.
+fn client_identifier(broker: &Broker, connect: &Connect) -> Result<(ByteString, bool), ConnAckReason> {
+    let id = &connect.client_id;
+    if id.len() > broker.config.mqtt.max_client_id_len {
+        return Err(ConnAckReason::ClientIdentifierNotValid);
+    }
+    match connect.protocol {
+        // MQTT 3.1: 1 to 23 characters.
+        ProtocolVersion::V3_1 if id.is_empty() || id.chars().count() > 23 => {
+            Err(ConnAckReason::ClientIdentifierNotValid)
+        }
+        // [MQTT-3.1.3-8] an empty id needs a clean session in 3.1.1.
+        ProtocolVersion::V3_1_1 if id.is_empty() && !connect.clean_start => Err(ConnAckReason::ClientIdentifierNotValid),
+        _ if id.is_empty() => {
+            let n = broker.registry.next_assigned_id();
+            let salt: u32 = rand::random();
+            Ok((ByteString::from(format!("vane-{n:x}-{salt:08x}")), true))
+        }
+        _ => Ok((id.clone(), false)),
+    }
+}
+
+/// Refusals that depend on the CONNECT's content, before any session is touched.
+fn check_connect(broker: &Broker, connect: &Connect) -> Result<(), ConnAckReason> {
+    if connect.properties.authentication_method.is_some() {
+        // No extended authentication method is configured.
+        return Err(ConnAckReason::BadAuthenticationMethod);
+    }
+    if let Some(will) = &connect.will {
+        if will.qos > broker.session_config.max_qos {
+            return Err(ConnAckReason::QoSNotSupported);
+        }
+    }
+    Ok(())
+}
+
+/// Writes a refusing CONNACK and returns the error that ends the connection.
+async fn refuse<W: AsyncWrite + Unpin>(writer: &mut W, version: ProtocolVersion, reason: ConnAckReason) -> HandshakeError {
+    let mut buf = BytesMut::new();
+    if Packet::ConnAck(ConnAck::new(reason, false)).encode(version, &mut buf).is_ok() {
+        let _ = writer.write_all(&buf).await;
+    }
+    HandshakeError::Refused(reason)
+}
+
+/// Takes ownership of the client's session: kicks an older connection, waits for it to let go,
+/// resumes or discards the session as Clean Start asks, and sends CONNACK.
+pub(crate) async fn accept<W: AsyncWrite + Unpin>(
+    broker: &Broker,
+    connect: Box<Connect>,
+    writer: &mut W,
+    write_buf: &mut BytesMut,
+    now: Instant,
+) -> Result<Accepted, HandshakeError> {
+    let version = connect.protocol;
+    if let Err(reason) = check_connect(broker, &connect) {
+        return Err(refuse(writer, version, reason).await);
+    }
+    let (client_id, assigned) = match client_identifier(broker, &connect) {
+        Ok(id) => id,
+        Err(reason) => return Err(refuse(writer, version, reason).await),
+    };
+    let (slot, guard, seq) = loop {
+        let slot = broker.registry.get_or_create(&client_id, || broker.new_mailbox());
+        let seq = slot.begin_takeover();
+        let guard = slot.acquire().await;
+        if !slot.is_latest(seq) {
+            return Err(HandshakeError::Superseded);
+        }
+        // The old session may have ended and removed its slot while we waited.
+        if broker.registry.is_current(&slot) {
+            break (slot, guard, seq);
+        }
+    };
+    let (kick_tx, kick) = oneshot::channel();
+    if !slot.set_owner(seq, kick_tx) {
+        return Err(HandshakeError::Superseded);
+    }
+    let mut guard = guard;
+    let existing = guard.take();
+    let ends_with_connection = match version {
+        ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0) == 0,
+        _ => connect.clean_start,
+    };
+    let (mut session, session_present) = match existing {
+        Some(old) if !connect.clean_start => (old, true),
+        old => {
+            if let Some(mut old) = old {
+                // [MQTT-3.1.2-6] Clean Session discards the previous session.
+                let mut index = broker.index.write();
+                for sub in old.clear_subscriptions() {
+                    index.unsubscribe(&sub.filter, slot.id);
+                }
+                drop(index);
+                slot.mailbox.clear();
+            }
+            (Session::new(slot.id, client_id.clone(), broker.session_config.clone(), now), false)
+        }
+    };
+    session.connect(&connect, now);
+    let mut connack = ConnAck::new(ConnAckReason::Success, session_present);
+    if version.is_v5() {
+        connack.properties = connack_properties(broker, assigned.then_some(client_id));
+    }
+    // [MQTT-3.2.0-1] CONNACK is the first packet the server sends.
+    session.send(Packet::ConnAck(connack));
+    // [MQTT-4.4.0-1] a resumed session resends what was in flight.
+    session.resend_inflight();
+    session.write_transmits(now, write_buf).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(Accepted { connect, slot, guard, session, seq, kick, ends_with_connection, session_present })
+}
+
+/// What a MQTT 5.0 client must know about this server (MQTT 5.0 section 3.2.2.3).
+fn connack_properties(broker: &Broker, assigned_client_id: Option<ByteString>) -> ConnAckProperties {
+    let c = &broker.session_config;
+    ConnAckProperties {
+        receive_maximum: Some(c.receive_maximum),
+        maximum_qos: (c.max_qos < QoS::ExactlyOnce).then_some(c.max_qos),
+        maximum_packet_size: u32::try_from(broker.config.mqtt.max_packet_size.0).ok(),
+        assigned_client_identifier: assigned_client_id,
+        topic_alias_maximum: Some(c.topic_alias_maximum),
+        wildcard_subscription_available: Some(true),
+        subscription_identifiers_available: Some(true),
+        shared_subscription_available: Some(false),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,371 @@
+//! One task per connection. It owns the client's session with plain `&mut` and selects over:
+//! the socket becoming readable or writable, its mailbox, its keep-alive deadline, a takeover
+//! request and server shutdown.
+
+mod handshake;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+use vane_core::session::{Action, NewSubscription};
+use vane_core::{Delivery, RouteScratch, Session, SessionError, Subscription};
+use vane_proto::{DecodeError, Decoder, Disconnect, DisconnectReason, Packet, RetainHandling};
+
+use crate::broker::{Broker, Subscriber};
+use crate::registry::Kick;
+use handshake::{accept, read_connect, refuse_undecodable, Accepted, HandshakeError};
+
+/// Bytes of unwritten output above which the task stops taking deliveries from its mailbox.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// Bytes of undecoded input above which the task stops reading (one packet may be larger; the
+/// decoder then reserves what it needs).
+const READ_CHUNK: usize = 16 * 1024;
+/// Deliveries taken from the mailbox per lock.
+const DRAIN_BATCH: usize = 256;
+
+/// Why a connection ended once accepted.
+#[derive(Debug)]
+enum End {
+    /// The client sent DISCONNECT.
+    ClientDisconnect(DisconnectReason),
+    /// The client closed the connection, or it broke.
+    Closed(Option<std::io::Error>),
+    /// The client broke the protocol.
+    Decode(DecodeError),
+    /// The client broke a session rule.
+    Session(SessionError),
+    /// Another connection took the session over.
+    TakenOver,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl End {
+    /// The DISCONNECT reason sent to an MQTT 5.0 client, if the server ends the connection.
+    fn server_reason(&self) -> Option<DisconnectReason> {
+        match self {
+            End::ClientDisconnect(_) | End::Closed(_) => None,
+            End::Decode(e) => Some(e.disconnect_reason()),
+            End::Session(e) => Some(e.disconnect_reason()),
+            End::TakenOver => Some(DisconnectReason::SessionTakenOver),
+            End::Shutdown => Some(DisconnectReason::ServerShuttingDown),
+        }
+    }
+
+    /// Whether the will is published [MQTT-3.1.2-8]: not after a normal DISCONNECT (the session
+    /// has then already dropped it), not on shutdown, and on takeover only for MQTT 5.0.
+    fn publishes_will(&self, v5: bool) -> bool {
+        match self {
+            End::ClientDisconnect(_) | End::Closed(_) | End::Decode(_) | End::Session(_) => true,
+            End::TakenOver => v5,
+            End::Shutdown => false,
+        }
+    }
+}
+
+/// Serves one client connection from its first byte to its close.
+pub(crate) async fn serve<R, W>(broker: Arc<Broker>, peer: SocketAddr, mut reader: R, mut writer: W, shutdown: watch::Receiver<bool>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut write_buf = BytesMut::new();
+    let mut decoder = Decoder::new(broker.config.mqtt.max_packet_size.0);
+    let connect_timeout = broker.config.mqtt.connect_timeout;
+    let connect = match tokio::time::timeout(connect_timeout, read_connect(&mut reader, &mut read_buf, &mut decoder)).await {
+        Ok(Ok(connect)) => connect,
+        Ok(Err(HandshakeError::Decode(e))) => {
+            warn!(%peer, error = %e, "invalid CONNECT, closing");
+            refuse_undecodable(&mut writer, e).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "connection closed before CONNECT was accepted");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, timeout = ?connect_timeout, "no CONNECT within the connect timeout, closing");
+            return;
+        }
+    };
+    let now = Instant::now();
+    let accepted = match accept(&broker, connect, &mut writer, &mut write_buf, now).await {
+        Ok(a) => a,
+        Err(e) => {
+            info!(%peer, error = %e, "connection refused");
+            return;
+        }
+    };
+    let mut conn = Connection {
+        broker,
+        peer,
+        reader,
+        writer,
+        read_buf,
+        write_buf,
+        decoder,
+        scratch: RouteScratch::default(),
+        retained_backlog: VecDeque::new(),
+        retained_scratch: Vec::new(),
+    };
+    conn.run(accepted, shutdown).await;
+}
+
+struct Connection<R, W> {
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    reader: R,
+    writer: W,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    decoder: Decoder,
+    scratch: RouteScratch<Subscriber>,
+    /// Retained messages owed to new subscriptions; sent before the mailbox and not subject to
+    /// its overflow policy, so a subscriber to `#` receives every retained message.
+    retained_backlog: VecDeque<Delivery>,
+    retained_scratch: Vec<Arc<vane_core::Message>>,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
+    async fn run(&mut self, accepted: Accepted, mut shutdown: watch::Receiver<bool>) {
+        let Accepted { connect, slot, mut guard, mut session, seq, mut kick, ends_with_connection, session_present } = accepted;
+        let dropped = slot.mailbox.set_online(true);
+        info!(
+            client_id = %session.client_id(),
+            peer = %self.peer,
+            version = %connect.protocol,
+            clean_start = connect.clean_start,
+            keep_alive = connect.keep_alive,
+            session_present,
+            queued = slot.mailbox.len(),
+            dropped_while_offline = dropped,
+            "client connected"
+        );
+        drop(connect);
+        let end = self.serve_session(&mut session, &slot, &mut kick, &mut shutdown).await;
+        self.finish(&mut session, &end).await;
+
+        if end.publishes_will(session.version().is_v5()) {
+            if let Some(will) = session.take_will() {
+                debug!(client_id = %session.client_id(), topic = %will.message.topic, "publishing will");
+                self.broker.publish(will.message, &mut self.scratch);
+            }
+        }
+        let dropped = slot.mailbox.set_online(false);
+        slot.clear_owner(seq);
+        let taken_over = matches!(end, End::TakenOver);
+        if ends_with_connection {
+            let mut index = self.broker.index.write();
+            for sub in session.clear_subscriptions() {
+                index.unsubscribe(&sub.filter, slot.id);
+            }
+            drop(index);
+            slot.mailbox.clear();
+            self.broker.registry.remove_if_latest(&slot, seq);
+            *guard = None;
+        } else {
+            *guard = Some(session);
+        }
+        let client_id = &slot.client_id;
+        match &end {
+            End::ClientDisconnect(reason) => info!(%client_id, peer = %self.peer, ?reason, "client disconnected"),
+            End::TakenOver => info!(%client_id, peer = %self.peer, "session taken over by a new connection"),
+            End::Closed(None) => info!(%client_id, peer = %self.peer, "connection closed by client without DISCONNECT"),
+            End::Closed(Some(e)) => info!(%client_id, peer = %self.peer, error = %e, "connection lost"),
+            End::Decode(e) => warn!(%client_id, peer = %self.peer, error = %e, "protocol violation, connection closed"),
+            End::Session(e) => warn!(%client_id, peer = %self.peer, error = %e, "connection closed"),
+            End::Shutdown => debug!(%client_id, peer = %self.peer, "connection closed for shutdown"),
+        }
+        if dropped > 0 && !taken_over {
+            warn!(%client_id, dropped, "messages dropped for this client because its queue was full");
+        }
+    }
+
+    /// The main loop: returns why the connection ends.
+    async fn serve_session(
+        &mut self,
+        session: &mut Session,
+        slot: &Arc<crate::registry::SessionSlot>,
+        kick: &mut tokio::sync::oneshot::Receiver<Kick>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End {
+        let mut mailbox_blocked = false;
+        loop {
+            let now = Instant::now();
+            if self.write_buf.len() < WRITE_HIGH_WATER {
+                mailbox_blocked = self.pull_deliveries(session, slot, now);
+            }
+            if let Err(e) = session.write_transmits(now, &mut self.write_buf) {
+                warn!(client_id = %session.client_id(), error = %e, "could not encode a packet for the client");
+            }
+            let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+            let want_mailbox = self.write_buf.len() < WRITE_HIGH_WATER && !mailbox_blocked;
+            let want_read = self.read_buf.len() < READ_CHUNK * 4;
+            if want_read && self.read_buf.capacity() - self.read_buf.len() < 1024 {
+                self.read_buf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                _ = &mut *kick => return End::TakenOver,
+                _ = shutdown.changed() => return End::Shutdown,
+                res = self.writer.write_buf(&mut self.write_buf), if !self.write_buf.is_empty() => {
+                    if let Err(e) = res {
+                        return End::Closed(Some(e));
+                    }
+                }
+                res = self.reader.read_buf(&mut self.read_buf), if want_read => {
+                    match res {
+                        Ok(0) => return End::Closed(None),
+                        Ok(_) => {
+                            if let Some(end) = self.handle_input(session, slot) {
+                                return end;
+                            }
+                        }
+                        Err(e) => return End::Closed(Some(e)),
+                    }
+                }
+                _ = slot.mailbox.notified(), if want_mailbox => {}
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    if let Err(e) = session.handle_timeout(Instant::now()) {
+                        return End::Session(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves retained backlog and mailbox deliveries into the session. Returns true when the
+    /// mailbox still holds deliveries that wait for the in-flight window.
+    fn pull_deliveries(&mut self, session: &mut Session, slot: &crate::registry::SessionSlot, now: Instant) -> bool {
+        while let Some(d) = self.retained_backlog.pop_front() {
+            if let Err(d) = session.deliver(d, now) {
+                self.retained_backlog.push_front(d);
+                return true;
+            }
+            if self.write_buf.len() >= WRITE_HIGH_WATER {
+                return false;
+            }
+        }
+        slot.mailbox.drain_into(session, now, DRAIN_BATCH)
+    }
+
+    /// Decodes and handles every complete packet in the read buffer.
+    fn handle_input(&mut self, session: &mut Session, slot: &Arc<crate::registry::SessionSlot>) -> Option<End> {
+        let now = Instant::now();
+        loop {
+            let packet = match self.decoder.decode(&mut self.read_buf) {
+                Ok(Some(p)) => p,
+                Ok(None) => return None,
+                Err(e) => return Some(End::Decode(e)),
+            };
+            match session.handle_packet(packet, now) {
+                Ok(None) => {}
+                Ok(Some(action)) => {
+                    if let Some(end) = self.apply(session, slot, action, now) {
+                        return Some(end);
+                    }
+                }
+                Err(e) => return Some(End::Session(e)),
+            }
+        }
+    }
+
+    fn apply(&mut self, session: &mut Session, slot: &Arc<crate::registry::SessionSlot>, action: Action, now: Instant) -> Option<End> {
+        match action {
+            Action::Publish { message, ack } => {
+                let matched = self.broker.publish(message, &mut self.scratch);
+                if let Some(ack) = ack {
+                    session.publish_routed(ack, matched);
+                }
+            }
+            Action::Subscribe(subs) => {
+                {
+                    let mut index = self.broker.index.write();
+                    for s in &subs {
+                        let sub = &s.subscription;
+                        index.subscribe(
+                            &sub.filter,
+                            Subscription {
+                                subscriber: slot.clone(),
+                                session_id: slot.id,
+                                options: sub.options,
+                                subscription_id: sub.subscription_id,
+                            },
+                        );
+                    }
+                }
+                for s in &subs {
+                    self.queue_retained(s, now);
+                }
+            }
+            Action::Unsubscribe(filters) => {
+                let mut index = self.broker.index.write();
+                for f in &filters {
+                    index.unsubscribe(f, slot.id);
+                }
+            }
+            Action::Disconnect { reason } => return Some(End::ClientDisconnect(reason)),
+        }
+        None
+    }
+
+    /// Queues the retained messages a new subscription receives [MQTT-3.3.1-6], as MQTT 5.0
+    /// Retain Handling asks [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11].
+    fn queue_retained(&mut self, s: &NewSubscription, now: Instant) {
+        let sub = &s.subscription;
+        let send = match sub.options.retain_handling {
+            RetainHandling::SendAtSubscribe => true,
+            RetainHandling::SendIfNew => !s.existed,
+            RetainHandling::DoNotSend => false,
+        };
+        if !send {
+            return;
+        }
+        self.broker.retained.read().matches_into(&sub.filter, &mut self.retained_scratch);
+        for message in self.retained_scratch.drain(..) {
+            if message.is_expired(now) {
+                continue;
+            }
+            self.retained_backlog.push_back(Delivery {
+                qos: message.qos.min(sub.options.qos),
+                retain: true,
+                subscription_ids: sub.subscription_id.into_iter().collect(),
+                message,
+            });
+        }
+    }
+
+    /// Sends what is owed before the close: pending output and, for MQTT 5.0, a DISCONNECT
+    /// with the server's reason. Bounded in time so a stuck client cannot hold the task.
+    async fn finish(&mut self, session: &mut Session, end: &End) {
+        if session.version().is_v5() {
+            if let Some(reason) = end.server_reason() {
+                session.send(Packet::Disconnect(Disconnect::new(reason)));
+            }
+        }
+        let _ = session.write_transmits(Instant::now(), &mut self.write_buf);
+        let flush = async {
+            while !self.write_buf.is_empty() {
+                if self.writer.write_buf(&mut self.write_buf).await.unwrap_or(0) == 0 {
+                    break;
+                }
+            }
+            let _ = self.writer.shutdown().await;
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,13 @@
+//! The Vane broker on tokio: listeners, one task per connection that owns its session, and the
+//! three shared structures (session registry, subscription index, retained messages).
+
+#![warn(missing_docs)]
+
+mod broker;
+mod connection;
+mod listener;
+mod mailbox;
+mod registry;
+mod server;
+
+pub use server::{Server, ServerError};

@@ -1,0 +1,34 @@
+//! The TCP accept loop: one task per accepted connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, error};
+
+use crate::broker::Broker;
+use crate::connection;
+
+/// Accepts connections until shutdown.
+pub(crate) async fn run_tcp(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            res = listener.accept() => match res {
+                Ok((stream, peer)) => {
+                    // Small packets are the norm: send them at once, batching is done above.
+                    let _ = stream.set_nodelay(true);
+                    debug!(%peer, "connection accepted");
+                    let (reader, writer) = stream.into_split();
+                    tokio::spawn(connection::serve(broker.clone(), peer, reader, writer, shutdown.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors or a transient error: back off instead of spinning.
+                    error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! A session's mailbox: the bounded queue publishers push deliveries into, and the wake-up
+//! its connection task waits on. Publishers never wait: a full mailbox applies its overflow
+//! policy and counts the drop.
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use vane_core::{Delivery, MessageQueue, Offer, QueueLimits, Session};
+use vane_proto::QoS;
+
+struct Inner {
+    queue: MessageQueue,
+    online: bool,
+}
+
+/// Deliveries waiting for one session.
+pub(crate) struct Mailbox {
+    // parking_lot Mutex, not tokio: pushes and drains are short and never await.
+    inner: Mutex<Inner>,
+    notify: Notify,
+    queue_qos0_offline: bool,
+}
+
+impl Mailbox {
+    pub(crate) fn new(limits: QueueLimits, queue_qos0_offline: bool) -> Mailbox {
+        Mailbox {
+            inner: Mutex::new(Inner { queue: MessageQueue::new(limits), online: false }),
+            notify: Notify::new(),
+            queue_qos0_offline,
+        }
+    }
+
+    /// Queues a delivery and wakes the connection task. Returns false when it was dropped.
+    pub(crate) fn push(&self, delivery: Delivery) -> bool {
+        let (offer, online) = {
+            let mut inner = self.inner.lock();
+            if !inner.online && delivery.qos == QoS::AtMostOnce && !self.queue_qos0_offline {
+                return false;
+            }
+            let was_empty = inner.queue.is_empty();
+            let offer = inner.queue.offer(delivery);
+            (offer, inner.online && was_empty)
+        };
+        // Only the push that makes the queue non-empty needs to wake the task: it drains
+        // everything queued before it sleeps again.
+        if online {
+            self.notify.notify_one();
+        }
+        offer != Offer::Dropped
+    }
+
+    /// Moves queued deliveries into the session until the queue is empty, the session's
+    /// in-flight window is full, or `max` deliveries were moved. Returns true when deliveries
+    /// remain because the in-flight window is full.
+    pub(crate) fn drain_into(&self, session: &mut Session, now: std::time::Instant, max: usize) -> bool {
+        let mut inner = self.inner.lock();
+        let mut delivered = 0;
+        while delivered < max {
+            let Some(d) = inner.queue.pop() else {
+                return false;
+            };
+            if let Err(d) = session.deliver(d, now) {
+                inner.queue.push_front(d);
+                return true;
+            }
+            delivered += 1;
+        }
+        false
+    }
+
+    /// Waits until a push makes the mailbox non-empty.
+    pub(crate) async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    /// Marks the session online (deliveries wake its task) or offline (QoS 0 is not kept
+    /// unless configured). Going offline drops queued QoS 0 deliveries under the same rule.
+    /// Returns the number of deliveries dropped by overflow since the last call.
+    pub(crate) fn set_online(&self, online: bool) -> u64 {
+        let mut inner = self.inner.lock();
+        inner.online = online;
+        if !online && !self.queue_qos0_offline {
+            inner.queue.drop_qos0();
+        }
+        let dropped = inner.queue.dropped();
+        drop(inner);
+        if online {
+            // Wake the new task so it drains what queued while the session was offline.
+            self.notify.notify_one();
+        }
+        dropped
+    }
+
+    /// Number of deliveries queued.
+    pub(crate) fn len(&self) -> usize {
+        self.inner.lock().queue.len()
+    }
+
+    /// Empties the mailbox (the session ended).
+    pub(crate) fn clear(&self) {
+        self.inner.lock().queue.clear();
+    }
+}

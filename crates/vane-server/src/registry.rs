@@ -1,0 +1,134 @@
+//! The session registry: client identifier to session slot. A slot holds the session itself
+//! (owned by at most one connection task at a time), its mailbox, and the means to ask the
+//! current owner to give it up. Takeover is serialised per client id, never globally.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, OwnedMutexGuard};
+use vane_core::Session;
+use vane_proto::ByteString;
+
+use crate::mailbox::Mailbox;
+
+/// Why a connection task is asked to let go of its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kick {
+    /// A new connection with the same client id [MQTT-3.1.4-3].
+    TakenOver,
+}
+
+/// Everything the broker keeps for one client id.
+pub(crate) struct SessionSlot {
+    pub id: u64,
+    pub client_id: ByteString,
+    pub mailbox: Mailbox,
+    /// The session. Held (tokio mutex, owned guard) by the connection task that serves it for
+    /// as long as it serves it: the lock is an ownership token, handed over on takeover.
+    state: Arc<tokio::sync::Mutex<Option<Session>>>,
+    /// Bumped by every connection that wants this session; the highest one wins.
+    connect_seq: AtomicU64,
+    owner: Mutex<Option<oneshot::Sender<Kick>>>,
+}
+
+pub(crate) type SessionGuard = OwnedMutexGuard<Option<Session>>;
+
+impl SessionSlot {
+    /// Registers interest in the session and asks the current owner to let go.
+    pub(crate) fn begin_takeover(&self) -> u64 {
+        let seq = self.connect_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(owner) = self.owner.lock().take() {
+            let _ = owner.send(Kick::TakenOver);
+        }
+        seq
+    }
+
+    /// Waits for the session to be free.
+    pub(crate) async fn acquire(&self) -> SessionGuard {
+        self.state.clone().lock_owned().await
+    }
+
+    /// True when no connection newer than `seq` wants the session.
+    pub(crate) fn is_latest(&self, seq: u64) -> bool {
+        self.connect_seq.load(Ordering::SeqCst) == seq
+    }
+
+    /// Installs the kick channel of the connection that now owns the session. Returns false
+    /// when a newer connection already wants it (the caller then gives it up at once).
+    pub(crate) fn set_owner(&self, seq: u64, owner: oneshot::Sender<Kick>) -> bool {
+        *self.owner.lock() = Some(owner);
+        self.is_latest(seq)
+    }
+
+    /// Drops the owner's kick channel once it no longer serves the session.
+    pub(crate) fn clear_owner(&self, seq: u64) {
+        if self.is_latest(seq) {
+            self.owner.lock().take();
+        }
+    }
+}
+
+/// Client id to slot.
+pub(crate) struct SessionRegistry {
+    // parking_lot Mutex: lookups are short and never await; contention is per connect, not
+    // per message.
+    slots: Mutex<HashMap<ByteString, Arc<SessionSlot>>>,
+    next_id: AtomicU64,
+}
+
+impl SessionRegistry {
+    pub(crate) fn new() -> Self {
+        SessionRegistry { slots: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
+    }
+
+    /// The slot of a client id, created when missing.
+    pub(crate) fn get_or_create(&self, client_id: &ByteString, make_mailbox: impl FnOnce() -> Mailbox) -> Arc<SessionSlot> {
+        let mut slots = self.slots.lock();
+        if let Some(slot) = slots.get(client_id) {
+            return slot.clone();
+        }
+        let slot = Arc::new(SessionSlot {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            client_id: client_id.clone(),
+            mailbox: make_mailbox(),
+            state: Arc::new(tokio::sync::Mutex::new(None)),
+            connect_seq: AtomicU64::new(0),
+            owner: Mutex::new(None),
+        });
+        slots.insert(client_id.clone(), slot.clone());
+        slot
+    }
+
+    /// The slot of a client id, if it has one.
+    pub(crate) fn get(&self, client_id: &str) -> Option<Arc<SessionSlot>> {
+        self.slots.lock().get(client_id).cloned()
+    }
+
+    /// True when `slot` is still the registered slot of its client id.
+    pub(crate) fn is_current(&self, slot: &Arc<SessionSlot>) -> bool {
+        self.slots.lock().get(&slot.client_id).is_some_and(|s| Arc::ptr_eq(s, slot))
+    }
+
+    /// Removes a slot whose session ended, unless a newer connection is taking it over.
+    pub(crate) fn remove_if_latest(&self, slot: &Arc<SessionSlot>, seq: u64) -> bool {
+        let mut slots = self.slots.lock();
+        if slot.is_latest(seq) && slots.get(&slot.client_id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            slots.remove(&slot.client_id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Number of sessions, online or parked.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.lock().len()
+    }
+
+    /// A fresh id for an assigned client identifier.
+    pub(crate) fn next_assigned_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,65 @@
+//! Starting and stopping the broker.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+use vane_config::Config;
+
+use crate::broker::Broker;
+use crate::listener;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not bind its address.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A broker with its listeners bound, ready to run.
+pub struct Server {
+    broker: Arc<Broker>,
+    listeners: Vec<TcpListener>,
+}
+
+impl Server {
+    /// Binds every configured listener. Port 0 picks a free port (see [`Server::local_addrs`]).
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let listener = TcpListener::bind(l.bind).await.map_err(|source| ServerError::Bind { addr: l.bind, source })?;
+            listeners.push(listener);
+        }
+        Ok(Server { broker: Arc::new(Broker::new(config)), listeners })
+    }
+
+    /// The addresses actually bound, in configuration order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    /// Serves until `shutdown` completes, then tells clients (MQTT 5.0: DISCONNECT 0x8B) and
+    /// closes their connections.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        for (listener, addr) in self.listeners.into_iter().zip(self.broker.config.listeners.iter()) {
+            info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.bind.to_string()), "listening for MQTT over TCP");
+            tokio::spawn(listener::run_tcp(listener, self.broker.clone(), stop_rx.clone()));
+        }
+        shutdown.await;
+        info!(sessions = self.broker.registry.len(), "shutting down");
+        let _ = stop_tx.send(true);
+        // Give connection tasks a moment to send their DISCONNECT and flush.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,19 @@
+//! The `vane` binary: `serve` (the default) runs the broker; `config default` prints the
+//! default configuration.
+
+mod cli;
+mod logging;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    match cli.command.unwrap_or(cli::Command::Serve(cli.serve)) {
+        cli::Command::Serve(args) => serve::run(args),
+        cli::Command::Config { action: cli::ConfigAction::Default } => {
+            print!("{}", vane_config::Config::default_toml());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,371 @@
+#!/usr/bin/env bash
+# Interop test suite for the Vane MQTT broker.
+#
+# Starts the broker under test on a free 127.0.0.1 port, runs the paho-mqtt
+# scenarios (interop/paho_scenarios.py) and the mosquitto_pub/mosquitto_sub
+# scenarios below, stops the broker and prints one final line:
+#     N passed, M failed
+# Exit status is 0 only if nothing failed.
+#
+# Environment:
+#   VANE_BIN            broker binary (default: target/release/vane; built with
+#                       `cargo build --release -p vane` if unset and missing)
+#   INTEROP_BROKER_CMD  run another broker instead of Vane, `{port}` is replaced
+#                       by the chosen port, e.g. 'mosquitto -p {port}'.
+#                       Vane-only scenarios (p2p) are skipped.
+#   INTEROP_ONLY        space-separated paho scenario names to run (debugging)
+#   INTEROP_SKIP_INSTALL=1  do not try to install missing dependencies
+#
+# All traffic goes to 127.0.0.1 only. Every wait is bounded.
+
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+HOST=127.0.0.1
+
+log() { printf '[interop] %s\n' "$*" >&2; }
+
+FAILED=0
+PASSED=0
+BROKER_LOG=""
+LOG_SHOWN=0
+
+# Print the tail of the broker log (once), so failures can be diagnosed.
+show_broker_log() {
+    if [ "$LOG_SHOWN" -eq 0 ] && [ -n "$BROKER_LOG" ] && [ -s "$BROKER_LOG" ]; then
+        LOG_SHOWN=1
+        echo "----- broker log (last 60 lines of $BROKER_LOG) -----" >&2
+        tail -n 60 "$BROKER_LOG" >&2
+        echo "-----------------------------------------------------" >&2
+    fi
+}
+
+# Setup failure: still end with the summary line.
+die() {
+    log "$*"
+    FAILED=1
+    show_broker_log
+    echo "0 passed, 1 failed"
+    exit 1
+}
+
+# ---------------------------------------------------------------------------
+# Dependencies
+# ---------------------------------------------------------------------------
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo -n"
+fi
+
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    local opts=(-y -q -o DPkg::Lock::Timeout=300 --no-install-recommends)
+    if ! $SUDO apt-get install "${opts[@]}" "$@" </dev/null >&2; then
+        log "apt-get install failed; running apt-get update and retrying"
+        $SUDO apt-get -q -o DPkg::Lock::Timeout=300 update </dev/null >&2
+        $SUDO apt-get install "${opts[@]}" "$@" </dev/null >&2
+    fi
+}
+
+paho_ok() {
+    python3 - <<'EOF' 2>/dev/null
+import sys
+import paho.mqtt
+sys.exit(0 if paho.mqtt.__version__.split(".")[0] == "2" else 1)
+EOF
+}
+
+install_deps() {
+    if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1; then
+        log "installing mosquitto-clients"
+        apt_install mosquitto-clients
+    fi
+    if ! command -v python3 >/dev/null 2>&1; then
+        log "installing python3"
+        apt_install python3
+    fi
+    if ! paho_ok; then
+        if ! python3 -m pip --version >/dev/null 2>&1; then
+            log "installing python3-pip"
+            apt_install python3-pip
+        fi
+        log "installing paho-mqtt 2.x"
+        local pipargs=(install -q --disable-pip-version-check --no-input 'paho-mqtt>=2,<3')
+        python3 -m pip "${pipargs[@]}" </dev/null >&2 \
+            || python3 -m pip "${pipargs[@]}" --break-system-packages </dev/null >&2
+    fi
+}
+
+if [ "${INTEROP_SKIP_INSTALL:-0}" != 1 ]; then
+    install_deps || true   # verified below
+fi
+command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 2>&1 \
+    || die "mosquitto_pub/mosquitto_sub not available (apt-get install mosquitto-clients)"
+paho_ok || die "paho-mqtt 2.x not importable by python3 (pip install 'paho-mqtt>=2,<3')"
+
+# ---------------------------------------------------------------------------
+# Broker
+# ---------------------------------------------------------------------------
+WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/vane-interop.XXXXXX")
+BROKER_LOG="$WORKDIR/broker.log"
+BROKER_PID=""
+SUB_PIDS=()
+
+cleanup() {
+    local rc=$?
+    set +e
+    for p in "${SUB_PIDS[@]}"; do
+        kill "$p" 2>/dev/null
+    done
+    if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
+        kill -TERM "$BROKER_PID" 2>/dev/null
+        for _ in $(seq 1 30); do
+            kill -0 "$BROKER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$BROKER_PID" 2>/dev/null; then
+            log "broker did not exit on SIGTERM within 3 s; sending SIGKILL"
+            kill -KILL "$BROKER_PID" 2>/dev/null
+        fi
+        wait "$BROKER_PID" 2>/dev/null
+    fi
+    if [ "$rc" -ne 0 ] || [ "$FAILED" -ne 0 ]; then
+        show_broker_log
+        log "logs kept in $WORKDIR"
+    else
+        rm -rf "$WORKDIR"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+    python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+PORT=$(free_port)
+PAHO_ARGS=()
+
+if [ -n "${INTEROP_BROKER_CMD:-}" ]; then
+    BROKER_CMD=${INTEROP_BROKER_CMD//\{port\}/$PORT}
+    PAHO_ARGS+=(--no-vane)
+    case "$(basename "${BROKER_CMD%% *}")" in
+        mosquitto) PAHO_ARGS+=(--quirks mosquitto) ;;
+    esac
+    log "broker under test (override): $BROKER_CMD"
+    # exec so that $! is the broker itself
+    bash -c "exec $BROKER_CMD" >"$BROKER_LOG" 2>&1 </dev/null &
+    BROKER_PID=$!
+else
+    if [ -z "${VANE_BIN:-}" ]; then
+        VANE_BIN="$REPO_ROOT/target/release/vane"
+        if [ ! -x "$VANE_BIN" ]; then
+            log "building Vane (cargo build --release -p vane)"
+            (cd "$REPO_ROOT" && cargo build --release -p vane) >&2 </dev/null \
+                || die "cargo build --release -p vane failed"
+        fi
+    fi
+    [ -x "$VANE_BIN" ] || die "Vane binary not found or not executable: $VANE_BIN"
+    log "broker under test: $VANE_BIN serve --bind $HOST:$PORT"
+    "$VANE_BIN" serve --bind "$HOST:$PORT" >"$BROKER_LOG" 2>&1 </dev/null &
+    BROKER_PID=$!
+fi
+
+port_open() {
+    timeout 1 bash -c "exec 3<>/dev/tcp/$HOST/$PORT" 2>/dev/null
+}
+
+ready=0
+for _ in $(seq 1 150); do   # ~15 s
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+        log "broker exited during startup (see log below)"
+        break
+    fi
+    if port_open; then
+        ready=1
+        break
+    fi
+    sleep 0.1
+done
+if [ "$ready" -ne 1 ]; then
+    kill -0 "$BROKER_PID" 2>/dev/null && log "broker did not accept connections on $HOST:$PORT within 15 s"
+    die "broker failed to start"
+fi
+log "broker is up on $HOST:$PORT (pid $BROKER_PID)"
+
+# ---------------------------------------------------------------------------
+# Result bookkeeping
+# ---------------------------------------------------------------------------
+pass() { PASSED=$((PASSED + 1)); echo "PASS $1"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL $1: $2"; }
+
+# ---------------------------------------------------------------------------
+# paho-mqtt scenarios
+# ---------------------------------------------------------------------------
+PAHO_OUT="$WORKDIR/paho.out"
+only_args=()
+if [ -n "${INTEROP_ONLY:-}" ]; then
+    # shellcheck disable=SC2206
+    only_args=(--only ${INTEROP_ONLY})
+fi
+set +e
+timeout -k 5 300 python3 -u "$SCRIPT_DIR/paho_scenarios.py" --host "$HOST" --port "$PORT" \
+    "${PAHO_ARGS[@]}" "${only_args[@]}" 2>&1 | tee "$PAHO_OUT"
+paho_rc=${PIPESTATUS[0]}
+set -e
+p_pass=$(grep -c '^PASS ' "$PAHO_OUT" || true)
+p_fail=$(grep -c '^FAIL ' "$PAHO_OUT" || true)
+PASSED=$((PASSED + p_pass))
+FAILED=$((FAILED + p_fail))
+if [ "$paho_rc" -ne 0 ] && [ "$p_fail" -eq 0 ]; then
+    fail paho_scenarios "python exited with status $paho_rc without reporting a failed scenario"
+fi
+
+# ---------------------------------------------------------------------------
+# mosquitto_pub / mosquitto_sub scenarios
+# ---------------------------------------------------------------------------
+if [ -n "${INTEROP_ONLY:-}" ]; then
+    log "INTEROP_ONLY set: skipping mosquitto client scenarios"
+else
+
+RUN_ID=$(python3 -c 'import uuid; print(uuid.uuid4().hex[:10])')
+MBASE="interop/$RUN_ID/mosq"
+C=(-h "$HOST" -p "$PORT")
+
+# start_sub OUTFILE ARGS... : start mosquitto_sub in debug mode in the
+# background and wait (max 5 s) until its SUBACK arrived.
+start_sub() {
+    local out=$1
+    shift
+    # stdbuf: mosquitto_sub block-buffers its -d output when writing to a file
+    timeout -k 2 20 stdbuf -oL mosquitto_sub "${C[@]}" -d "$@" >"$out" 2>&1 </dev/null &
+    SUB_PID=$!
+    SUB_PIDS+=("$SUB_PID")
+    for _ in $(seq 1 50); do
+        grep -q 'received SUBACK' "$out" 2>/dev/null && return 0
+        kill -0 "$SUB_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    return 1
+}
+
+# wait_sub : wait for the last started mosquitto_sub to exit (bounded by its
+# own -W and the outer `timeout`).
+wait_sub() {
+    wait "$SUB_PID" 2>/dev/null || true
+}
+
+mpub() { timeout -k 2 10 mosquitto_pub "${C[@]}" "$@" </dev/null; }
+
+# Message lines in `-v` output are "topic payload"; everything else in the
+# debug output starts with "Client " or "Subscribed".
+msg_lines() { grep -E "^interop/$RUN_ID/" "$1" || true; }
+
+scenario_mosq_qos() {
+    local q=$1 name="mosq_qos$1" out="$WORKDIR/mosq_q$1.out" t="$MBASE/q$1"
+    local n=5 expected="" i
+    if ! start_sub "$out" -t '#' -v -R -q 2 -C "$n" -W 10; then
+        fail "$name" "mosquitto_sub did not get a SUBACK within 5 s: $(tr '\n' ' ' <"$out")"
+        return
+    fi
+    for i in $(seq 1 "$n"); do
+        if ! mpub -q "$q" -t "$t" -m "m-$q-$i"; then
+            fail "$name" "mosquitto_pub -q $q failed"
+            return
+        fi
+        expected+="$t m-$q-$i"$'\n'
+    done
+    wait_sub
+    local got
+    got=$(msg_lines "$out")$'\n'
+    if [ "$got" != "$expected" ]; then
+        fail "$name" "expected $(printf '%q' "$expected") got $(printf '%q' "$got")"
+        return
+    fi
+    # each PUBLISH must have been delivered at the publish QoS (sub is QoS 2)
+    local bad
+    bad=$(grep 'received PUBLISH' "$out" | grep -vc "q$q," || true)
+    if [ "$bad" -ne 0 ]; then
+        fail "$name" "deliveries with QoS != $q: $(grep 'received PUBLISH' "$out" | tr '\n' ' ')"
+        return
+    fi
+    pass "$name"
+}
+
+scenario_mosq_retained() {
+    local name=mosq_retained t="$MBASE/retained" got
+    if ! mpub -q 1 -r -t "$t" -m "kept-$RUN_ID"; then
+        fail "$name" "mosquitto_pub -r failed"
+        return
+    fi
+    got=$(timeout -k 2 10 mosquitto_sub "${C[@]}" -t "$t" -C 1 -W 5 -F '%r %q %t %p' </dev/null 2>&1 || true)
+    if [ "$got" != "1 0 $t kept-$RUN_ID" ]; then
+        fail "$name" "later subscriber expected '1 0 $t kept-$RUN_ID' (retain qos topic payload), got '$got'"
+        return
+    fi
+    # the same at QoS 1 subscription, and with a wildcard filter
+    got=$(timeout -k 2 10 mosquitto_sub "${C[@]}" -q 1 -t "$MBASE/+" -C 1 -W 5 -F '%r %q %t %p' </dev/null 2>&1 || true)
+    if [ "$got" != "1 1 $t kept-$RUN_ID" ]; then
+        fail "$name" "wildcard subscriber expected '1 1 $t kept-$RUN_ID', got '$got'"
+        return
+    fi
+    # clear it; a new subscriber must then get nothing
+    if ! mpub -q 1 -r -n -t "$t"; then
+        fail "$name" "clearing the retained message (mosquitto_pub -r -n) failed"
+        return
+    fi
+    got=$(timeout -k 2 10 mosquitto_sub "${C[@]}" -t "$t" -C 1 -W 1 -v </dev/null 2>/dev/null || true)
+    if [ -n "$got" ]; then
+        fail "$name" "retained message still delivered after clearing: '$got'"
+        return
+    fi
+    pass "$name"
+}
+
+scenario_mosq_v31() {
+    local name=mosq_mqttv31 t="$MBASE/v31" out="$WORKDIR/mosq_v31.out" got
+    # subscriber also speaks 3.1
+    if ! start_sub "$out" -V mqttv31 -t "$t" -v -q 1 -C 2 -W 10; then
+        fail "$name" "mosquitto_sub -V mqttv31 did not get a SUBACK within 5 s: $(tr '\n' ' ' <"$out")"
+        return
+    fi
+    if ! mpub -V mqttv31 -q 1 -t "$t" -m "v31-q1"; then
+        fail "$name" "mosquitto_pub -V mqttv31 -q 1 failed"
+        return
+    fi
+    if ! mpub -V mqttv31 -q 2 -t "$t" -m "v31-q2"; then
+        fail "$name" "mosquitto_pub -V mqttv31 -q 2 failed"
+        return
+    fi
+    wait_sub
+    got=$(msg_lines "$out")
+    if [ "$got" != "$t v31-q1"$'\n'"$t v31-q2" ]; then
+        fail "$name" "expected both 3.1 messages, got $(printf '%q' "$got")"
+        return
+    fi
+    pass "$name"
+}
+
+scenario_mosq_qos 0
+scenario_mosq_qos 1
+scenario_mosq_qos 2
+scenario_mosq_retained
+scenario_mosq_v31
+
+fi
+
+if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+    fail broker_alive "broker process exited during the test run"
+fi
+
+if [ "$FAILED" -ne 0 ]; then
+    show_broker_log
+fi
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
