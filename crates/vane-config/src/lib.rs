@@ -290,3 +290,25 @@ mod tests {
         assert_eq!(c.queue.overflow, OverflowPolicy::DropNewest);
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::Config;
+
+    /// `vane.example.toml` documents every option at its default: it must stay equal to the
+    /// code's defaults and name every key the defaults have.
+    #[test]
+    fn example_file_is_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../vane.example.toml");
+        let text = std::fs::read_to_string(path).expect("vane.example.toml is readable");
+        assert_eq!(Config::parse(&text).expect("example parses"), Config::default());
+        let defaults = Config::default_toml();
+        for line in defaults.lines().filter(|l| l.contains(" = ")) {
+            let key = line.split(" = ").next().unwrap_or_default().trim();
+            assert!(
+                text.lines().any(|l| l.trim_start().starts_with(&format!("{key} = "))),
+                "vane.example.toml does not document `{key}`"
+            );
+        }
+    }
+}
