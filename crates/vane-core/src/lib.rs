@@ -18,7 +18,7 @@ mod subscription_index;
 
 pub use message::{Delivery, Message};
 pub use queue::{MessageQueue, Offer, OverflowPolicy, QueueLimits};
-pub use retained::RetainedMessages;
+pub use retained::{RetainedMessages, RetainedStore};
 pub use routing::RouteScratch;
 pub use session::{Session, SessionConfig, SessionError};
 pub use subscription_index::{Subscription, SubscriptionIndex};

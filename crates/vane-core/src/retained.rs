@@ -14,7 +14,28 @@ struct Node {
     message: Option<Arc<Message>>,
 }
 
-/// The retained message of every topic that has one.
+/// Where retained messages are kept. The broker talks to this trait only, so that a store that
+/// keeps them on disk (and streams a `#` subscription instead of collecting it) can replace the
+/// in-memory [`RetainedMessages`].
+pub trait RetainedStore: Send + Sync {
+    /// Stores a retained message, replacing the topic's previous one; an empty payload clears
+    /// the topic instead [MQTT-3.3.1-5], [MQTT-3.3.1-10], [MQTT-3.3.1-11].
+    fn set(&mut self, message: Arc<Message>);
+    /// Removes a topic's retained message. Returns true when there was one.
+    fn remove(&mut self, topic: &str) -> bool;
+    /// The retained message of one topic.
+    fn get(&self, topic: &str) -> Option<Arc<Message>>;
+    /// Appends every retained message whose topic matches `filter` to `out`.
+    fn matches_into(&self, filter: &TopicFilter, out: &mut Vec<Arc<Message>>);
+    /// Number of retained messages.
+    fn len(&self) -> usize;
+    /// True when nothing is retained.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The retained message of every topic that has one, in memory.
 #[derive(Debug, Default)]
 pub struct RetainedMessages {
     root: Node,
@@ -26,20 +47,10 @@ impl RetainedMessages {
     pub fn new() -> Self {
         Self::default()
     }
+}
 
-    /// Number of retained messages.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when nothing is retained.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Stores a retained message, replacing the topic's previous one; an empty payload clears
-    /// the topic instead [MQTT-3.3.1-5], [MQTT-3.3.1-10], [MQTT-3.3.1-11].
-    pub fn set(&mut self, message: Arc<Message>) {
+impl RetainedStore for RetainedMessages {
+    fn set(&mut self, message: Arc<Message>) {
         if message.payload.is_empty() {
             self.remove(&message.topic);
             return;
@@ -53,8 +64,7 @@ impl RetainedMessages {
         }
     }
 
-    /// Removes a topic's retained message. Returns true when there was one.
-    pub fn remove(&mut self, topic: &str) -> bool {
+    fn remove(&mut self, topic: &str) -> bool {
         let levels: Vec<&str> = topic.split('/').collect();
         let removed = remove_at(&mut self.root, &levels);
         if removed {
@@ -63,19 +73,21 @@ impl RetainedMessages {
         removed
     }
 
-    /// The retained message of one topic.
-    pub fn get(&self, topic: &str) -> Option<&Arc<Message>> {
+    fn get(&self, topic: &str) -> Option<Arc<Message>> {
         let mut node = &self.root;
         for level in topic.split('/') {
             node = node.children.get(level)?;
         }
-        node.message.as_ref()
+        node.message.clone()
     }
 
-    /// Appends every retained message whose topic matches `filter` to `out`.
-    pub fn matches_into(&self, filter: &TopicFilter, out: &mut Vec<Arc<Message>>) {
+    fn matches_into(&self, filter: &TopicFilter, out: &mut Vec<Arc<Message>>) {
         let levels: Vec<&str> = filter.filter().split('/').collect();
         collect(&self.root, &levels, true, out);
+    }
+
+    fn len(&self) -> usize {
+        self.len
     }
 }
 

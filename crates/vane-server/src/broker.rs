@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use vane_config::Config;
-use vane_core::{Delivery, Message, QueueLimits, RetainedMessages, RouteScratch, SessionConfig, SubscriptionIndex};
+use vane_core::{
+    Delivery, Message, QueueLimits, RetainedMessages, RetainedStore, RouteScratch, SessionConfig, SubscriptionIndex,
+};
 use vane_proto::QoS;
 
 use crate::mailbox::Mailbox;
@@ -22,7 +24,7 @@ pub(crate) struct Broker {
     // parking_lot RwLock, not tokio: matching never awaits and takes microseconds; the guard
     // is dropped before any delivery.
     pub index: RwLock<SubscriptionIndex<Subscriber>>,
-    pub retained: RwLock<RetainedMessages>,
+    pub retained: RwLock<Box<dyn RetainedStore>>,
 }
 
 impl Broker {
@@ -39,7 +41,7 @@ impl Broker {
             session_config,
             registry: SessionRegistry::new(),
             index: RwLock::new(SubscriptionIndex::new()),
-            retained: RwLock::new(RetainedMessages::new()),
+            retained: RwLock::new(Box::new(RetainedMessages::new())),
         }
     }
 

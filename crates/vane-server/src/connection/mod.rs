@@ -23,9 +23,12 @@ use handshake::{accept, read_connect, refuse_undecodable, Accepted, HandshakeErr
 
 /// Bytes of unwritten output above which the task stops taking deliveries from its mailbox.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
-/// Bytes of undecoded input above which the task stops reading (one packet may be larger; the
-/// decoder then reserves what it needs).
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes of unwritten output above which the task stops reading: a client that does not read
+/// its acknowledgements cannot make the broker buffer without bound.
+const READ_PAUSE_WRITE_BACKLOG: usize = 256 * 1024;
+/// Read buffer growth step. Every complete packet is decoded after each read, so what stays
+/// in the buffer is at most one partial packet (up to `mqtt.max_packet_size`).
+const READ_CHUNK: usize = 4 * 1024;
 /// Deliveries taken from the mailbox per lock.
 const DRAIN_BATCH: usize = 256;
 
@@ -207,8 +210,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             }
             let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
             let want_mailbox = self.write_buf.len() < WRITE_HIGH_WATER && !mailbox_blocked;
-            let want_read = self.read_buf.len() < READ_CHUNK * 4;
-            if want_read && self.read_buf.capacity() - self.read_buf.len() < 1024 {
+            let want_read = self.write_buf.len() < READ_PAUSE_WRITE_BACKLOG;
+            if want_read && self.read_buf.capacity() - self.read_buf.len() < 512 {
                 self.read_buf.reserve(READ_CHUNK);
             }
             tokio::select! {
