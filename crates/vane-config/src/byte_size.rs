@@ -25,15 +25,19 @@ impl std::str::FromStr for ByteSize {
             .iter()
             .find_map(|(unit, m)| s.strip_suffix(unit).map(|n| (n.trim(), *m)))
             .unwrap_or((s, 1));
-        let n: usize = number.parse().map_err(|_| format!("invalid size {s:?}: use e.g. 512, \"64KiB\", \"1MiB\""))?;
-        n.checked_mul(multiplier).map(ByteSize).ok_or_else(|| format!("size {s:?} is too large"))
+        let n: usize = number
+            .parse()
+            .map_err(|_| format!("invalid size {s:?}: use e.g. 512, \"64KiB\", \"1MiB\""))?;
+        n.checked_mul(multiplier)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size {s:?} is too large"))
     }
 }
 
 impl std::fmt::Display for ByteSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (unit, m) in &UNITS[..3] {
-            if self.0 >= *m && self.0 % m == 0 {
+            if self.0 >= *m && self.0.is_multiple_of(*m) {
                 return write!(f, "{}{unit}", self.0 / m);
             }
         }

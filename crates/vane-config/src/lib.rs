@@ -51,7 +51,9 @@ pub struct ListenerConfig {
 
 impl Default for ListenerConfig {
     fn default() -> Self {
-        ListenerConfig { bind: SocketAddr::from(([127, 0, 0, 1], 1883)) }
+        ListenerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+        }
     }
 }
 
@@ -162,7 +164,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: LogFormat::Text }
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -188,8 +193,10 @@ pub enum ConfigError {
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Config::parse(&text)
     }
 
@@ -262,17 +269,24 @@ mod tests {
 
     #[test]
     fn defaults_round_trip_through_toml() {
-        assert_eq!(Config::parse(&Config::default_toml()).ok(), Some(Config::default()));
+        assert_eq!(
+            Config::parse(&Config::default_toml()).ok(),
+            Some(Config::default())
+        );
     }
 
     #[test]
     fn unknown_keys_are_refused() {
-        assert!(matches!(Config::parse("[mqtt]\nmax_pakcet_size = 10"), Err(ConfigError::Parse(_))));
+        assert!(matches!(
+            Config::parse("[mqtt]\nmax_pakcet_size = 10"),
+            Err(ConfigError::Parse(_))
+        ));
     }
 
     #[test]
     fn every_problem_is_reported() {
-        let err = Config::parse("[mqtt]\nmax_inflight = 0\nmax_qos = 3\n[queue]\nmax_messages = 0\n");
+        let err =
+            Config::parse("[mqtt]\nmax_inflight = 0\nmax_qos = 3\n[queue]\nmax_messages = 0\n");
         match err {
             Err(ConfigError::Invalid(p)) => assert_eq!(p.len(), 3, "{p:?}"),
             other => panic!("expected Invalid, got {other:?}"),
@@ -301,12 +315,16 @@ mod example_file {
     fn example_file_is_the_defaults() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../vane.example.toml");
         let text = std::fs::read_to_string(path).expect("vane.example.toml is readable");
-        assert_eq!(Config::parse(&text).expect("example parses"), Config::default());
+        assert_eq!(
+            Config::parse(&text).expect("example parses"),
+            Config::default()
+        );
         let defaults = Config::default_toml();
         for line in defaults.lines().filter(|l| l.contains(" = ")) {
             let key = line.split(" = ").next().unwrap_or_default().trim();
             assert!(
-                text.lines().any(|l| l.trim_start().starts_with(&format!("{key} = "))),
+                text.lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{key} = "))),
                 "vane.example.toml does not document `{key}`"
             );
         }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use vane_config::Config;
 use vane_core::{
-    Delivery, Message, QueueLimits, RetainedMessages, RetainedStore, RouteScratch, SessionConfig, SubscriptionIndex,
+    Delivery, Message, QueueLimits, RetainedMessages, RetainedStore, RouteScratch, SessionConfig,
+    SubscriptionIndex,
 };
 use vane_proto::QoS;
 
@@ -52,7 +53,14 @@ impl Broker {
             vane_config::OverflowPolicy::DropOldest => vane_core::OverflowPolicy::DropOldest,
             vane_config::OverflowPolicy::DropNewest => vane_core::OverflowPolicy::DropNewest,
         };
-        Mailbox::new(QueueLimits { max_messages: q.max_messages, max_bytes: q.max_bytes.0, policy }, q.queue_qos0_offline)
+        Mailbox::new(
+            QueueLimits {
+                max_messages: q.max_messages,
+                max_bytes: q.max_bytes.0,
+                policy,
+            },
+            q.queue_qos0_offline,
+        )
     }
 
     /// Routes a message to its receivers. Returns true when at least one receiver took it.
@@ -67,7 +75,9 @@ impl Broker {
         if message.retain {
             self.retained.write().set(message.clone());
         }
-        self.index.read().matches_into(&message.topic, &mut scratch.matches);
+        self.index
+            .read()
+            .matches_into(&message.topic, &mut scratch.matches);
         scratch.deliver_matches(&message, |slot, delivery| {
             slot.mailbox.push(delivery);
         }) > 0
@@ -81,7 +91,12 @@ impl Broker {
             return false;
         };
         let qos = message.qos.min(self.session_config.max_qos);
-        slot.mailbox.push(Delivery { message, qos, retain: false, subscription_ids: Vec::new() })
+        slot.mailbox.push(Delivery {
+            message,
+            qos,
+            retain: false,
+            subscription_ids: Vec::new(),
+        })
     }
 }
 

@@ -11,7 +11,11 @@ use crate::broker::Broker;
 use crate::connection;
 
 /// Accepts connections until shutdown.
-pub(crate) async fn run_tcp(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run_tcp(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,

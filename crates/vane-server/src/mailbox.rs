@@ -23,7 +23,10 @@ pub(crate) struct Mailbox {
 impl Mailbox {
     pub(crate) fn new(limits: QueueLimits, queue_qos0_offline: bool) -> Mailbox {
         Mailbox {
-            inner: Mutex::new(Inner { queue: MessageQueue::new(limits), online: false }),
+            inner: Mutex::new(Inner {
+                queue: MessageQueue::new(limits),
+                online: false,
+            }),
             notify: Notify::new(),
             queue_qos0_offline,
         }
@@ -51,7 +54,12 @@ impl Mailbox {
     /// Moves queued deliveries into the session until the queue is empty, the session's
     /// in-flight window is full, or `max` deliveries were moved. Returns true when deliveries
     /// remain because the in-flight window is full.
-    pub(crate) fn drain_into(&self, session: &mut Session, now: std::time::Instant, max: usize) -> bool {
+    pub(crate) fn drain_into(
+        &self,
+        session: &mut Session,
+        now: std::time::Instant,
+        max: usize,
+    ) -> bool {
         let mut inner = self.inner.lock();
         let mut delivered = 0;
         while delivered < max {

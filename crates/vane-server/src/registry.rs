@@ -80,11 +80,18 @@ pub(crate) struct SessionRegistry {
 
 impl SessionRegistry {
     pub(crate) fn new() -> Self {
-        SessionRegistry { slots: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
+        SessionRegistry {
+            slots: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
     }
 
     /// The slot of a client id, created when missing.
-    pub(crate) fn get_or_create(&self, client_id: &ByteString, make_mailbox: impl FnOnce() -> Mailbox) -> Arc<SessionSlot> {
+    pub(crate) fn get_or_create(
+        &self,
+        client_id: &ByteString,
+        make_mailbox: impl FnOnce() -> Mailbox,
+    ) -> Arc<SessionSlot> {
         let mut slots = self.slots.lock();
         if let Some(slot) = slots.get(client_id) {
             return slot.clone();
@@ -108,13 +115,20 @@ impl SessionRegistry {
 
     /// True when `slot` is still the registered slot of its client id.
     pub(crate) fn is_current(&self, slot: &Arc<SessionSlot>) -> bool {
-        self.slots.lock().get(&slot.client_id).is_some_and(|s| Arc::ptr_eq(s, slot))
+        self.slots
+            .lock()
+            .get(&slot.client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
     }
 
     /// Removes a slot whose session ended, unless a newer connection is taking it over.
     pub(crate) fn remove_if_latest(&self, slot: &Arc<SessionSlot>, seq: u64) -> bool {
         let mut slots = self.slots.lock();
-        if slot.is_latest(seq) && slots.get(&slot.client_id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+        if slot.is_latest(seq)
+            && slots
+                .get(&slot.client_id)
+                .is_some_and(|s| Arc::ptr_eq(s, slot))
+        {
             slots.remove(&slot.client_id);
             true
         } else {

@@ -37,24 +37,43 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let mut listeners = Vec::new();
         for l in &config.listeners {
-            let listener = TcpListener::bind(l.bind).await.map_err(|source| ServerError::Bind { addr: l.bind, source })?;
+            let listener = TcpListener::bind(l.bind)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: l.bind,
+                    source,
+                })?;
             listeners.push(listener);
         }
-        Ok(Server { broker: Arc::new(Broker::new(config)), listeners })
+        Ok(Server {
+            broker: Arc::new(Broker::new(config)),
+            listeners,
+        })
     }
 
     /// The addresses actually bound, in configuration order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// Serves until `shutdown` completes, then tells clients (MQTT 5.0: DISCONNECT 0x8B) and
     /// closes their connections.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
-        for (listener, addr) in self.listeners.into_iter().zip(self.broker.config.listeners.iter()) {
+        for (listener, addr) in self
+            .listeners
+            .into_iter()
+            .zip(self.broker.config.listeners.iter())
+        {
             info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.bind.to_string()), "listening for MQTT over TCP");
-            tokio::spawn(listener::run_tcp(listener, self.broker.clone(), stop_rx.clone()));
+            tokio::spawn(listener::run_tcp(
+                listener,
+                self.broker.clone(),
+                stop_rx.clone(),
+            ));
         }
         shutdown.await;
         info!(sessions = self.broker.registry.len(), "shutting down");

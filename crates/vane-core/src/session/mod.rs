@@ -73,6 +73,10 @@ pub enum PendingAck {
 
 /// What the broker must do after a packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned by value and consumed at once; boxing the message would add an allocation per publish"
+)]
 pub enum Action {
     /// Route this message; then call [`Session::publish_routed`] with `ack` if there is one.
     Publish {
@@ -105,11 +109,11 @@ pub struct NewSubscription {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum InflightState {
     /// QoS 1 PUBLISH sent, PUBACK awaited.
-    AwaitPubAck,
+    Qos1Sent,
     /// QoS 2 PUBLISH sent, PUBREC awaited.
-    AwaitPubRec,
+    Qos2Sent,
     /// PUBREL sent, PUBCOMP awaited.
-    AwaitPubComp,
+    Released,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,6 +12,10 @@ use crate::message::{Delivery, Message};
 
 /// Something queued for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives briefly in a reused queue; boxing control packets would allocate per PUBACK"
+)]
 pub enum Transmit {
     /// A control packet.
     Packet(Packet),
@@ -65,7 +69,7 @@ impl Session {
             return Err(d);
         }
         let packet_id = self.allocate_packet_id();
-        let state = if d.qos == QoS::AtLeastOnce { InflightState::AwaitPubAck } else { InflightState::AwaitPubRec };
+        let state = if d.qos == QoS::AtLeastOnce { InflightState::Qos1Sent } else { InflightState::Qos2Sent };
         self.inflight.push_back(Inflight {
             packet_id,
             state,
@@ -104,25 +108,25 @@ impl Session {
     }
 
     pub(super) fn handle_puback(&mut self, id: PacketId) {
-        if let Some(pos) = self.inflight_position(id, InflightState::AwaitPubAck) {
+        if let Some(pos) = self.inflight_position(id, InflightState::Qos1Sent) {
             self.inflight.remove(pos);
         }
     }
 
     pub(super) fn handle_pubrec(&mut self, id: PacketId, refused: bool) {
-        match self.inflight_position(id, InflightState::AwaitPubRec) {
+        match self.inflight_position(id, InflightState::Qos2Sent) {
             Some(pos) if refused => {
                 // [MQTT-4.3.3-?] a PUBREC with an error code ends the exchange (MQTT 5.0).
                 self.inflight.remove(pos);
             }
             Some(pos) => {
                 if let Some(f) = self.inflight.get_mut(pos) {
-                    f.state = InflightState::AwaitPubComp;
+                    f.state = InflightState::Released;
                 }
                 // [MQTT-4.3.3-4] answer PUBREC with PUBREL.
                 self.send(Packet::PubRel(PubRel::new(id)));
             }
-            None if self.inflight_position(id, InflightState::AwaitPubComp).is_some() => {
+            None if self.inflight_position(id, InflightState::Released).is_some() => {
                 // A repeated PUBREC: repeat the PUBREL.
                 self.send(Packet::PubRel(PubRel::new(id)));
             }
@@ -133,7 +137,7 @@ impl Session {
     }
 
     pub(super) fn handle_pubcomp(&mut self, id: PacketId) {
-        if let Some(pos) = self.inflight_position(id, InflightState::AwaitPubComp) {
+        if let Some(pos) = self.inflight_position(id, InflightState::Released) {
             self.inflight.remove(pos);
         }
     }
@@ -143,10 +147,10 @@ impl Session {
     pub fn resend_inflight(&mut self) {
         for f in &self.inflight {
             let t = match f.state {
-                InflightState::AwaitPubComp => Transmit::Packet(Packet::PubRel(PubRel::new(f.packet_id))),
-                InflightState::AwaitPubAck | InflightState::AwaitPubRec => Transmit::Publish {
+                InflightState::Released => Transmit::Packet(Packet::PubRel(PubRel::new(f.packet_id))),
+                InflightState::Qos1Sent | InflightState::Qos2Sent => Transmit::Publish {
                     message: f.message.clone(),
-                    qos: if f.state == InflightState::AwaitPubAck { QoS::AtLeastOnce } else { QoS::ExactlyOnce },
+                    qos: if f.state == InflightState::Qos1Sent { QoS::AtLeastOnce } else { QoS::ExactlyOnce },
                     packet_id: Some(f.packet_id),
                     dup: true,
                     retain: f.retain,
@@ -192,6 +196,10 @@ impl Session {
                 }
             }
             written += 1;
+        }
+        // A burst can leave a large queue behind; idle sessions should not keep it.
+        if self.transmit.capacity() > 256 {
+            self.transmit.shrink_to(16);
         }
         Ok(written)
     }

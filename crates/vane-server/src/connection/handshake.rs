@@ -9,8 +9,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use vane_core::Session;
 use vane_proto::{
-    ByteString, ConnAck, ConnAckProperties, ConnAckReason, Connect, DecodeError, Decoder, Packet, ProtocolVersion,
-    QoS,
+    ByteString, ConnAck, ConnAckProperties, ConnAckReason, Connect, DecodeError, Decoder, Packet,
+    ProtocolVersion, QoS,
 };
 
 use crate::broker::Broker;
@@ -76,7 +76,10 @@ pub(crate) async fn refuse_undecodable<W: AsyncWrite + Unpin>(writer: &mut W, er
 
 /// Validates the client identifier, or assigns one [MQTT-3.1.3-6]. Returns the id and whether
 /// it was assigned.
-fn client_identifier(broker: &Broker, connect: &Connect) -> Result<(ByteString, bool), ConnAckReason> {
+fn client_identifier(
+    broker: &Broker,
+    connect: &Connect,
+) -> Result<(ByteString, bool), ConnAckReason> {
     let id = &connect.client_id;
     if id.len() > broker.config.mqtt.max_client_id_len {
         return Err(ConnAckReason::ClientIdentifierNotValid);
@@ -87,7 +90,9 @@ fn client_identifier(broker: &Broker, connect: &Connect) -> Result<(ByteString, 
             Err(ConnAckReason::ClientIdentifierNotValid)
         }
         // [MQTT-3.1.3-8] an empty id needs a clean session in 3.1.1.
-        ProtocolVersion::V3_1_1 if id.is_empty() && !connect.clean_start => Err(ConnAckReason::ClientIdentifierNotValid),
+        ProtocolVersion::V3_1_1 if id.is_empty() && !connect.clean_start => {
+            Err(ConnAckReason::ClientIdentifierNotValid)
+        }
         _ if id.is_empty() => {
             let n = broker.registry.next_assigned_id();
             let salt: u32 = rand::random();
@@ -112,9 +117,16 @@ fn check_connect(broker: &Broker, connect: &Connect) -> Result<(), ConnAckReason
 }
 
 /// Writes a refusing CONNACK and returns the error that ends the connection.
-async fn refuse<W: AsyncWrite + Unpin>(writer: &mut W, version: ProtocolVersion, reason: ConnAckReason) -> HandshakeError {
+async fn refuse<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    version: ProtocolVersion,
+    reason: ConnAckReason,
+) -> HandshakeError {
     let mut buf = BytesMut::new();
-    if Packet::ConnAck(ConnAck::new(reason, false)).encode(version, &mut buf).is_ok() {
+    if Packet::ConnAck(ConnAck::new(reason, false))
+        .encode(version, &mut buf)
+        .is_ok()
+    {
         let _ = writer.write_all(&buf).await;
     }
     HandshakeError::Refused(reason)
@@ -138,7 +150,9 @@ pub(crate) async fn accept<W: AsyncWrite + Unpin>(
         Err(reason) => return Err(refuse(writer, version, reason).await),
     };
     let (slot, guard, seq) = loop {
-        let slot = broker.registry.get_or_create(&client_id, || broker.new_mailbox());
+        let slot = broker
+            .registry
+            .get_or_create(&client_id, || broker.new_mailbox());
         let seq = slot.begin_takeover();
         let guard = slot.acquire().await;
         if !slot.is_latest(seq) {
@@ -171,7 +185,15 @@ pub(crate) async fn accept<W: AsyncWrite + Unpin>(
                 drop(index);
                 slot.mailbox.clear();
             }
-            (Session::new(slot.id, client_id.clone(), broker.session_config.clone(), now), false)
+            (
+                Session::new(
+                    slot.id,
+                    client_id.clone(),
+                    broker.session_config.clone(),
+                    now,
+                ),
+                false,
+            )
         }
     };
     session.connect(&connect, now);
@@ -183,12 +205,26 @@ pub(crate) async fn accept<W: AsyncWrite + Unpin>(
     session.send(Packet::ConnAck(connack));
     // [MQTT-4.4.0-1] a resumed session resends what was in flight.
     session.resend_inflight();
-    session.write_transmits(now, write_buf).map_err(|e| std::io::Error::other(e.to_string()))?;
-    Ok(Accepted { connect, slot, guard, session, seq, kick, ends_with_connection, session_present })
+    session
+        .write_transmits(now, write_buf)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(Accepted {
+        connect,
+        slot,
+        guard,
+        session,
+        seq,
+        kick,
+        ends_with_connection,
+        session_present,
+    })
 }
 
 /// What a MQTT 5.0 client must know about this server (MQTT 5.0 section 3.2.2.3).
-fn connack_properties(broker: &Broker, assigned_client_id: Option<ByteString>) -> ConnAckProperties {
+fn connack_properties(
+    broker: &Broker,
+    assigned_client_id: Option<ByteString>,
+) -> ConnAckProperties {
     let c = &broker.session_config;
     ConnAckProperties {
         receive_maximum: Some(c.receive_maximum),

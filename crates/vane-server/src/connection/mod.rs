@@ -73,8 +73,13 @@ impl End {
 }
 
 /// Serves one client connection from its first byte to its close.
-pub(crate) async fn serve<R, W>(broker: Arc<Broker>, peer: SocketAddr, mut reader: R, mut writer: W, shutdown: watch::Receiver<bool>)
-where
+pub(crate) async fn serve<R, W>(
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    mut reader: R,
+    mut writer: W,
+    shutdown: watch::Receiver<bool>,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -82,7 +87,12 @@ where
     let mut write_buf = BytesMut::new();
     let mut decoder = Decoder::new(broker.config.mqtt.max_packet_size.0);
     let connect_timeout = broker.config.mqtt.connect_timeout;
-    let connect = match tokio::time::timeout(connect_timeout, read_connect(&mut reader, &mut read_buf, &mut decoder)).await {
+    let connect = match tokio::time::timeout(
+        connect_timeout,
+        read_connect(&mut reader, &mut read_buf, &mut decoder),
+    )
+    .await
+    {
         Ok(Ok(connect)) => connect,
         Ok(Err(HandshakeError::Decode(e))) => {
             warn!(%peer, error = %e, "invalid CONNECT, closing");
@@ -138,7 +148,16 @@ struct Connection<R, W> {
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     async fn run(&mut self, accepted: Accepted, mut shutdown: watch::Receiver<bool>) {
-        let Accepted { connect, slot, mut guard, mut session, seq, mut kick, ends_with_connection, session_present } = accepted;
+        let Accepted {
+            connect,
+            slot,
+            mut guard,
+            mut session,
+            seq,
+            mut kick,
+            ends_with_connection,
+            session_present,
+        } = accepted;
         let dropped = slot.mailbox.set_online(true);
         info!(
             client_id = %session.client_id(),
@@ -152,7 +171,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             "client connected"
         );
         drop(connect);
-        let end = self.serve_session(&mut session, &slot, &mut kick, &mut shutdown).await;
+        let end = self
+            .serve_session(&mut session, &slot, &mut kick, &mut shutdown)
+            .await;
         self.finish(&mut session, &end).await;
 
         if end.publishes_will(session.version().is_v5()) {
@@ -178,13 +199,27 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         }
         let client_id = &slot.client_id;
         match &end {
-            End::ClientDisconnect(reason) => info!(%client_id, peer = %self.peer, ?reason, "client disconnected"),
-            End::TakenOver => info!(%client_id, peer = %self.peer, "session taken over by a new connection"),
-            End::Closed(None) => info!(%client_id, peer = %self.peer, "connection closed by client without DISCONNECT"),
-            End::Closed(Some(e)) => info!(%client_id, peer = %self.peer, error = %e, "connection lost"),
-            End::Decode(e) => warn!(%client_id, peer = %self.peer, error = %e, "protocol violation, connection closed"),
-            End::Session(e) => warn!(%client_id, peer = %self.peer, error = %e, "connection closed"),
-            End::Shutdown => debug!(%client_id, peer = %self.peer, "connection closed for shutdown"),
+            End::ClientDisconnect(reason) => {
+                info!(%client_id, peer = %self.peer, ?reason, "client disconnected")
+            }
+            End::TakenOver => {
+                info!(%client_id, peer = %self.peer, "session taken over by a new connection")
+            }
+            End::Closed(None) => {
+                info!(%client_id, peer = %self.peer, "connection closed by client without DISCONNECT")
+            }
+            End::Closed(Some(e)) => {
+                info!(%client_id, peer = %self.peer, error = %e, "connection lost")
+            }
+            End::Decode(e) => {
+                warn!(%client_id, peer = %self.peer, error = %e, "protocol violation, connection closed")
+            }
+            End::Session(e) => {
+                warn!(%client_id, peer = %self.peer, error = %e, "connection closed")
+            }
+            End::Shutdown => {
+                debug!(%client_id, peer = %self.peer, "connection closed for shutdown")
+            }
         }
         if dropped > 0 && !taken_over {
             warn!(%client_id, dropped, "messages dropped for this client because its queue was full");
@@ -246,7 +281,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
 
     /// Moves retained backlog and mailbox deliveries into the session. Returns true when the
     /// mailbox still holds deliveries that wait for the in-flight window.
-    fn pull_deliveries(&mut self, session: &mut Session, slot: &crate::registry::SessionSlot, now: Instant) -> bool {
+    fn pull_deliveries(
+        &mut self,
+        session: &mut Session,
+        slot: &crate::registry::SessionSlot,
+        now: Instant,
+    ) -> bool {
         while let Some(d) = self.retained_backlog.pop_front() {
             if let Err(d) = session.deliver(d, now) {
                 self.retained_backlog.push_front(d);
@@ -260,7 +300,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     }
 
     /// Decodes and handles every complete packet in the read buffer.
-    fn handle_input(&mut self, session: &mut Session, slot: &Arc<crate::registry::SessionSlot>) -> Option<End> {
+    fn handle_input(
+        &mut self,
+        session: &mut Session,
+        slot: &Arc<crate::registry::SessionSlot>,
+    ) -> Option<End> {
         let now = Instant::now();
         loop {
             let packet = match self.decoder.decode(&mut self.read_buf) {
@@ -280,7 +324,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         }
     }
 
-    fn apply(&mut self, session: &mut Session, slot: &Arc<crate::registry::SessionSlot>, action: Action, now: Instant) -> Option<End> {
+    fn apply(
+        &mut self,
+        session: &mut Session,
+        slot: &Arc<crate::registry::SessionSlot>,
+        action: Action,
+        now: Instant,
+    ) -> Option<End> {
         match action {
             Action::Publish { message, ack } => {
                 let matched = self.broker.publish(message, &mut self.scratch);
@@ -331,7 +381,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         if !send {
             return;
         }
-        self.broker.retained.read().matches_into(&sub.filter, &mut self.retained_scratch);
+        self.broker
+            .retained
+            .read()
+            .matches_into(&sub.filter, &mut self.retained_scratch);
         for message in self.retained_scratch.drain(..) {
             if message.is_expired(now) {
                 continue;
@@ -356,7 +409,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         let _ = session.write_transmits(Instant::now(), &mut self.write_buf);
         let flush = async {
             while !self.write_buf.is_empty() {
-                if self.writer.write_buf(&mut self.write_buf).await.unwrap_or(0) == 0 {
+                if self
+                    .writer
+                    .write_buf(&mut self.write_buf)
+                    .await
+                    .unwrap_or(0)
+                    == 0
+                {
                     break;
                 }
             }
