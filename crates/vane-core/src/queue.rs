@@ -29,7 +29,11 @@ pub struct QueueLimits {
 
 impl Default for QueueLimits {
     fn default() -> Self {
-        QueueLimits { max_messages: 1000, max_bytes: 64 * 1024 * 1024, policy: OverflowPolicy::DropOldest }
+        QueueLimits {
+            max_messages: 1000,
+            max_bytes: 64 * 1024 * 1024,
+            policy: OverflowPolicy::DropOldest,
+        }
     }
 }
 
@@ -56,7 +60,12 @@ pub struct MessageQueue {
 impl MessageQueue {
     /// An empty queue with the given limits.
     pub fn new(limits: QueueLimits) -> MessageQueue {
-        MessageQueue { items: VecDeque::new(), bytes: 0, limits, dropped: 0 }
+        MessageQueue {
+            items: VecDeque::new(),
+            bytes: 0,
+            limits,
+            dropped: 0,
+        }
     }
 
     /// Offers a delivery; applies the overflow policy when full.
@@ -67,7 +76,9 @@ impl MessageQueue {
             return Offer::Dropped;
         }
         let mut outcome = Offer::Queued;
-        while self.items.len() >= self.limits.max_messages || self.bytes + size > self.limits.max_bytes {
+        while self.items.len() >= self.limits.max_messages
+            || self.bytes + size > self.limits.max_bytes
+        {
             match self.limits.policy {
                 OverflowPolicy::DropNewest => {
                     self.dropped += 1;
@@ -162,12 +173,21 @@ mod tests {
             origin: 0,
             received: Instant::now(),
         };
-        Delivery { message: Arc::new(message), qos: QoS::AtLeastOnce, retain: false, subscription_ids: vec![] }
+        Delivery {
+            message: Arc::new(message),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: vec![],
+        }
     }
 
     #[test]
     fn drop_oldest_keeps_the_newest_and_counts() {
-        let mut q = MessageQueue::new(QueueLimits { max_messages: 2, max_bytes: 1000, policy: OverflowPolicy::DropOldest });
+        let mut q = MessageQueue::new(QueueLimits {
+            max_messages: 2,
+            max_bytes: 1000,
+            policy: OverflowPolicy::DropOldest,
+        });
         assert_eq!(q.offer(delivery(1)), Offer::Queued);
         assert_eq!(q.offer(delivery(2)), Offer::Queued);
         assert_eq!(q.offer(delivery(3)), Offer::QueuedDroppedOldest);
@@ -177,7 +197,11 @@ mod tests {
 
     #[test]
     fn drop_newest_refuses_when_full() {
-        let mut q = MessageQueue::new(QueueLimits { max_messages: 10, max_bytes: 20, policy: OverflowPolicy::DropNewest });
+        let mut q = MessageQueue::new(QueueLimits {
+            max_messages: 10,
+            max_bytes: 20,
+            policy: OverflowPolicy::DropNewest,
+        });
         assert_eq!(q.offer(delivery(1)), Offer::Queued);
         assert_eq!(q.offer(delivery(2)), Offer::Queued);
         assert_eq!(q.offer(delivery(3)), Offer::Dropped);

@@ -164,7 +164,10 @@ mod tests {
 
     fn topics(store: &RetainedMessages, filter: &str) -> Vec<String> {
         let mut out = Vec::new();
-        store.matches_into(&TopicFilter::parse(filter.to_string()).expect("filter"), &mut out);
+        store.matches_into(
+            &TopicFilter::parse(filter.to_string()).expect("filter"),
+            &mut out,
+        );
         let mut t: Vec<String> = out.iter().map(|m| m.topic.to_string()).collect();
         t.sort();
         t
@@ -176,7 +179,10 @@ mod tests {
         store.set(msg("a/b", "1"));
         store.set(msg("a/b", "2"));
         assert_eq!(store.len(), 1);
-        assert_eq!(store.get("a/b").map(|m| m.payload.clone()), Some(bytes::Bytes::from("2")));
+        assert_eq!(
+            store.get("a/b").map(|m| m.payload.clone()),
+            Some(bytes::Bytes::from("2"))
+        );
         // [MQTT-3.3.1-10] an empty retained payload removes the retained message
         store.set(msg("a/b", ""));
         assert!(store.is_empty());

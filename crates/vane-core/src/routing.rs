@@ -16,7 +16,10 @@ pub struct RouteScratch<S> {
 
 impl<S> Default for RouteScratch<S> {
     fn default() -> Self {
-        RouteScratch { matches: Vec::new(), ids: Vec::new() }
+        RouteScratch {
+            matches: Vec::new(),
+            ids: Vec::new(),
+        }
     }
 }
 
@@ -29,8 +32,14 @@ impl<S> RouteScratch<S> {
     ///   identifier [MQTT-3.3.4-2], [MQTT-3.3.4-3].
     /// - The QoS is the lower of published and granted [MQTT-3.8.4-8].
     /// - The retain flag is cleared unless Retain As Published is set [MQTT-3.3.1-9], [MQTT-3.3.1-12].
-    pub fn deliver_matches(&mut self, message: &Arc<Message>, mut deliver: impl FnMut(S, Delivery)) -> usize {
-        self.matches.retain(|s| !(s.options.no_local && s.session_id == message.origin && message.origin != 0));
+    pub fn deliver_matches(
+        &mut self,
+        message: &Arc<Message>,
+        mut deliver: impl FnMut(S, Delivery),
+    ) -> usize {
+        self.matches.retain(|s| {
+            !(s.options.no_local && s.session_id == message.origin && message.origin != 0)
+        });
         merge_overlaps(&mut self.matches, &mut self.ids);
         let count = self.matches.len();
         for (sub, ids) in self.matches.drain(..).zip(self.ids.drain(..)) {
@@ -62,7 +71,11 @@ pub(crate) fn merge_overlaps<S>(out: &mut Vec<Subscription<S>>, ids: &mut Vec<Ve
     let mut write = 0;
     for read in 0..out.len() {
         if write > 0 && out[write - 1].session_id == out[read].session_id {
-            let (qos, rap, sid) = (out[read].options.qos, out[read].options.retain_as_published, out[read].subscription_id);
+            let (qos, rap, sid) = (
+                out[read].options.qos,
+                out[read].options.retain_as_published,
+                out[read].subscription_id,
+            );
             let merged = &mut out[write - 1];
             merged.options.qos = merged.options.qos.max(qos);
             merged.options.retain_as_published |= rap;
@@ -79,5 +92,3 @@ pub(crate) fn merge_overlaps<S>(out: &mut Vec<Subscription<S>>, ids: &mut Vec<Ve
     }
     out.truncate(write);
 }
-
-

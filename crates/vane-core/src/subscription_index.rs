@@ -29,7 +29,11 @@ struct Node<S> {
 
 impl<S> Default for Node<S> {
     fn default() -> Self {
-        Node { children: HashMap::new(), exact: Vec::new(), multi: Vec::new() }
+        Node {
+            children: HashMap::new(),
+            exact: Vec::new(),
+            multi: Vec::new(),
+        }
     }
 }
 
@@ -48,7 +52,10 @@ pub struct SubscriptionIndex<S> {
 
 impl<S> Default for SubscriptionIndex<S> {
     fn default() -> Self {
-        SubscriptionIndex { root: Node::default(), len: 0 }
+        SubscriptionIndex {
+            root: Node::default(),
+            len: 0,
+        }
     }
 }
 
@@ -78,7 +85,11 @@ impl<S: Clone> SubscriptionIndex<S> {
                 node = node.children.entry(level.into()).or_default();
             }
         }
-        let list = if multi { &mut node.multi } else { &mut node.exact };
+        let list = if multi {
+            &mut node.multi
+        } else {
+            &mut node.exact
+        };
         if let Some(existing) = list.iter_mut().find(|s| s.session_id == sub.session_id) {
             *existing = sub;
             true
@@ -122,7 +133,11 @@ fn split_multi(filter: &str) -> (Option<&str>, bool) {
 
 fn remove_at<S>(node: &mut Node<S>, levels: &[&str], multi: bool, session_id: u64) -> bool {
     let Some((first, rest)) = levels.split_first() else {
-        let list = if multi { &mut node.multi } else { &mut node.exact };
+        let list = if multi {
+            &mut node.multi
+        } else {
+            &mut node.exact
+        };
         let before = list.len();
         list.retain(|s| s.session_id != session_id);
         return list.len() != before;
@@ -139,7 +154,12 @@ fn remove_at<S>(node: &mut Node<S>, levels: &[&str], multi: bool, session_id: u6
 
 /// `rest` is the part of the topic not yet matched: `None` once every level is consumed.
 /// `first_dollar` is set while at the root of a `$` topic.
-fn walk<S: Clone>(node: &Node<S>, rest: Option<&str>, first_dollar: bool, out: &mut Vec<Subscription<S>>) {
+fn walk<S: Clone>(
+    node: &Node<S>,
+    rest: Option<&str>,
+    first_dollar: bool,
+    out: &mut Vec<Subscription<S>>,
+) {
     if !first_dollar {
         // `prefix/#` matches the prefix itself and everything below it.
         out.extend(node.multi.iter().cloned());
@@ -173,7 +193,12 @@ mod tests {
     }
 
     fn sub(id: u64, qos: QoS) -> Subscription<u64> {
-        Subscription { subscriber: id, session_id: id, options: SubscriptionOptions::qos(qos), subscription_id: None }
+        Subscription {
+            subscriber: id,
+            session_id: id,
+            options: SubscriptionOptions::qos(qos),
+            subscription_id: None,
+        }
     }
 
     fn matching(index: &SubscriptionIndex<u64>, topic: &str) -> Vec<u64> {
@@ -229,7 +254,11 @@ mod tests {
     #[test]
     fn overlapping_subscriptions_merge_to_highest_qos() {
         // [MQTT-3.3.4-2]
-        let mut out = vec![sub(7, QoS::AtMostOnce), sub(3, QoS::AtMostOnce), sub(7, QoS::AtLeastOnce)];
+        let mut out = vec![
+            sub(7, QoS::AtMostOnce),
+            sub(3, QoS::AtMostOnce),
+            sub(7, QoS::AtLeastOnce),
+        ];
         out[0].subscription_id = Some(10);
         out[2].subscription_id = Some(20);
         let mut ids = Vec::new();

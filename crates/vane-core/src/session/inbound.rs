@@ -3,13 +3,20 @@
 
 use std::time::Instant;
 
-use vane_proto::{Packet, PacketId, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, QoS};
+use vane_proto::{
+    Packet, PacketId, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish,
+    QoS,
+};
 
 use super::{Action, PendingAck, Session, SessionError};
 use crate::message::Message;
 
 impl Session {
-    pub(super) fn handle_publish(&mut self, mut p: Publish, now: Instant) -> Result<Option<Action>, SessionError> {
+    pub(super) fn handle_publish(
+        &mut self,
+        mut p: Publish,
+        now: Instant,
+    ) -> Result<Option<Action>, SessionError> {
         if p.qos > self.config.max_qos {
             return Err(SessionError::QoSNotSupported);
         }
@@ -31,7 +38,10 @@ impl Session {
                 Some(PendingAck::PubRec(id))
             }
         };
-        Ok(Some(Action::Publish { message: Message::from_publish(p, self.id, now), ack }))
+        Ok(Some(Action::Publish {
+            message: Message::from_publish(p, self.id, now),
+            ack,
+        }))
     }
 
     /// Replaces an aliased empty topic with the topic the alias stands for, and records new
@@ -47,7 +57,11 @@ impl Session {
             return Err(SessionError::TopicAliasInvalid);
         }
         if p.topic.is_empty() {
-            p.topic = self.client_aliases.get(&alias).cloned().ok_or(SessionError::TopicAliasUnknown)?;
+            p.topic = self
+                .client_aliases
+                .get(&alias)
+                .cloned()
+                .ok_or(SessionError::TopicAliasUnknown)?;
         } else {
             self.client_aliases.insert(alias, p.topic.clone());
         }
@@ -59,11 +73,19 @@ impl Session {
     pub fn publish_routed(&mut self, ack: PendingAck, matched: bool) {
         let packet = match ack {
             PendingAck::PubAck(id) => {
-                let reason = if matched { PubAckReason::Success } else { PubAckReason::NoMatchingSubscribers };
+                let reason = if matched {
+                    PubAckReason::Success
+                } else {
+                    PubAckReason::NoMatchingSubscribers
+                };
                 Packet::PubAck(PubAck::with_reason(id, reason))
             }
             PendingAck::PubRec(id) => {
-                let reason = if matched { PubRecReason::Success } else { PubRecReason::NoMatchingSubscribers };
+                let reason = if matched {
+                    PubRecReason::Success
+                } else {
+                    PubRecReason::NoMatchingSubscribers
+                };
                 Packet::PubRec(PubRec::with_reason(id, reason))
             }
         };
@@ -78,7 +100,8 @@ impl Session {
             PendingAck::PubRec(id) => {
                 // A refused QoS 2 message is not stored, so its id is free again.
                 self.inbound_qos2.remove(&id);
-                let reason = PubRecReason::from_u8(reason.as_u8()).unwrap_or(PubRecReason::UnspecifiedError);
+                let reason =
+                    PubRecReason::from_u8(reason.as_u8()).unwrap_or(PubRecReason::UnspecifiedError);
                 Packet::PubRec(PubRec::with_reason(id, reason))
             }
         };

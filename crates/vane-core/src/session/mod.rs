@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vane_proto::{
-    ByteString, Connect, DisconnectReason, Packet, PacketId, ProtocolVersion, QoS, SubscriptionOptions,
-    TopicFilter,
+    ByteString, Connect, DisconnectReason, Packet, PacketId, ProtocolVersion, QoS,
+    SubscriptionOptions, TopicFilter,
 };
 
 pub use error::SessionError;
@@ -38,7 +38,12 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { max_inflight: 32, max_qos: QoS::ExactlyOnce, receive_maximum: 1024, topic_alias_maximum: 64 }
+        SessionConfig {
+            max_inflight: 32,
+            max_qos: QoS::ExactlyOnce,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
+        }
     }
 }
 
@@ -119,6 +124,8 @@ enum InflightState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Inflight {
     packet_id: PacketId,
+    /// False for an entry waiting to be resent after a resume, while the window is full.
+    sent: bool,
     state: InflightState,
     message: Arc<Message>,
     retain: bool,
@@ -136,6 +143,8 @@ pub struct Session {
     last_received: Instant,
     subscriptions: HashMap<ByteString, SessionSubscription>,
     inflight: VecDeque<Inflight>,
+    /// In-flight entries not (re)sent yet on this connection.
+    unsent: usize,
     send_window: u16,
     next_packet_id: PacketId,
     inbound_qos2: HashSet<PacketId>,
@@ -159,6 +168,7 @@ impl Session {
             last_received: now,
             subscriptions: HashMap::new(),
             inflight: VecDeque::new(),
+            unsent: 0,
             send_window,
             next_packet_id: PacketId::new(1).unwrap_or_else(|| unreachable!("1 is non-zero")),
             inbound_qos2: HashSet::new(),
@@ -224,13 +234,21 @@ impl Session {
         &self.config
     }
 
-    /// Takes the will message, if the connection has one; after this it will not be sent.
-    pub fn take_will(&mut self) -> Option<Will> {
-        self.will.take()
+    /// Takes the will message to publish it at `now`, if the connection has one; after this it
+    /// will not be sent. Its Message Expiry Interval counts from `now`, the moment the server
+    /// publishes it (MQTT 5.0 section 3.1.3.2.4).
+    pub fn take_will(&mut self, now: Instant) -> Option<Will> {
+        let mut will = self.will.take()?;
+        will.message.received = now;
+        Some(will)
     }
 
     /// Handles one packet from the client.
-    pub fn handle_packet(&mut self, packet: Packet, now: Instant) -> Result<Option<Action>, SessionError> {
+    pub fn handle_packet(
+        &mut self,
+        packet: Packet,
+        now: Instant,
+    ) -> Result<Option<Action>, SessionError> {
         self.last_received = now;
         match packet {
             Packet::Publish(p) => self.handle_publish(p, now),
@@ -265,9 +283,10 @@ impl Session {
             }
             Packet::Connect(_) => Err(SessionError::SecondConnect),
             Packet::Auth(_) => Err(SessionError::UnexpectedAuth),
-            other @ (Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp) => {
-                Err(SessionError::ServerOnlyPacket(other.packet_type()))
-            }
+            other @ (Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => Err(SessionError::ServerOnlyPacket(other.packet_type())),
         }
     }
 

@@ -69,9 +69,14 @@ impl Session {
             return Err(d);
         }
         let packet_id = self.allocate_packet_id();
-        let state = if d.qos == QoS::AtLeastOnce { InflightState::Qos1Sent } else { InflightState::Qos2Sent };
+        let state = if d.qos == QoS::AtLeastOnce {
+            InflightState::Qos1Sent
+        } else {
+            InflightState::Qos2Sent
+        };
         self.inflight.push_back(Inflight {
             packet_id,
+            sent: true,
             state,
             message: d.message.clone(),
             retain: d.retain,
@@ -103,21 +108,24 @@ impl Session {
         // Acknowledgements nearly always arrive in order, so the front is checked first.
         match self.inflight.front() {
             Some(f) if f.packet_id == id && f.state == state => Some(0),
-            _ => self.inflight.iter().position(|f| f.packet_id == id && f.state == state),
+            _ => self
+                .inflight
+                .iter()
+                .position(|f| f.packet_id == id && f.state == state),
         }
     }
 
     pub(super) fn handle_puback(&mut self, id: PacketId) {
         if let Some(pos) = self.inflight_position(id, InflightState::Qos1Sent) {
-            self.inflight.remove(pos);
+            self.complete_inflight(pos);
         }
     }
 
     pub(super) fn handle_pubrec(&mut self, id: PacketId, refused: bool) {
         match self.inflight_position(id, InflightState::Qos2Sent) {
             Some(pos) if refused => {
-                // [MQTT-4.3.3-?] a PUBREC with an error code ends the exchange (MQTT 5.0).
-                self.inflight.remove(pos);
+                // A PUBREC with an error code ends the exchange (MQTT 5.0 section 4.3.3).
+                self.complete_inflight(pos);
             }
             Some(pos) => {
                 if let Some(f) = self.inflight.get_mut(pos) {
@@ -126,31 +134,65 @@ impl Session {
                 // [MQTT-4.3.3-4] answer PUBREC with PUBREL.
                 self.send(Packet::PubRel(PubRel::new(id)));
             }
-            None if self.inflight_position(id, InflightState::Released).is_some() => {
+            None if self
+                .inflight_position(id, InflightState::Released)
+                .is_some() =>
+            {
                 // A repeated PUBREC: repeat the PUBREL.
                 self.send(Packet::PubRel(PubRel::new(id)));
             }
             None => {
-                self.send(Packet::PubRel(PubRel::with_reason(id, PubRelReason::PacketIdentifierNotFound)));
+                self.send(Packet::PubRel(PubRel::with_reason(
+                    id,
+                    PubRelReason::PacketIdentifierNotFound,
+                )));
             }
         }
     }
 
     pub(super) fn handle_pubcomp(&mut self, id: PacketId) {
         if let Some(pos) = self.inflight_position(id, InflightState::Released) {
-            self.inflight.remove(pos);
+            self.complete_inflight(pos);
         }
     }
 
     /// Queues every unacknowledged delivery again, PUBLISH with DUP set or PUBREL, in the
-    /// original order, for a resumed session [MQTT-4.4.0-1].
+    /// original order, for a resumed session [MQTT-4.4.0-1]. No more than the current window
+    /// (the client's Receive Maximum may have shrunk) is outstanding at once [MQTT-4.9.0-2]; the
+    /// rest follow as acknowledgements free the window.
     pub fn resend_inflight(&mut self) {
-        for f in &self.inflight {
+        for f in &mut self.inflight {
+            f.sent = false;
+        }
+        self.unsent = self.inflight.len();
+        self.send_unsent();
+    }
+
+    /// Sends in-flight entries held back after a resume, while the window has room.
+    fn send_unsent(&mut self) {
+        if self.unsent == 0 {
+            return;
+        }
+        let window = usize::from(self.send_window);
+        let mut outstanding = self.inflight.len() - self.unsent;
+        for f in self.inflight.iter_mut().filter(|f| !f.sent) {
+            if outstanding >= window {
+                break;
+            }
+            f.sent = true;
+            outstanding += 1;
+            self.unsent -= 1;
             let t = match f.state {
-                InflightState::Released => Transmit::Packet(Packet::PubRel(PubRel::new(f.packet_id))),
+                InflightState::Released => {
+                    Transmit::Packet(Packet::PubRel(PubRel::new(f.packet_id)))
+                }
                 InflightState::Qos1Sent | InflightState::Qos2Sent => Transmit::Publish {
                     message: f.message.clone(),
-                    qos: if f.state == InflightState::Qos1Sent { QoS::AtLeastOnce } else { QoS::ExactlyOnce },
+                    qos: if f.state == InflightState::Qos1Sent {
+                        QoS::AtLeastOnce
+                    } else {
+                        QoS::ExactlyOnce
+                    },
                     packet_id: Some(f.packet_id),
                     dup: true,
                     retain: f.retain,
@@ -161,16 +203,37 @@ impl Session {
         }
     }
 
+    /// Removes a completed in-flight entry and lets a held-back one go out.
+    fn complete_inflight(&mut self, pos: usize) {
+        if let Some(f) = self.inflight.remove(pos) {
+            if !f.sent {
+                self.unsent -= 1;
+            }
+        }
+        self.send_unsent();
+    }
+
     /// Encodes everything queued for the client into `buf`, in order. A PUBLISH larger than the
     /// client's Maximum Packet Size is dropped, as MQTT 5.0 requires [MQTT-3.1.2-25]. Returns
     /// how many packets were written.
-    pub fn write_transmits(&mut self, now: Instant, buf: &mut BytesMut) -> Result<usize, EncodeError> {
+    pub fn write_transmits(
+        &mut self,
+        now: Instant,
+        buf: &mut BytesMut,
+    ) -> Result<usize, EncodeError> {
         let mut written = 0;
         while let Some(t) = self.transmit.pop_front() {
             let start = buf.len();
             match &t {
                 Transmit::Packet(p) => p.encode(self.version, buf)?,
-                Transmit::Publish { message, qos, packet_id, dup, retain, subscription_ids } => {
+                Transmit::Publish {
+                    message,
+                    qos,
+                    packet_id,
+                    dup,
+                    retain,
+                    subscription_ids,
+                } => {
                     PublishRef {
                         dup: *dup,
                         qos: *qos,
@@ -184,12 +247,16 @@ impl Session {
                         payload: &message.payload,
                     }
                     .encode(self.version, buf)?;
-                    let too_large = self.client_max_packet_size.is_some_and(|max| (buf.len() - start) as u64 > u64::from(max));
+                    let too_large = self
+                        .client_max_packet_size
+                        .is_some_and(|max| (buf.len() - start) as u64 > u64::from(max));
                     if too_large {
                         buf.truncate(start);
                         self.dropped_oversize += 1;
-                        if let Some(id) = packet_id {
-                            self.inflight.retain(|f| f.packet_id != *id);
+                        if let Some(pos) = packet_id
+                            .and_then(|id| self.inflight.iter().position(|f| f.packet_id == id))
+                        {
+                            self.complete_inflight(pos);
                         }
                         continue;
                     }

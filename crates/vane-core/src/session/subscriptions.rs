@@ -1,14 +1,17 @@
 //! SUBSCRIBE and UNSUBSCRIBE: validating filters, granting QoS, remembering subscriptions.
 
 use vane_proto::{
-    ByteString, Packet, ProtocolVersion, SubAck, SubAckReason, Subscribe, TopicFilter, UnsubAck, UnsubAckReason,
-    Unsubscribe,
+    ByteString, Packet, ProtocolVersion, SubAck, SubAckReason, Subscribe, TopicFilter, UnsubAck,
+    UnsubAckReason, Unsubscribe,
 };
 
 use super::{Action, NewSubscription, Session, SessionError, SessionSubscription};
 
 impl Session {
-    pub(super) fn handle_subscribe(&mut self, s: Subscribe) -> Result<Option<Action>, SessionError> {
+    pub(super) fn handle_subscribe(
+        &mut self,
+        s: Subscribe,
+    ) -> Result<Option<Action>, SessionError> {
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut added = Vec::with_capacity(s.filters.len());
         for (raw, mut options) in s.filters {
@@ -30,16 +33,33 @@ impl Session {
             // [MQTT-3.8.4-8] the granted QoS may be lower than requested.
             options.qos = options.qos.min(self.config.max_qos);
             reasons.push(SubAckReason::granted(options.qos));
-            let subscription = SessionSubscription { filter, options, subscription_id: s.properties.subscription_identifier };
-            let existed = self.subscriptions.insert(raw, subscription.clone()).is_some();
-            added.push(NewSubscription { subscription, existed });
+            let subscription = SessionSubscription {
+                filter,
+                options,
+                subscription_id: s.properties.subscription_identifier,
+            };
+            let existed = self
+                .subscriptions
+                .insert(raw, subscription.clone())
+                .is_some();
+            added.push(NewSubscription {
+                subscription,
+                existed,
+            });
         }
         // [MQTT-3.8.4-1] SUBACK with the same packet id, one code per filter [MQTT-3.8.4-6].
-        self.send(Packet::SubAck(SubAck { packet_id: s.packet_id, properties: Default::default(), reasons }));
+        self.send(Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            properties: Default::default(),
+            reasons,
+        }));
         Ok((!added.is_empty()).then_some(Action::Subscribe(added)))
     }
 
-    pub(super) fn handle_unsubscribe(&mut self, u: Unsubscribe) -> Result<Option<Action>, SessionError> {
+    pub(super) fn handle_unsubscribe(
+        &mut self,
+        u: Unsubscribe,
+    ) -> Result<Option<Action>, SessionError> {
         let mut reasons = Vec::with_capacity(u.filters.len());
         let mut removed = Vec::new();
         for raw in u.filters {
@@ -48,12 +68,18 @@ impl Session {
                     reasons.push(UnsubAckReason::Success);
                     removed.push(sub.filter);
                 }
-                None if TopicFilter::parse(raw).is_err() => reasons.push(UnsubAckReason::TopicFilterInvalid),
+                None if TopicFilter::parse(raw).is_err() => {
+                    reasons.push(UnsubAckReason::TopicFilterInvalid)
+                }
                 None => reasons.push(UnsubAckReason::NoSubscriptionExisted),
             }
         }
         // [MQTT-3.10.4-4] UNSUBACK with the same packet id, even when nothing was removed.
-        self.send(Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, properties: Default::default(), reasons }));
+        self.send(Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            properties: Default::default(),
+            reasons,
+        }));
         Ok((!removed.is_empty()).then_some(Action::Unsubscribe(removed)))
     }
 

@@ -1,0 +1,2219 @@
+//! Deterministic state-machine tests of [`Session`], driven by a fake clock (a base instant plus
+//! durations). What the session queues for the client is encoded with `write_transmits` and
+//! decoded back with the client's [`Decoder`], so assertions compare [`Packet`]s as they would
+//! appear on the wire.
+//!
+//! Each test names the normative statement it checks. Numbers are MQTT 5.0 unless marked
+//! "3.1.1".
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use vane_proto::{
+    Auth, AuthProperties, AuthReason, ByteString, ConnAck, ConnAckReason, Connect, Decoder,
+    Disconnect, DisconnectReason, LastWill, Packet, PacketId, PacketType, ProtocolVersion, PubAck,
+    PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel, PubRelReason, Publish,
+    PublishProperties, QoS, SubAck, SubAckReason, Subscribe, SubscribeProperties,
+    SubscriptionOptions, UnsubAck, UnsubAckReason, Unsubscribe, WillProperties,
+    DEFAULT_MAX_PACKET_SIZE,
+};
+
+use super::{Action, NewSubscription, PendingAck, Session, SessionConfig, SessionError};
+use crate::message::{Delivery, Message};
+
+// ---------------------------------------------------------------------------------------------
+// Builders and helpers
+// ---------------------------------------------------------------------------------------------
+
+/// The id every session under test gets (the origin of the messages it publishes).
+const SID: u64 = 7;
+/// The origin of messages published by someone else.
+const OTHER: u64 = 99;
+
+/// A fake clock: every instant is the base plus a duration.
+#[derive(Debug, Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    fn new() -> Clock {
+        Clock(Instant::now())
+    }
+
+    fn at(self, secs: u64) -> Instant {
+        self.0 + Duration::from_secs(secs)
+    }
+
+    fn at_ms(self, ms: u64) -> Instant {
+        self.0 + Duration::from_millis(ms)
+    }
+}
+
+fn pid(n: u16) -> PacketId {
+    PacketId::new(n).expect("packet id must be non-zero")
+}
+
+fn connect_v311(client_id: &str) -> Connect {
+    Connect::new(ProtocolVersion::V3_1_1, client_id)
+}
+
+fn connect_v5(client_id: &str) -> Connect {
+    Connect::new(ProtocolVersion::V5, client_id)
+}
+
+/// A PUBLISH; `id` is ignored at QoS 0.
+fn publish(topic: &str, qos: QoS, id: u16, payload: &'static [u8]) -> Publish {
+    Publish {
+        qos,
+        packet_id: (qos != QoS::AtMostOnce).then(|| pid(id)),
+        ..Publish::new(topic, Bytes::from_static(payload))
+    }
+}
+
+fn with_alias(mut p: Publish, alias: u16) -> Publish {
+    p.properties.topic_alias = Some(alias);
+    p
+}
+
+fn subscribe(id: u16, filters: &[(&str, QoS)]) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: pid(id),
+        properties: SubscribeProperties::default(),
+        filters: filters
+            .iter()
+            .map(|&(f, q)| (ByteString::from(f), SubscriptionOptions::qos(q)))
+            .collect(),
+    })
+}
+
+fn unsubscribe(id: u16, filters: &[&str]) -> Packet {
+    Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid(id),
+        user_properties: Vec::new(),
+        filters: filters.iter().map(|&f| ByteString::from(f)).collect(),
+    })
+}
+
+fn session_with(connect: &Connect, config: SessionConfig, now: Instant) -> Session {
+    let mut s = Session::new(SID, connect.client_id.clone(), config, now);
+    s.connect(connect, now);
+    s
+}
+
+fn v311(clock: Clock) -> Session {
+    session_with(&connect_v311("c311"), SessionConfig::default(), clock.at(0))
+}
+
+fn v5(clock: Clock) -> Session {
+    session_with(&connect_v5("c5"), SessionConfig::default(), clock.at(0))
+}
+
+fn message(topic: &str, qos: QoS, payload: &'static [u8], received: Instant) -> Message {
+    Message {
+        topic: ByteString::from(topic),
+        payload: Bytes::from_static(payload),
+        qos,
+        retain: false,
+        properties: PublishProperties::default(),
+        origin: OTHER,
+        received,
+    }
+}
+
+fn delivery(topic: &str, qos: QoS, payload: &'static [u8], received: Instant) -> Delivery {
+    Delivery {
+        message: Arc::new(message(topic, qos, payload, received)),
+        qos,
+        retain: false,
+        subscription_ids: Vec::new(),
+    }
+}
+
+/// Encodes everything the session queued and returns the raw bytes.
+fn drain_bytes(s: &mut Session, now: Instant) -> (BytesMut, usize) {
+    let mut buf = BytesMut::new();
+    let written = s
+        .write_transmits(now, &mut buf)
+        .expect("queued packets encode");
+    (buf, written)
+}
+
+/// Encodes everything the session queued and decodes it back as the client would.
+fn drain(s: &mut Session, now: Instant) -> Vec<Packet> {
+    let (mut buf, written) = drain_bytes(s, now);
+    let mut decoder = Decoder::with_version(s.version(), DEFAULT_MAX_PACKET_SIZE);
+    let mut packets = Vec::new();
+    while let Some(p) = decoder.decode(&mut buf).expect("queued packets decode") {
+        packets.push(p);
+    }
+    assert!(
+        buf.is_empty(),
+        "trailing bytes after the last packet: {buf:?}"
+    );
+    assert_eq!(
+        written,
+        packets.len(),
+        "write_transmits counts what it wrote"
+    );
+    assert!(!s.has_transmits(), "everything was written");
+    packets
+}
+
+fn expect_publish(result: Result<Option<Action>, SessionError>) -> (Message, Option<PendingAck>) {
+    match result {
+        Ok(Some(Action::Publish { message, ack })) => (message, ack),
+        other => panic!("expected Action::Publish, got {other:?}"),
+    }
+}
+
+fn expect_subscribe(result: Result<Option<Action>, SessionError>) -> Vec<NewSubscription> {
+    match result {
+        Ok(Some(Action::Subscribe(subs))) => subs,
+        other => panic!("expected Action::Subscribe, got {other:?}"),
+    }
+}
+
+fn expect_error(result: Result<Option<Action>, SessionError>) -> SessionError {
+    match result {
+        Err(e) => e,
+        Ok(other) => panic!("expected a session error, got {other:?}"),
+    }
+}
+
+fn puback(id: u16) -> Packet {
+    Packet::PubAck(PubAck::new(pid(id)))
+}
+
+fn pubrec(id: u16) -> Packet {
+    Packet::PubRec(PubRec::new(pid(id)))
+}
+
+fn pubrel(id: u16) -> Packet {
+    Packet::PubRel(PubRel::new(pid(id)))
+}
+
+fn pubcomp(id: u16) -> Packet {
+    Packet::PubComp(PubComp::new(pid(id)))
+}
+
+/// The PUBLISH a client receives for `delivery(topic, qos, payload, _)` with packet id `id`.
+fn out_publish(topic: &str, qos: QoS, id: u16, dup: bool, payload: &'static [u8]) -> Packet {
+    Packet::Publish(Publish {
+        dup,
+        ..publish(topic, qos, id, payload)
+    })
+}
+
+/// Packet ids of the PUBLISH packets among `packets`.
+fn publish_ids(packets: &[Packet]) -> Vec<u16> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => p.packet_id.map(PacketId::get),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inbound QoS 0/1/2
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn qos0_publish_is_routed_without_acknowledgement() {
+    // [MQTT-4.3.1-1] QoS 0: delivered at most once, no response expected.
+    let clock = Clock::new();
+    let mut s = v311(clock);
+    let (msg, ack) = expect_publish(s.handle_packet(
+        Packet::Publish(publish("a/b", QoS::AtMostOnce, 0, b"hi")),
+        clock.at(3),
+    ));
+    assert_eq!(ack, None);
+    assert_eq!(msg.topic, "a/b");
+    assert_eq!(msg.payload, Bytes::from_static(b"hi"));
+    assert_eq!(msg.qos, QoS::AtMostOnce);
+    assert_eq!(
+        msg.origin, SID,
+        "origin is the publishing session, for No Local"
+    );
+    assert_eq!(
+        msg.received,
+        clock.at(3),
+        "received time is the time passed in, for expiry"
+    );
+    assert!(drain(&mut s, clock.at(3)).is_empty());
+}
+
+#[test]
+fn qos1_puback_is_sent_once_routed_v311_without_reason() {
+    // [MQTT-4.3.2-4] the receiver responds with a PUBACK containing the packet id;
+    // MQTT 3.1.1 PUBACK has no reason code, so "no matching subscribers" is not reported.
+    let clock = Clock::new();
+    let mut s = v311(clock);
+    let (_, ack) = expect_publish(s.handle_packet(
+        Packet::Publish(publish("a", QoS::AtLeastOnce, 5, b"x")),
+        clock.at(1),
+    ));
+    assert_eq!(ack, Some(PendingAck::PubAck(pid(5))));
+    assert!(
+        drain(&mut s, clock.at(1)).is_empty(),
+        "no PUBACK before routing"
+    );
+
+    s.publish_routed(PendingAck::PubAck(pid(5)), false);
+    let (bytes, _) = drain_bytes(&mut s, clock.at(1));
+    assert_eq!(
+        &bytes[..],
+        &[0x40, 0x02, 0x00, 0x05],
+        "3.1.1 PUBACK is just the packet id"
+    );
+}
+
+#[test]
+fn qos1_puback_v5_reports_no_matching_subscribers() {
+    // MQTT 5.0 §3.4.2.1: 0x10 No matching subscribers; Success may omit the reason byte
+    // [MQTT-3.4.2-1] / §3.4.2.1 (Remaining Length 2 means Success).
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let (_, ack) = expect_publish(s.handle_packet(
+        Packet::Publish(publish("a", QoS::AtLeastOnce, 9, b"x")),
+        clock.at(1),
+    ));
+    let ack = ack.expect("QoS 1 needs an acknowledgement");
+    s.publish_routed(ack, false);
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![Packet::PubAck(PubAck::with_reason(
+            pid(9),
+            PubAckReason::NoMatchingSubscribers
+        ))]
+    );
+    s.publish_routed(ack, true);
+    let (bytes, _) = drain_bytes(&mut s, clock.at(1));
+    assert_eq!(&bytes[..], &[0x40, 0x02, 0x00, 0x09]);
+}
+
+#[test]
+fn qos2_pubrec_is_sent_once_routed() {
+    // [MQTT-4.3.3-8] the receiver responds with a PUBREC containing the packet id;
+    // v5 reports 0x10 when nobody matched, 3.1.1 has no reason code.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let (_, ack) = expect_publish(s.handle_packet(
+        Packet::Publish(publish("a", QoS::ExactlyOnce, 3, b"x")),
+        clock.at(1),
+    ));
+    assert_eq!(ack, Some(PendingAck::PubRec(pid(3))));
+    assert!(
+        drain(&mut s, clock.at(1)).is_empty(),
+        "no PUBREC before routing"
+    );
+    s.publish_routed(PendingAck::PubRec(pid(3)), false);
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![Packet::PubRec(PubRec::with_reason(
+            pid(3),
+            PubRecReason::NoMatchingSubscribers
+        ))]
+    );
+
+    let mut s = v311(clock);
+    let (_, ack) = expect_publish(s.handle_packet(
+        Packet::Publish(publish("a", QoS::ExactlyOnce, 3, b"x")),
+        clock.at(1),
+    ));
+    s.publish_routed(ack.expect("QoS 2 needs an acknowledgement"), false);
+    let (bytes, _) = drain_bytes(&mut s, clock.at(1));
+    assert_eq!(&bytes[..], &[0x50, 0x02, 0x00, 0x03]);
+}
+
+#[test]
+fn qos2_duplicate_before_pubrel_is_acknowledged_but_not_forwarded() {
+    // [MQTT-4.3.3-10] until PUBREL, a PUBLISH with the same id is answered with PUBREC and
+    // must not cause a duplicate onward delivery. (3.1.1: [MQTT-4.3.3-2], Method B.)
+    let clock = Clock::new();
+    for mut s in [v311(clock), v5(clock)] {
+        let first = publish("a", QoS::ExactlyOnce, 4, b"x");
+        let (_, ack) = expect_publish(s.handle_packet(Packet::Publish(first.clone()), clock.at(1)));
+        s.publish_routed(ack.expect("PUBREC owed"), true);
+        assert_eq!(drain(&mut s, clock.at(1)), vec![pubrec(4)]);
+
+        let dup = Publish {
+            dup: true,
+            ..first.clone()
+        };
+        assert_eq!(
+            s.handle_packet(Packet::Publish(dup), clock.at(2)),
+            Ok(None),
+            "no second Action"
+        );
+        assert_eq!(
+            drain(&mut s, clock.at(2)),
+            vec![pubrec(4)],
+            "PUBREC re-sent"
+        );
+
+        // Even without DUP set, the id alone identifies the message.
+        assert_eq!(
+            s.handle_packet(Packet::Publish(first), clock.at(3)),
+            Ok(None)
+        );
+        assert_eq!(drain(&mut s, clock.at(3)), vec![pubrec(4)]);
+        assert_eq!(s.inbound_qos2_pending(), 1);
+    }
+}
+
+#[test]
+fn qos2_pubrel_sends_pubcomp_and_frees_the_id() {
+    // [MQTT-4.3.3-11] PUBREL is answered with PUBCOMP with the same id; [MQTT-4.3.3-12] after
+    // PUBCOMP a PUBLISH with that id is a new application message.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let (_, ack) = expect_publish(s.handle_packet(
+        Packet::Publish(publish("a", QoS::ExactlyOnce, 4, b"1")),
+        clock.at(1),
+    ));
+    s.publish_routed(ack.expect("PUBREC owed"), true);
+    assert_eq!(s.handle_packet(pubrel(4), clock.at(2)), Ok(None));
+    assert_eq!(drain(&mut s, clock.at(2)), vec![pubrec(4), pubcomp(4)]);
+    assert_eq!(s.inbound_qos2_pending(), 0);
+
+    let (msg, ack) = expect_publish(s.handle_packet(
+        Packet::Publish(publish("a", QoS::ExactlyOnce, 4, b"2")),
+        clock.at(3),
+    ));
+    assert_eq!(msg.payload, Bytes::from_static(b"2"));
+    assert_eq!(ack, Some(PendingAck::PubRec(pid(4))));
+}
+
+#[test]
+fn pubrel_for_unknown_id_gets_pubcomp_not_found() {
+    // [MQTT-4.3.3-11] PUBREL is always answered with PUBCOMP; MQTT 5.0 §3.7.2.1 reports
+    // 0x92 Packet Identifier not found; 3.1.1 has no reason code.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    assert_eq!(s.handle_packet(pubrel(77), clock.at(1)), Ok(None));
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![Packet::PubComp(PubComp::with_reason(
+            pid(77),
+            PubCompReason::PacketIdentifierNotFound
+        ))]
+    );
+
+    let mut s = v311(clock);
+    assert_eq!(s.handle_packet(pubrel(77), clock.at(1)), Ok(None));
+    let (bytes, _) = drain_bytes(&mut s, clock.at(1));
+    assert_eq!(&bytes[..], &[0x70, 0x02, 0x00, 77]);
+}
+
+#[test]
+fn refused_qos2_publish_frees_its_id() {
+    // [MQTT-4.3.3-9] after a PUBREC with a reason code of 0x80 or above, a PUBLISH with that
+    // id is a new application message.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let (_, ack) = expect_publish(s.handle_packet(
+        Packet::Publish(publish("a", QoS::ExactlyOnce, 6, b"x")),
+        clock.at(1),
+    ));
+    s.publish_refused(ack.expect("PUBREC owed"), PubAckReason::NotAuthorized);
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![Packet::PubRec(PubRec::with_reason(
+            pid(6),
+            PubRecReason::NotAuthorized
+        ))]
+    );
+    assert_eq!(s.inbound_qos2_pending(), 0);
+    let (_, ack) = expect_publish(s.handle_packet(
+        Packet::Publish(publish("a", QoS::ExactlyOnce, 6, b"x")),
+        clock.at(2),
+    ));
+    assert_eq!(ack, Some(PendingAck::PubRec(pid(6))));
+}
+
+#[test]
+fn qos2_inbound_state_survives_reconnect() {
+    // [MQTT-4.3.3-10] with [MQTT-4.1.0-1]: QoS 2 messages received and not yet released are
+    // session state, so a resent PUBLISH on the next connection is still not forwarded again.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let p = publish("a", QoS::ExactlyOnce, 8, b"x");
+    let (_, ack) = expect_publish(s.handle_packet(Packet::Publish(p.clone()), clock.at(1)));
+    s.publish_routed(ack.expect("PUBREC owed"), true);
+    // The connection drops before the PUBREC is written.
+    s.connect(
+        &Connect {
+            clean_start: false,
+            ..connect_v5("c5")
+        },
+        clock.at(10),
+    );
+    assert!(
+        drain(&mut s, clock.at(10)).is_empty(),
+        "unsent packets of the old connection are forgotten"
+    );
+    assert_eq!(
+        s.handle_packet(Packet::Publish(Publish { dup: true, ..p }), clock.at(11)),
+        Ok(None)
+    );
+    assert_eq!(drain(&mut s, clock.at(11)), vec![pubrec(8)]);
+    assert_eq!(s.handle_packet(pubrel(8), clock.at(12)), Ok(None));
+    assert_eq!(drain(&mut s, clock.at(12)), vec![pubcomp(8)]);
+}
+
+#[test]
+fn receive_maximum_counts_qos2_awaiting_pubrel() {
+    // MQTT 5.0 §3.3.4 [MQTT-3.3.4-7]: a client sending more than Receive Maximum unacknowledged
+    // QoS 2 PUBLISH packets is disconnected with 0x93 Receive Maximum exceeded.
+    let clock = Clock::new();
+    let config = SessionConfig {
+        receive_maximum: 2,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(&connect_v5("c"), config, clock.at(0));
+    for id in [1, 2] {
+        expect_publish(s.handle_packet(
+            Packet::Publish(publish("a", QoS::ExactlyOnce, id, b"x")),
+            clock.at(1),
+        ));
+    }
+    // A duplicate of a pending id is not a new message and does not count.
+    assert_eq!(
+        s.handle_packet(
+            Packet::Publish(publish("a", QoS::ExactlyOnce, 2, b"x")),
+            clock.at(1)
+        ),
+        Ok(None)
+    );
+    // QoS 0 and QoS 1 are not limited by the QoS 2 count.
+    expect_publish(s.handle_packet(
+        Packet::Publish(publish("a", QoS::AtLeastOnce, 9, b"x")),
+        clock.at(1),
+    ));
+    expect_publish(s.handle_packet(
+        Packet::Publish(publish("a", QoS::AtMostOnce, 0, b"x")),
+        clock.at(1),
+    ));
+    // Releasing one makes room for exactly one more.
+    assert_eq!(s.handle_packet(pubrel(1), clock.at(2)), Ok(None));
+    expect_publish(s.handle_packet(
+        Packet::Publish(publish("a", QoS::ExactlyOnce, 3, b"x")),
+        clock.at(2),
+    ));
+    let err = expect_error(s.handle_packet(
+        Packet::Publish(publish("a", QoS::ExactlyOnce, 4, b"x")),
+        clock.at(3),
+    ));
+    assert_eq!(err, SessionError::ReceiveMaximumExceeded);
+    assert_eq!(
+        err.disconnect_reason(),
+        DisconnectReason::ReceiveMaximumExceeded
+    );
+    assert_eq!(err.disconnect_reason().as_u8(), 0x93);
+    assert_eq!(
+        s.inbound_qos2_pending(),
+        2,
+        "the refused publish is not recorded"
+    );
+}
+
+#[test]
+fn pingreq_gets_pingresp() {
+    // [MQTT-3.12.4-1] the server must send PINGRESP in response to PINGREQ.
+    let clock = Clock::new();
+    let mut s = v311(clock);
+    assert_eq!(s.handle_packet(Packet::PingReq, clock.at(1)), Ok(None));
+    assert_eq!(drain(&mut s, clock.at(1)), vec![Packet::PingResp]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outbound
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn qos0_delivery_has_no_packet_id_and_takes_no_slot() {
+    // [MQTT-2.2.1-2] a QoS 0 PUBLISH must not contain a packet id.
+    let clock = Clock::new();
+    let config = SessionConfig {
+        max_inflight: 1,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(&connect_v311("c"), config, clock.at(0));
+    for _ in 0..3 {
+        s.deliver(
+            delivery("t", QoS::AtMostOnce, b"p", clock.at(0)),
+            clock.at(1),
+        )
+        .expect("QoS 0 is never refused");
+    }
+    assert_eq!(s.inflight_len(), 0);
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![out_publish("t", QoS::AtMostOnce, 0, false, b"p"); 3]
+    );
+}
+
+#[test]
+fn qos1_deliveries_get_fresh_packet_ids() {
+    // [MQTT-2.2.1-4] (3.1.1: [MQTT-2.3.1-4]) each new QoS > 0 PUBLISH gets an unused non-zero
+    // packet id; [MQTT-4.3.2-2] it is sent with DUP 0.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    for payload in [b"1", b"2", b"3"] {
+        s.deliver(
+            delivery("t", QoS::AtLeastOnce, payload, clock.at(0)),
+            clock.at(1),
+        )
+        .expect("window has room");
+    }
+    assert_eq!(s.inflight_len(), 3);
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![
+            out_publish("t", QoS::AtLeastOnce, 1, false, b"1"),
+            out_publish("t", QoS::AtLeastOnce, 2, false, b"2"),
+            out_publish("t", QoS::AtLeastOnce, 3, false, b"3"),
+        ]
+    );
+}
+
+#[test]
+fn full_inflight_window_hands_the_delivery_back() {
+    // [MQTT-3.3.4-9] the server must not send more QoS 1/2 PUBLISH packets than its window
+    // (lowered to the client's Receive Maximum) without acknowledgement; PUBACK frees a slot.
+    let clock = Clock::new();
+    let config = SessionConfig {
+        max_inflight: 2,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(&connect_v311("c"), config, clock.at(0));
+    s.deliver(
+        delivery("t", QoS::AtLeastOnce, b"1", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    s.deliver(
+        delivery("t", QoS::ExactlyOnce, b"2", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    assert!(!s.can_send());
+    let third = delivery("t", QoS::AtLeastOnce, b"3", clock.at(0));
+    assert_eq!(
+        s.deliver(third.clone(), clock.at(1)),
+        Err(third.clone()),
+        "handed back unchanged"
+    );
+    // QoS 0 still goes out while the window is full.
+    s.deliver(
+        delivery("t", QoS::AtMostOnce, b"0", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("QoS 0 bypasses the window");
+    assert_eq!(publish_ids(&drain(&mut s, clock.at(1))), vec![1, 2]);
+
+    assert_eq!(s.handle_packet(puback(1), clock.at(2)), Ok(None));
+    assert!(s.can_send());
+    assert_eq!(s.inflight_len(), 1);
+    s.deliver(third, clock.at(2)).expect("slot freed by PUBACK");
+    assert_eq!(
+        drain(&mut s, clock.at(2)),
+        vec![out_publish("t", QoS::AtLeastOnce, 3, false, b"3")]
+    );
+}
+
+#[test]
+fn acknowledgements_for_unknown_ids_or_wrong_state_are_ignored() {
+    // [MQTT-4.3.2-3] a QoS 1 PUBLISH stays unacknowledged until its PUBACK;
+    // [MQTT-4.3.3-3] a QoS 2 PUBLISH until its PUBREC: other packets do not free the slot.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    s.deliver(
+        delivery("t", QoS::AtLeastOnce, b"1", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    s.deliver(
+        delivery("t", QoS::ExactlyOnce, b"2", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    drain(&mut s, clock.at(1));
+    assert_eq!(
+        s.handle_packet(puback(2), clock.at(2)),
+        Ok(None),
+        "PUBACK for a QoS 2 message"
+    );
+    assert_eq!(
+        s.handle_packet(pubcomp(2), clock.at(2)),
+        Ok(None),
+        "PUBCOMP before PUBREC"
+    );
+    assert_eq!(
+        s.handle_packet(pubcomp(1), clock.at(2)),
+        Ok(None),
+        "PUBCOMP for a QoS 1 message"
+    );
+    assert_eq!(
+        s.handle_packet(puback(40), clock.at(2)),
+        Ok(None),
+        "unknown id"
+    );
+    assert_eq!(s.inflight_len(), 2);
+    assert!(drain(&mut s, clock.at(2)).is_empty());
+}
+
+#[test]
+fn qos2_outbound_flow_publish_pubrec_pubrel_pubcomp() {
+    // [MQTT-4.3.3-3] unacknowledged until PUBREC; [MQTT-4.3.3-4] PUBREC < 0x80 is answered with
+    // PUBREL; [MQTT-4.3.3-5] the PUBREL is unacknowledged until PUBCOMP, so the slot and the
+    // packet id stay taken until then.
+    let clock = Clock::new();
+    let config = SessionConfig {
+        max_inflight: 1,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(&connect_v5("c"), config, clock.at(0));
+    s.deliver(
+        delivery("t", QoS::ExactlyOnce, b"x", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![out_publish("t", QoS::ExactlyOnce, 1, false, b"x")]
+    );
+
+    assert_eq!(s.handle_packet(pubrec(1), clock.at(2)), Ok(None));
+    assert_eq!(drain(&mut s, clock.at(2)), vec![pubrel(1)]);
+    assert_eq!(s.inflight_len(), 1, "slot held until PUBCOMP");
+    assert!(!s.can_send());
+    assert_eq!(
+        s.handle_packet(puback(1), clock.at(2)),
+        Ok(None),
+        "PUBACK does not end a QoS 2 flow"
+    );
+    assert_eq!(s.inflight_len(), 1);
+
+    assert_eq!(s.handle_packet(pubcomp(1), clock.at(3)), Ok(None));
+    assert_eq!(s.inflight_len(), 0);
+    assert!(
+        drain(&mut s, clock.at(3)).is_empty(),
+        "nothing answers PUBCOMP"
+    );
+}
+
+#[test]
+fn pubrec_no_matching_subscribers_still_gets_pubrel() {
+    // [MQTT-4.3.3-4] PUBREL answers every PUBREC with a reason code below 0x80 (0x10 included).
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    s.deliver(
+        delivery("t", QoS::ExactlyOnce, b"x", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    drain(&mut s, clock.at(1));
+    let rec = Packet::PubRec(PubRec::with_reason(
+        pid(1),
+        PubRecReason::NoMatchingSubscribers,
+    ));
+    assert_eq!(s.handle_packet(rec, clock.at(2)), Ok(None));
+    assert_eq!(drain(&mut s, clock.at(2)), vec![pubrel(1)]);
+}
+
+#[test]
+fn pubrec_with_error_reason_ends_the_flow_without_pubrel() {
+    // MQTT 5.0 §4.3.3 / §4.9: a PUBREC with a reason code of 0x80 or above ends the QoS 2 flow;
+    // [MQTT-4.3.3-4] PUBREL is only sent for reason codes below 0x80, and the slot is freed.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    s.deliver(
+        delivery("t", QoS::ExactlyOnce, b"x", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    drain(&mut s, clock.at(1));
+    let rec = Packet::PubRec(PubRec::with_reason(pid(1), PubRecReason::QuotaExceeded));
+    assert_eq!(s.handle_packet(rec, clock.at(2)), Ok(None));
+    assert!(drain(&mut s, clock.at(2)).is_empty(), "no PUBREL");
+    assert_eq!(s.inflight_len(), 0);
+}
+
+#[test]
+fn repeated_pubrec_repeats_pubrel_and_unknown_pubrec_gets_not_found() {
+    // [MQTT-4.3.3-4], [MQTT-4.3.3-5]: a repeated PUBREC is answered with the same PUBREL;
+    // MQTT 5.0 §3.6.2.1: PUBREL 0x92 for a PUBREC whose id is not known.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    s.deliver(
+        delivery("t", QoS::ExactlyOnce, b"x", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    drain(&mut s, clock.at(1));
+    s.handle_packet(pubrec(1), clock.at(2))
+        .expect("PUBREC is valid");
+    s.handle_packet(pubrec(1), clock.at(2))
+        .expect("PUBREC is valid");
+    s.handle_packet(pubrec(50), clock.at(2))
+        .expect("PUBREC is valid");
+    assert_eq!(
+        drain(&mut s, clock.at(2)),
+        vec![
+            pubrel(1),
+            pubrel(1),
+            Packet::PubRel(PubRel::with_reason(
+                pid(50),
+                PubRelReason::PacketIdentifierNotFound
+            ))
+        ]
+    );
+    assert_eq!(s.inflight_len(), 1);
+}
+
+#[test]
+fn packet_ids_are_not_reused_while_in_flight() {
+    // [MQTT-2.2.1-4] (3.1.1: [MQTT-2.3.1-4]) a new PUBLISH uses an id that is currently unused:
+    // freeing an older id does not make the allocator go back and collide with live ones.
+    let clock = Clock::new();
+    let config = SessionConfig {
+        max_inflight: 3,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(&connect_v311("c"), config, clock.at(0));
+    for _ in 0..3 {
+        s.deliver(
+            delivery("t", QoS::ExactlyOnce, b"x", clock.at(0)),
+            clock.at(1),
+        )
+        .expect("room");
+    }
+    s.handle_packet(pubrec(2), clock.at(2)).expect("valid");
+    s.handle_packet(pubcomp(2), clock.at(2)).expect("valid");
+    s.deliver(
+        delivery("t", QoS::AtLeastOnce, b"y", clock.at(0)),
+        clock.at(2),
+    )
+    .expect("room");
+    let ids = publish_ids(&drain(&mut s, clock.at(2)));
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn packet_ids_wrap_past_65535_and_skip_ids_in_use() {
+    // [MQTT-2.2.1-4] (3.1.1: [MQTT-2.3.1-4]); [MQTT-2.3.1-1]/[MQTT-2.2.1-3] ids are non-zero.
+    let clock = Clock::new();
+    let config = SessionConfig {
+        max_inflight: 2,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(&connect_v311("c"), config, clock.at(0));
+    // Id 1 stays in flight for the whole test.
+    s.deliver(
+        delivery("t", QoS::AtLeastOnce, b"held", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    assert_eq!(publish_ids(&drain(&mut s, clock.at(1))), vec![1]);
+    let mut buf = BytesMut::new();
+    for expected in 2..=u16::MAX {
+        s.deliver(
+            delivery("t", QoS::AtLeastOnce, b"", clock.at(0)),
+            clock.at(1),
+        )
+        .expect("room");
+        buf.clear();
+        s.write_transmits(clock.at(1), &mut buf).expect("encodes");
+        // A QoS 1 PUBLISH "t": 0x32, len, 0x00 0x01 't', id.
+        assert_eq!(u16::from_be_bytes([buf[5], buf[6]]), expected);
+        s.handle_packet(puback(expected), clock.at(1))
+            .expect("valid");
+    }
+    // The counter wraps to 1, which is still in flight, and so is skipped; 0 is never used.
+    s.deliver(
+        delivery("t", QoS::AtLeastOnce, b"after", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![out_publish("t", QoS::AtLeastOnce, 2, false, b"after")]
+    );
+    s.handle_packet(puback(1), clock.at(2)).expect("valid");
+    s.handle_packet(puback(2), clock.at(2)).expect("valid");
+    s.deliver(
+        delivery("t", QoS::AtLeastOnce, b"next", clock.at(0)),
+        clock.at(2),
+    )
+    .expect("room");
+    assert_eq!(publish_ids(&drain(&mut s, clock.at(2))), vec![3]);
+}
+
+#[test]
+fn resend_inflight_sends_dup_publish_and_pubrel_in_original_order() {
+    // [MQTT-4.4.0-1] on a resumed session, unacknowledged PUBLISH and PUBREL packets are resent
+    // with their original packet ids; [MQTT-3.3.1-1] a re-delivered PUBLISH has DUP 1;
+    // [MQTT-4.6.0-1] resent in the order originally sent; [MQTT-4.3.3-6] a PUBLISH whose PUBREL
+    // was sent is not resent.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    s.deliver(
+        delivery("a", QoS::AtLeastOnce, b"1", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    s.deliver(
+        delivery("b", QoS::ExactlyOnce, b"2", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    s.deliver(
+        delivery("c", QoS::ExactlyOnce, b"3", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    s.deliver(
+        delivery("d", QoS::AtLeastOnce, b"4", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    drain(&mut s, clock.at(1));
+    s.handle_packet(pubrec(2), clock.at(2)).expect("valid");
+    s.handle_packet(puback(4), clock.at(2)).expect("valid");
+    assert_eq!(drain(&mut s, clock.at(2)), vec![pubrel(2)]);
+
+    // The connection drops; the client comes back with Clean Start 0.
+    s.connect(
+        &Connect {
+            clean_start: false,
+            ..connect_v5("c5")
+        },
+        clock.at(10),
+    );
+    s.resend_inflight();
+    assert_eq!(
+        drain(&mut s, clock.at(10)),
+        vec![
+            out_publish("a", QoS::AtLeastOnce, 1, true, b"1"),
+            pubrel(2),
+            out_publish("c", QoS::ExactlyOnce, 3, true, b"3"),
+        ]
+    );
+    // The flows continue from where they were.
+    s.handle_packet(pubcomp(2), clock.at(11)).expect("valid");
+    s.handle_packet(pubrec(3), clock.at(11)).expect("valid");
+    assert_eq!(drain(&mut s, clock.at(11)), vec![pubrel(3)]);
+    assert_eq!(s.inflight_len(), 2);
+}
+
+#[test]
+fn resend_inflight_keeps_retain_and_subscription_ids() {
+    // [MQTT-4.4.0-1], [MQTT-3.3.4-3]: the resent PUBLISH is the same message as first sent.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let mut d = delivery("a", QoS::AtLeastOnce, b"1", clock.at(0));
+    d.retain = true;
+    d.subscription_ids = vec![4, 9];
+    s.deliver(d, clock.at(1)).expect("room");
+    let first = drain(&mut s, clock.at(1));
+    s.connect(
+        &Connect {
+            clean_start: false,
+            ..connect_v5("c5")
+        },
+        clock.at(5),
+    );
+    s.resend_inflight();
+    let again = drain(&mut s, clock.at(5));
+    let mut expected = publish("a", QoS::AtLeastOnce, 1, b"1");
+    expected.retain = true;
+    expected.properties.subscription_identifiers = vec![4, 9];
+    assert_eq!(first, vec![Packet::Publish(expected.clone())]);
+    assert_eq!(
+        again,
+        vec![Packet::Publish(Publish {
+            dup: true,
+            ..expected
+        })]
+    );
+}
+
+#[test]
+fn resend_does_not_apply_message_expiry() {
+    // [MQTT-4.3.3-7] once a QoS 2 PUBLISH has been sent, message expiry no longer applies: it is
+    // resent on the resumed session even though its expiry interval has passed.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let mut d = delivery("t", QoS::ExactlyOnce, b"x", clock.at(0));
+    Arc::make_mut(&mut d.message)
+        .properties
+        .message_expiry_interval = Some(10);
+    s.deliver(d, clock.at(1)).expect("room");
+    drain(&mut s, clock.at(1));
+    s.connect(
+        &Connect {
+            clean_start: false,
+            ..connect_v5("c5")
+        },
+        clock.at(100),
+    );
+    s.resend_inflight();
+    let packets = drain(&mut s, clock.at(100));
+    assert_eq!(packets.len(), 1);
+    match &packets[0] {
+        Packet::Publish(p) => {
+            assert!(p.dup);
+            assert_eq!(p.packet_id, Some(pid(1)));
+        }
+        other => panic!("expected the PUBLISH again, got {other:?}"),
+    }
+    assert_eq!(s.inflight_len(), 1);
+}
+
+#[test]
+fn resend_respects_a_lowered_client_receive_maximum() {
+    // [MQTT-3.3.4-9] the server must not send more than Receive Maximum QoS 1/2 PUBLISH packets
+    // awaiting acknowledgement; [MQTT-4.9.0-1] the send quota is re-initialised from the new
+    // connection's Receive Maximum and [MQTT-4.9.0-2] sending stops when it reaches zero.
+    let clock = Clock::new();
+    let mut connect = connect_v5("c");
+    connect.properties.receive_maximum = Some(3);
+    let mut s = session_with(&connect, SessionConfig::default(), clock.at(0));
+    for payload in [b"1", b"2", b"3"] {
+        s.deliver(
+            delivery("t", QoS::AtLeastOnce, payload, clock.at(0)),
+            clock.at(1),
+        )
+        .expect("room");
+    }
+    drain(&mut s, clock.at(1));
+    // The client comes back accepting only one message at a time.
+    connect.clean_start = false;
+    connect.properties.receive_maximum = Some(1);
+    s.connect(&connect, clock.at(10));
+    s.resend_inflight();
+    assert_eq!(
+        publish_ids(&drain(&mut s, clock.at(10))),
+        vec![1],
+        "only as many as the window allows"
+    );
+    // The others follow as acknowledgements free the window, in order [MQTT-4.6.0-1].
+    s.handle_packet(puback(1), clock.at(11)).expect("valid");
+    assert_eq!(publish_ids(&drain(&mut s, clock.at(11))), vec![2]);
+}
+
+#[test]
+fn client_receive_maximum_lowers_the_window() {
+    // MQTT 5.0 §3.1.2.11.3, [MQTT-3.3.4-9]: the server must not send more QoS 1/2 PUBLISH
+    // packets awaiting acknowledgement than the client's Receive Maximum.
+    let clock = Clock::new();
+    let mut connect = connect_v5("c");
+    connect.properties.receive_maximum = Some(2);
+    let config = SessionConfig {
+        max_inflight: 10,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(&connect, config.clone(), clock.at(0));
+    s.deliver(
+        delivery("t", QoS::AtLeastOnce, b"1", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    s.deliver(
+        delivery("t", QoS::ExactlyOnce, b"2", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    assert!(s
+        .deliver(
+            delivery("t", QoS::AtLeastOnce, b"3", clock.at(0)),
+            clock.at(1)
+        )
+        .is_err());
+    // A PUBREC with an error code frees a slot too (MQTT 5.0 §4.9).
+    let rec = Packet::PubRec(PubRec::with_reason(pid(2), PubRecReason::UnspecifiedError));
+    s.handle_packet(rec, clock.at(2)).expect("valid");
+    assert!(s.can_send());
+
+    // The broker's own limit applies when it is the lower one.
+    connect.properties.receive_maximum = Some(100);
+    let mut s = session_with(
+        &connect,
+        SessionConfig {
+            max_inflight: 1,
+            ..config
+        },
+        clock.at(0),
+    );
+    s.deliver(
+        delivery("t", QoS::AtLeastOnce, b"1", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    assert!(!s.can_send());
+}
+
+#[test]
+fn client_maximum_packet_size_drops_too_large_publishes() {
+    // [MQTT-3.1.2-24] the server must not send packets larger than the client's Maximum
+    // Packet Size; [MQTT-3.1.2-25] it discards such a PUBLISH and behaves as if it had
+    // completed sending it.
+    let clock = Clock::new();
+    let mut connect = connect_v5("c");
+    connect.properties.maximum_packet_size = Some(20);
+    let config = SessionConfig {
+        max_inflight: 1,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(&connect, config, clock.at(0));
+    // 0x32, len, topic (2 + 1), id (2), properties (1), payload (16) = 24 bytes: too large.
+    s.deliver(
+        delivery("t", QoS::AtLeastOnce, b"0123456789abcdef", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    assert_eq!(s.inflight_len(), 1);
+    s.deliver(
+        delivery("t", QoS::AtMostOnce, b"0123456789abcdefghij", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("QoS 0");
+    assert!(drain(&mut s, clock.at(1)).is_empty());
+    assert_eq!(s.dropped_oversize(), 2);
+    assert_eq!(
+        s.inflight_len(),
+        0,
+        "the dropped QoS 1 message no longer holds a slot"
+    );
+
+    // 2 + 3 + 2 + 1 + 12 = 20 bytes: exactly the maximum is allowed.
+    s.deliver(
+        delivery("t", QoS::AtLeastOnce, b"0123456789ab", clock.at(0)),
+        clock.at(2),
+    )
+    .expect("room");
+    let (bytes, written) = drain_bytes(&mut s, clock.at(2));
+    assert_eq!((bytes.len(), written), (20, 1));
+    assert_eq!(s.dropped_oversize(), 2);
+}
+
+#[test]
+fn expired_messages_are_not_delivered() {
+    // [MQTT-3.3.2-5] a message whose expiry interval has passed before onward delivery started
+    // is deleted for that subscriber.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let mut d = delivery("t", QoS::AtLeastOnce, b"x", clock.at(0));
+    Arc::make_mut(&mut d.message)
+        .properties
+        .message_expiry_interval = Some(10);
+    assert_eq!(s.deliver(d.clone(), clock.at(10)), Ok(()));
+    assert_eq!(s.deliver(d.clone(), clock.at(60)), Ok(()));
+    assert_eq!(s.inflight_len(), 0, "an expired message takes no slot");
+    assert!(drain(&mut s, clock.at(60)).is_empty());
+    // One millisecond before the end it is still alive (1 s remaining, rounded up).
+    s.deliver(d, clock.at_ms(9_999)).expect("room");
+    let mut expected = publish("t", QoS::AtLeastOnce, 1, b"x");
+    expected.properties.message_expiry_interval = Some(1);
+    assert_eq!(
+        drain(&mut s, clock.at_ms(9_999)),
+        vec![Packet::Publish(expected)]
+    );
+}
+
+#[test]
+fn remaining_expiry_is_what_is_sent() {
+    // [MQTT-3.3.2-6] the PUBLISH sent to a client carries the received expiry interval minus
+    // the time the message waited in the server.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let mut d = delivery("t", QoS::AtMostOnce, b"x", clock.at(0));
+    Arc::make_mut(&mut d.message)
+        .properties
+        .message_expiry_interval = Some(100);
+    s.deliver(d, clock.at(30)).expect("QoS 0");
+    let mut expected = publish("t", QoS::AtMostOnce, 0, b"x");
+    expected.properties.message_expiry_interval = Some(60);
+    // Written 40 s after receipt: 60 s remain.
+    assert_eq!(drain(&mut s, clock.at(40)), vec![Packet::Publish(expected)]);
+}
+
+#[test]
+fn v311_clients_get_no_properties() {
+    // MQTT 3.1.1 §3.3.2: the PUBLISH variable header is topic and packet id only.
+    let clock = Clock::new();
+    let mut s = v311(clock);
+    let mut d = delivery("t", QoS::AtLeastOnce, b"x", clock.at(0));
+    Arc::make_mut(&mut d.message)
+        .properties
+        .message_expiry_interval = Some(100);
+    d.subscription_ids = vec![3];
+    s.deliver(d, clock.at(1)).expect("room");
+    let (bytes, _) = drain_bytes(&mut s, clock.at(1));
+    assert_eq!(
+        &bytes[..],
+        &[0x32, 0x06, 0x00, 0x01, b't', 0x00, 0x01, b'x']
+    );
+}
+
+#[test]
+fn transmit_queue_gives_back_burst_capacity() {
+    // Not a protocol rule: an idle session should not keep the queue a burst grew.
+    let clock = Clock::new();
+    let mut s = v311(clock);
+    for _ in 0..1_000 {
+        s.deliver(
+            delivery("t", QoS::AtMostOnce, b"", clock.at(0)),
+            clock.at(1),
+        )
+        .expect("QoS 0");
+    }
+    assert_eq!(drain(&mut s, clock.at(1)).len(), 1_000);
+    assert!(
+        s.transmit.capacity() <= 256,
+        "capacity {} kept after the burst",
+        s.transmit.capacity()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// SUBSCRIBE and UNSUBSCRIBE
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn subscribe_grants_qos_capped_by_max_qos() {
+    // [MQTT-3.8.4-1] SUBACK with [MQTT-3.8.4-2] the same packet id and [MQTT-3.8.4-6] one code
+    // per filter; the server may grant a lower maximum QoS than requested (§3.8.4).
+    let clock = Clock::new();
+    let config = SessionConfig {
+        max_qos: QoS::AtLeastOnce,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(&connect_v5("c"), config, clock.at(0));
+    let subs = expect_subscribe(s.handle_packet(
+        subscribe(
+            12,
+            &[
+                ("a", QoS::AtMostOnce),
+                ("b", QoS::AtLeastOnce),
+                ("c", QoS::ExactlyOnce),
+            ],
+        ),
+        clock.at(1),
+    ));
+    let granted: Vec<(String, QoS, bool)> = subs
+        .iter()
+        .map(|n| {
+            (
+                n.subscription.filter.to_string(),
+                n.subscription.options.qos,
+                n.existed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        granted,
+        vec![
+            ("a".to_owned(), QoS::AtMostOnce, false),
+            ("b".to_owned(), QoS::AtLeastOnce, false),
+            ("c".to_owned(), QoS::AtLeastOnce, false),
+        ]
+    );
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![Packet::SubAck(SubAck {
+            packet_id: pid(12),
+            properties: Default::default(),
+            reasons: vec![
+                SubAckReason::GrantedQoS0,
+                SubAckReason::GrantedQoS1,
+                SubAckReason::GrantedQoS1
+            ],
+        })]
+    );
+    assert_eq!(s.subscriptions().count(), 3);
+}
+
+#[test]
+fn subscribe_invalid_filter_is_0x8f_and_0x80_in_v311() {
+    // MQTT 5.0 §3.9.3: 0x8F Topic Filter invalid; 3.1.1 [MQTT-3.9.3-2]: 0x80 Failure.
+    // The valid filters of the same SUBSCRIBE are still granted [MQTT-3.8.4-5].
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let subs = expect_subscribe(s.handle_packet(
+        subscribe(1, &[("a/#/b", QoS::AtLeastOnce), ("ok", QoS::AtLeastOnce)]),
+        clock.at(1),
+    ));
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0].subscription.filter.as_str(), "ok");
+    let (bytes, _) = drain_bytes(&mut s, clock.at(1));
+    assert_eq!(&bytes[..], &[0x90, 0x05, 0x00, 0x01, 0x00, 0x8F, 0x01]);
+
+    let mut s = v311(clock);
+    assert_eq!(
+        s.handle_packet(subscribe(2, &[("a+", QoS::AtMostOnce)]), clock.at(1)),
+        Ok(None)
+    );
+    let (bytes, _) = drain_bytes(&mut s, clock.at(1));
+    assert_eq!(&bytes[..], &[0x90, 0x03, 0x00, 0x02, 0x80]);
+    assert_eq!(s.subscriptions().count(), 0);
+}
+
+#[test]
+fn shared_subscriptions_are_refused_with_0x9e() {
+    // MQTT 5.0 §3.9.3 / §4.8.2: 0x9E Shared Subscriptions not supported.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    assert_eq!(
+        s.handle_packet(
+            subscribe(3, &[("$share/g/a", QoS::AtLeastOnce)]),
+            clock.at(1)
+        ),
+        Ok(None)
+    );
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![Packet::SubAck(SubAck {
+            packet_id: pid(3),
+            properties: Default::default(),
+            reasons: vec![SubAckReason::SharedSubscriptionsNotSupported],
+        })]
+    );
+    assert_eq!(s.subscriptions().count(), 0);
+}
+
+#[test]
+fn resubscribe_replaces_and_reports_existed() {
+    // [MQTT-3.8.4-3] a SUBSCRIBE to a filter identical to an existing subscription replaces it.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let first =
+        expect_subscribe(s.handle_packet(subscribe(1, &[("a/+", QoS::AtMostOnce)]), clock.at(1)));
+    assert!(!first[0].existed);
+    let mut packet = subscribe(2, &[("a/+", QoS::ExactlyOnce)]);
+    if let Packet::Subscribe(sub) = &mut packet {
+        sub.properties.subscription_identifier = Some(42);
+        sub.filters[0].1.no_local = true;
+    }
+    let second = expect_subscribe(s.handle_packet(packet, clock.at(2)));
+    assert!(second[0].existed);
+    // MQTT 5.0 §3.8.2.1.2: the Subscription Identifier belongs to the (replaced) subscription.
+    assert_eq!(second[0].subscription.subscription_id, Some(42));
+    assert!(second[0].subscription.options.no_local);
+    let all: Vec<_> = s.subscriptions().cloned().collect();
+    assert_eq!(all, vec![second[0].subscription.clone()]);
+    assert_eq!(
+        drain(&mut s, clock.at(2)).len(),
+        2,
+        "one SUBACK per SUBSCRIBE"
+    );
+}
+
+#[test]
+fn v311_subscriptions_drop_v5_only_options() {
+    // No Local and Retain As Published exist only in MQTT 5.0 (§3.8.3.1); a 3.1.1 session never
+    // applies them.
+    let clock = Clock::new();
+    let mut s = v311(clock);
+    let mut packet = subscribe(1, &[("a", QoS::AtLeastOnce)]);
+    if let Packet::Subscribe(sub) = &mut packet {
+        sub.filters[0].1.no_local = true;
+        sub.filters[0].1.retain_as_published = true;
+    }
+    let subs = expect_subscribe(s.handle_packet(packet, clock.at(1)));
+    assert!(!subs[0].subscription.options.no_local);
+    assert!(!subs[0].subscription.options.retain_as_published);
+}
+
+#[test]
+fn unsubscribe_reports_a_reason_per_filter_v5() {
+    // [MQTT-3.10.4-4] UNSUBACK with [MQTT-3.10.4-5] the same packet id; MQTT 5.0 §3.11.3:
+    // 0x00 Success, 0x11 No subscription existed, 0x8F Topic Filter invalid.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    expect_subscribe(s.handle_packet(
+        subscribe(1, &[("a", QoS::AtMostOnce), ("b/#", QoS::AtMostOnce)]),
+        clock.at(1),
+    ));
+    drain(&mut s, clock.at(1));
+    let action = s.handle_packet(unsubscribe(0x1234, &["a", "zzz", "x/#/y"]), clock.at(2));
+    match action {
+        Ok(Some(Action::Unsubscribe(filters))) => {
+            assert_eq!(
+                filters.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+                vec!["a"]
+            );
+        }
+        other => panic!("expected Action::Unsubscribe, got {other:?}"),
+    }
+    assert_eq!(
+        drain(&mut s, clock.at(2)),
+        vec![Packet::UnsubAck(UnsubAck {
+            packet_id: pid(0x1234),
+            properties: Default::default(),
+            reasons: vec![
+                UnsubAckReason::Success,
+                UnsubAckReason::NoSubscriptionExisted,
+                UnsubAckReason::TopicFilterInvalid
+            ],
+        })]
+    );
+    assert_eq!(
+        s.subscriptions()
+            .map(|sub| sub.filter.as_str().to_owned())
+            .collect::<Vec<_>>(),
+        vec!["b/#"]
+    );
+}
+
+#[test]
+fn unsuback_is_sent_even_when_nothing_was_removed() {
+    // [MQTT-3.10.4-5] even where no subscriptions are deleted, the server responds with an
+    // UNSUBACK with the same packet id (3.1.1: [MQTT-3.10.4-4], [MQTT-3.10.4-5]).
+    let clock = Clock::new();
+    let mut s = v311(clock);
+    assert_eq!(
+        s.handle_packet(unsubscribe(9, &["nothing/here"]), clock.at(1)),
+        Ok(None)
+    );
+    let (bytes, _) = drain_bytes(&mut s, clock.at(1));
+    assert_eq!(&bytes[..], &[0xB0, 0x02, 0x00, 0x09]);
+
+    let mut s = v5(clock);
+    assert_eq!(
+        s.handle_packet(unsubscribe(9, &["nothing/here"]), clock.at(1)),
+        Ok(None)
+    );
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![Packet::UnsubAck(UnsubAck {
+            packet_id: pid(9),
+            properties: Default::default(),
+            reasons: vec![UnsubAckReason::NoSubscriptionExisted],
+        })]
+    );
+}
+
+#[test]
+fn restored_subscriptions_are_listed_replaced_and_cleared() {
+    // [MQTT-3.8.4-3] a SUBSCRIBE on a filter the (restored) session already has replaces it.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let filter = vane_proto::TopicFilter::parse("a/+").expect("valid filter");
+    s.restore_subscription(super::SessionSubscription {
+        filter,
+        options: SubscriptionOptions::qos(QoS::AtMostOnce),
+        subscription_id: Some(1),
+    });
+    assert_eq!(s.subscriptions().count(), 1);
+    let subs =
+        expect_subscribe(s.handle_packet(subscribe(1, &[("a/+", QoS::AtLeastOnce)]), clock.at(1)));
+    assert!(subs[0].existed);
+    assert_eq!(subs[0].subscription.subscription_id, None);
+    let cleared = s.clear_subscriptions();
+    assert_eq!(cleared.len(), 1);
+    assert_eq!(cleared[0].options.qos, QoS::AtLeastOnce);
+    assert_eq!(s.subscriptions().count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keep alive
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn keep_alive_deadline_is_one_and_a_half_periods_after_the_last_packet() {
+    // 3.1.1 [MQTT-3.1.2-24] / 5.0 [MQTT-3.1.2-22]: no packet within 1.5 × Keep Alive closes
+    // the connection.
+    let clock = Clock::new();
+    let mut connect = connect_v311("c");
+    connect.keep_alive = 10;
+    let mut s = session_with(&connect, SessionConfig::default(), clock.at(0));
+    assert_eq!(s.poll_timeout(), Some(clock.at(15)));
+    assert_eq!(s.handle_timeout(clock.at(10)), Ok(()));
+    assert_eq!(s.handle_timeout(clock.at_ms(14_999)), Ok(()));
+    assert_eq!(
+        s.handle_timeout(clock.at(15)),
+        Err(SessionError::KeepAliveTimeout)
+    );
+    assert_eq!(
+        s.handle_timeout(clock.at(100)),
+        Err(SessionError::KeepAliveTimeout)
+    );
+    assert_eq!(
+        SessionError::KeepAliveTimeout.disconnect_reason(),
+        DisconnectReason::KeepAliveTimeout
+    );
+
+    // An odd keep alive is not rounded: 1.5 × 3 s = 4.5 s.
+    connect.keep_alive = 3;
+    let s = session_with(&connect, SessionConfig::default(), clock.at(0));
+    assert_eq!(s.poll_timeout(), Some(clock.at_ms(4_500)));
+}
+
+#[test]
+fn keep_alive_zero_turns_the_mechanism_off() {
+    // 3.1.1 §3.1.2.10 / 5.0 §3.1.2.10: a Keep Alive of 0 turns the mechanism off.
+    let clock = Clock::new();
+    let mut connect = connect_v5("c");
+    connect.keep_alive = 0;
+    let mut s = session_with(&connect, SessionConfig::default(), clock.at(0));
+    assert_eq!(s.poll_timeout(), None);
+    assert_eq!(s.handle_timeout(clock.at(1_000_000)), Ok(()));
+}
+
+#[test]
+fn any_packet_resets_the_keep_alive() {
+    // 3.1.1 [MQTT-3.1.2-24] / 5.0 [MQTT-3.1.2-22]: any control packet counts, not only PINGREQ.
+    let clock = Clock::new();
+    let mut connect = connect_v5("c");
+    connect.keep_alive = 10;
+    let mut s = session_with(&connect, SessionConfig::default(), clock.at(0));
+    let packets = [
+        Packet::PingReq,
+        Packet::Publish(publish("a", QoS::AtMostOnce, 0, b"")),
+        puback(300),
+        pubrel(301),
+        subscribe(1, &[("a", QoS::AtMostOnce)]),
+        unsubscribe(2, &["a"]),
+    ];
+    let mut t = 0;
+    for p in packets {
+        t += 14;
+        assert_eq!(s.handle_timeout(clock.at(t)), Ok(()), "still alive at {t}s");
+        s.handle_packet(p, clock.at(t)).expect("valid packet");
+        assert_eq!(
+            s.poll_timeout(),
+            Some(clock.at(t) + Duration::from_secs(15))
+        );
+    }
+    assert_eq!(
+        s.handle_timeout(clock.at(t + 15)),
+        Err(SessionError::KeepAliveTimeout)
+    );
+}
+
+#[test]
+fn connect_restarts_the_keep_alive() {
+    // 5.0 [MQTT-3.1.2-22]: the keep alive is measured per connection from the CONNECT.
+    let clock = Clock::new();
+    let mut connect = connect_v5("c");
+    connect.keep_alive = 10;
+    let mut s = session_with(&connect, SessionConfig::default(), clock.at(0));
+    connect.keep_alive = 20;
+    s.connect(&connect, clock.at(100));
+    assert_eq!(s.poll_timeout(), Some(clock.at(130)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Will
+// ---------------------------------------------------------------------------------------------
+
+fn connect_with_will(version: ProtocolVersion) -> Connect {
+    let mut c = Connect::new(version, "w");
+    c.keep_alive = 10;
+    c.will = Some(LastWill {
+        topic: ByteString::from("last/will"),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: WillProperties::default(),
+    });
+    c
+}
+
+#[test]
+fn will_is_kept_when_the_connection_ends_abnormally() {
+    // [MQTT-3.1.2-8] the will is published when the connection closes without a DISCONNECT
+    // (keep alive timeout, protocol error).
+    let clock = Clock::new();
+    let mut s = session_with(
+        &connect_with_will(ProtocolVersion::V3_1_1),
+        SessionConfig::default(),
+        clock.at(0),
+    );
+    assert_eq!(
+        s.handle_timeout(clock.at(15)),
+        Err(SessionError::KeepAliveTimeout)
+    );
+    let will = s
+        .take_will(clock.at(0))
+        .expect("the will survives a keep alive timeout");
+    assert_eq!(will.message.topic, "last/will");
+    assert_eq!(will.message.payload, Bytes::from_static(b"gone"));
+    assert_eq!(will.message.qos, QoS::AtLeastOnce);
+    assert!(will.message.retain);
+    assert_eq!(will.message.origin, SID);
+    assert_eq!(will.delay, 0);
+    assert_eq!(s.take_will(clock.at(0)), None, "taken once");
+
+    let mut s = session_with(
+        &connect_with_will(ProtocolVersion::V5),
+        SessionConfig::default(),
+        clock.at(0),
+    );
+    expect_error(s.handle_packet(Packet::PingResp, clock.at(1)));
+    assert!(
+        s.take_will(clock.at(0)).is_some(),
+        "the will survives a protocol error"
+    );
+}
+
+#[test]
+fn normal_disconnect_discards_the_will() {
+    // 3.1.1 [MQTT-3.14.4-3] on DISCONNECT the will is discarded; 5.0 [MQTT-3.14.4-3] on
+    // DISCONNECT with 0x00 it is discarded.
+    let clock = Clock::new();
+    for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        let mut s = session_with(
+            &connect_with_will(version),
+            SessionConfig::default(),
+            clock.at(0),
+        );
+        let action = s.handle_packet(
+            Packet::Disconnect(Disconnect::new(DisconnectReason::NormalDisconnection)),
+            clock.at(1),
+        );
+        assert_eq!(
+            action,
+            Ok(Some(Action::Disconnect {
+                reason: DisconnectReason::NormalDisconnection
+            }))
+        );
+        assert_eq!(s.take_will(clock.at(0)), None, "{version}");
+    }
+    // Any other v5 reason but 0x04 discards it as well.
+    let mut s = session_with(
+        &connect_with_will(ProtocolVersion::V5),
+        SessionConfig::default(),
+        clock.at(0),
+    );
+    s.handle_packet(
+        Packet::Disconnect(Disconnect::new(DisconnectReason::UnspecifiedError)),
+        clock.at(1),
+    )
+    .expect("DISCONNECT is valid");
+    assert_eq!(s.take_will(clock.at(0)), None);
+}
+
+#[test]
+fn disconnect_with_will_message_keeps_the_will() {
+    // MQTT 5.0 §3.14.2.1: 0x04 Disconnect with Will Message, the server publishes the will.
+    let clock = Clock::new();
+    let mut s = session_with(
+        &connect_with_will(ProtocolVersion::V5),
+        SessionConfig::default(),
+        clock.at(0),
+    );
+    let action = s.handle_packet(
+        Packet::Disconnect(Disconnect::new(DisconnectReason::DisconnectWithWillMessage)),
+        clock.at(1),
+    );
+    assert_eq!(
+        action,
+        Ok(Some(Action::Disconnect {
+            reason: DisconnectReason::DisconnectWithWillMessage
+        }))
+    );
+    assert!(s.take_will(clock.at(0)).is_some());
+}
+
+#[test]
+fn will_properties_and_delay_are_carried() {
+    // MQTT 5.0 §3.1.3.2: will properties are sent with the will; the Will Delay Interval is
+    // reported for the broker to honour.
+    let clock = Clock::new();
+    let mut connect = connect_with_will(ProtocolVersion::V5);
+    if let Some(w) = &mut connect.will {
+        w.properties.will_delay_interval = Some(30);
+        w.properties.content_type = Some(ByteString::from("text/plain"));
+        w.properties.response_topic = Some(ByteString::from("reply"));
+        w.properties.payload_format_indicator = Some(true);
+    }
+    let mut s = session_with(&connect, SessionConfig::default(), clock.at(0));
+    let will = s.take_will(clock.at(0)).expect("a will");
+    assert_eq!(will.delay, 30);
+    assert_eq!(
+        will.message.properties.content_type.as_deref(),
+        Some("text/plain")
+    );
+    assert_eq!(
+        will.message.properties.response_topic.as_deref(),
+        Some("reply")
+    );
+    assert_eq!(will.message.properties.payload_format_indicator, Some(true));
+    assert_eq!(will.message.properties.topic_alias, None);
+}
+
+#[test]
+fn reconnect_without_a_will_forgets_the_old_one() {
+    // [MQTT-3.1.2-8]/§3.1.3.2: the will belongs to the network connection, not to the session.
+    let clock = Clock::new();
+    let mut s = session_with(
+        &connect_with_will(ProtocolVersion::V5),
+        SessionConfig::default(),
+        clock.at(0),
+    );
+    s.connect(
+        &Connect {
+            clean_start: false,
+            ..connect_v5("w")
+        },
+        clock.at(5),
+    );
+    assert_eq!(s.take_will(clock.at(0)), None);
+}
+
+#[test]
+fn will_expiry_starts_when_the_will_is_published() {
+    // MQTT 5.0 §3.1.3.2.4: the Will's Message Expiry Interval "is the lifetime of the Will
+    // Message in seconds and is sent as the Publication Expiry Interval when the Server
+    // publishes the Will Message"; [MQTT-3.3.2-6] the subscriber then gets that interval minus
+    // the time the message waited in the server.
+    let clock = Clock::new();
+    let mut connect = connect_with_will(ProtocolVersion::V5);
+    connect.keep_alive = 0;
+    if let Some(w) = &mut connect.will {
+        w.properties.message_expiry_interval = Some(60);
+    }
+    let mut s = session_with(&connect, SessionConfig::default(), clock.at(0));
+    // The connection is lost two minutes later and the broker publishes the will then.
+    let lost = clock.at(120);
+    let will = s.take_will(lost).expect("a will");
+    assert_eq!(will.message.remaining_expiry(lost), Some(60));
+    let mut subscriber = v5(clock);
+    let d = Delivery {
+        message: Arc::new(will.message),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        subscription_ids: vec![],
+    };
+    subscriber.deliver(d, lost).expect("room");
+    let packets = drain(&mut subscriber, lost);
+    assert_eq!(packets.len(), 1, "the will reaches the subscriber");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Protocol errors
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn second_connect_is_a_protocol_error() {
+    // [MQTT-3.1.0-2] a second CONNECT is a protocol error and closes the connection.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let err =
+        expect_error(s.handle_packet(Packet::Connect(Box::new(connect_v5("c5"))), clock.at(1)));
+    assert_eq!(err, SessionError::SecondConnect);
+    assert_eq!(err.disconnect_reason(), DisconnectReason::ProtocolError);
+}
+
+#[test]
+fn server_only_packets_are_protocol_errors() {
+    // MQTT 5.0 §2.1.2 (direction of flow): CONNACK, SUBACK, UNSUBACK and PINGRESP go from
+    // server to client only; receiving one is a protocol error (§4.13.1).
+    let clock = Clock::new();
+    let packets = [
+        (
+            Packet::ConnAck(ConnAck::new(ConnAckReason::Success, false)),
+            PacketType::ConnAck,
+        ),
+        (
+            Packet::SubAck(SubAck {
+                packet_id: pid(1),
+                properties: Default::default(),
+                reasons: vec![SubAckReason::GrantedQoS0],
+            }),
+            PacketType::SubAck,
+        ),
+        (
+            Packet::UnsubAck(UnsubAck {
+                packet_id: pid(1),
+                properties: Default::default(),
+                reasons: vec![],
+            }),
+            PacketType::UnsubAck,
+        ),
+        (Packet::PingResp, PacketType::PingResp),
+    ];
+    for (packet, ptype) in packets {
+        let mut s = v5(clock);
+        let err = expect_error(s.handle_packet(packet, clock.at(1)));
+        assert_eq!(err, SessionError::ServerOnlyPacket(ptype));
+        assert_eq!(err.disconnect_reason(), DisconnectReason::ProtocolError);
+    }
+}
+
+#[test]
+fn auth_without_an_authentication_method_is_a_protocol_error() {
+    // MQTT 5.0 §4.12: AUTH is only valid after a CONNECT with an Authentication Method.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let auth = Auth {
+        reason: AuthReason::ReAuthenticate,
+        properties: AuthProperties::default(),
+    };
+    let err = expect_error(s.handle_packet(Packet::Auth(auth), clock.at(1)));
+    assert_eq!(err, SessionError::UnexpectedAuth);
+    assert_eq!(err.disconnect_reason(), DisconnectReason::ProtocolError);
+}
+
+#[test]
+fn publish_above_maximum_qos_is_refused() {
+    // MQTT 5.0 §3.2.2.3.4: a PUBLISH above the server's Maximum QoS is answered with
+    // DISCONNECT 0x9B QoS not supported.
+    let clock = Clock::new();
+    let config = SessionConfig {
+        max_qos: QoS::AtLeastOnce,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(&connect_v5("c"), config, clock.at(0));
+    expect_publish(s.handle_packet(
+        Packet::Publish(publish("a", QoS::AtLeastOnce, 1, b"")),
+        clock.at(1),
+    ));
+    let err = expect_error(s.handle_packet(
+        Packet::Publish(publish("a", QoS::ExactlyOnce, 2, b"")),
+        clock.at(1),
+    ));
+    assert_eq!(err, SessionError::QoSNotSupported);
+    assert_eq!(err.disconnect_reason(), DisconnectReason::QoSNotSupported);
+    assert_eq!(s.inbound_qos2_pending(), 0);
+}
+
+#[test]
+fn topic_alias_zero_or_above_maximum_is_invalid() {
+    // [MQTT-3.3.2-8] a Topic Alias of 0 must not be sent; [MQTT-3.3.2-10] nor one above the
+    // server's Topic Alias Maximum; §3.3.2.3.4: DISCONNECT 0x94 Topic Alias invalid.
+    let clock = Clock::new();
+    let config = SessionConfig {
+        topic_alias_maximum: 5,
+        ..SessionConfig::default()
+    };
+    for alias in [0, 6, u16::MAX] {
+        for topic in ["a", ""] {
+            let mut s = session_with(&connect_v5("c"), config.clone(), clock.at(0));
+            let p = with_alias(publish(topic, QoS::AtMostOnce, 0, b""), alias);
+            let err = expect_error(s.handle_packet(Packet::Publish(p), clock.at(1)));
+            assert_eq!(
+                err,
+                SessionError::TopicAliasInvalid,
+                "alias {alias} topic {topic:?}"
+            );
+            assert_eq!(err.disconnect_reason(), DisconnectReason::TopicAliasInvalid);
+        }
+    }
+    // A Topic Alias Maximum of 0 means no alias is allowed at all.
+    let config = SessionConfig {
+        topic_alias_maximum: 0,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(&connect_v5("c"), config, clock.at(0));
+    let p = with_alias(publish("a", QoS::AtMostOnce, 0, b""), 1);
+    assert_eq!(
+        expect_error(s.handle_packet(Packet::Publish(p), clock.at(1))),
+        SessionError::TopicAliasInvalid
+    );
+    // The maximum itself is allowed.
+    let config = SessionConfig {
+        topic_alias_maximum: 5,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(&connect_v5("c"), config, clock.at(0));
+    expect_publish(s.handle_packet(
+        Packet::Publish(with_alias(publish("a", QoS::AtMostOnce, 0, b""), 5)),
+        clock.at(1),
+    ));
+}
+
+#[test]
+fn empty_topic_without_alias_is_a_protocol_error() {
+    // MQTT 5.0 §3.3.4: a zero-length Topic Name without a Topic Alias is a protocol error.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let err = expect_error(s.handle_packet(
+        Packet::Publish(publish("", QoS::AtLeastOnce, 1, b"")),
+        clock.at(1),
+    ));
+    assert_eq!(err, SessionError::EmptyTopic);
+    assert_eq!(err.disconnect_reason(), DisconnectReason::ProtocolError);
+}
+
+#[test]
+fn unknown_topic_alias_is_a_protocol_error() {
+    // MQTT 5.0 §3.3.2.3.4: an empty topic with an alias the receiver has no mapping for is a
+    // protocol error.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let p = with_alias(publish("", QoS::AtMostOnce, 0, b""), 3);
+    let err = expect_error(s.handle_packet(Packet::Publish(p), clock.at(1)));
+    assert_eq!(err, SessionError::TopicAliasUnknown);
+    assert_eq!(err.disconnect_reason(), DisconnectReason::ProtocolError);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Topic aliases (inbound, MQTT 5.0)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn topic_alias_is_set_then_used() {
+    // MQTT 5.0 §3.3.2.3.4: a non-empty topic with an alias sets the mapping; an empty topic with
+    // that alias stands for the mapped topic. The alias is not forwarded.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let (m, _) = expect_publish(s.handle_packet(
+        Packet::Publish(with_alias(
+            publish("sensors/1", QoS::AtMostOnce, 0, b"a"),
+            2,
+        )),
+        clock.at(1),
+    ));
+    assert_eq!(m.topic, "sensors/1");
+    assert_eq!(m.properties.topic_alias, None);
+    let (m, ack) = expect_publish(s.handle_packet(
+        Packet::Publish(with_alias(publish("", QoS::AtLeastOnce, 7, b"b"), 2)),
+        clock.at(2),
+    ));
+    assert_eq!(m.topic, "sensors/1");
+    assert_eq!(m.payload, Bytes::from_static(b"b"));
+    assert_eq!(m.properties.topic_alias, None);
+    assert_eq!(ack, Some(PendingAck::PubAck(pid(7))));
+
+    // A new topic for the same alias replaces the mapping.
+    expect_publish(s.handle_packet(
+        Packet::Publish(with_alias(
+            publish("sensors/2", QoS::AtMostOnce, 0, b"c"),
+            2,
+        )),
+        clock.at(3),
+    ));
+    let (m, _) = expect_publish(s.handle_packet(
+        Packet::Publish(with_alias(publish("", QoS::AtMostOnce, 0, b"d"), 2)),
+        clock.at(4),
+    ));
+    assert_eq!(m.topic, "sensors/2");
+}
+
+#[test]
+fn topic_aliases_reset_on_a_new_connection() {
+    // [MQTT-3.3.2-7] topic alias mappings exist only within a network connection.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    expect_publish(s.handle_packet(
+        Packet::Publish(with_alias(publish("t", QoS::AtMostOnce, 0, b""), 1)),
+        clock.at(1),
+    ));
+    s.connect(
+        &Connect {
+            clean_start: false,
+            ..connect_v5("c5")
+        },
+        clock.at(10),
+    );
+    let err = expect_error(s.handle_packet(
+        Packet::Publish(with_alias(publish("", QoS::AtMostOnce, 0, b""), 1)),
+        clock.at(11),
+    ));
+    assert_eq!(err, SessionError::TopicAliasUnknown);
+}
+
+#[test]
+fn inbound_messages_drop_subscription_identifiers() {
+    // [MQTT-3.3.4-6] a PUBLISH from a client must not contain a Subscription Identifier; the
+    // broker never forwards one it did not assign.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let mut p = publish("t", QoS::AtMostOnce, 0, b"");
+    p.properties.subscription_identifiers = vec![5];
+    p.properties.message_expiry_interval = Some(9);
+    let (m, _) = expect_publish(s.handle_packet(Packet::Publish(p), clock.at(1)));
+    assert!(m.properties.subscription_identifiers.is_empty());
+    assert_eq!(m.properties.message_expiry_interval, Some(9));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property test: random packet sequences
+// ---------------------------------------------------------------------------------------------
+
+mod prop {
+    use std::collections::{HashMap, HashSet, VecDeque};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const FILTERS: [&str; 6] = ["a/b", "a/+", "#", "a/#/b", "$share/g/a", "+/x"];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A PUBLISH from the client.
+        Publish {
+            qos: u8,
+            id: u16,
+            dup: bool,
+        },
+        /// The broker routes the oldest message still owed an acknowledgement.
+        Route {
+            matched: bool,
+        },
+        /// The broker refuses the oldest message still owed an acknowledgement.
+        Refuse,
+        PubRel(u16),
+        /// PUBACK / PUBREC / PUBCOMP from the client, for the n-th in-flight id or a raw id.
+        PubAck(usize, u16),
+        PubRec(usize, u16, bool),
+        PubComp(usize, u16),
+        Subscribe(u16, usize, u8),
+        Unsubscribe(u16, usize),
+        PingReq,
+        Deliver(u8),
+        Write,
+        Advance(u64),
+        Reconnect,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..3, 1u16..6, any::<bool>()).prop_map(|(qos, id, dup)| Op::Publish { qos, id, dup }),
+            2 => any::<bool>().prop_map(|matched| Op::Route { matched }),
+            1 => Just(Op::Refuse),
+            2 => (1u16..6).prop_map(Op::PubRel),
+            2 => (any::<usize>(), 1u16..8).prop_map(|(i, id)| Op::PubAck(i, id)),
+            2 => (any::<usize>(), 1u16..8, any::<bool>()).prop_map(|(i, id, e)| Op::PubRec(i, id, e)),
+            2 => (any::<usize>(), 1u16..8).prop_map(|(i, id)| Op::PubComp(i, id)),
+            1 => (1u16..100, 0..FILTERS.len(), 0u8..3).prop_map(|(id, f, q)| Op::Subscribe(id, f, q)),
+            1 => (1u16..100, 0..FILTERS.len()).prop_map(|(id, f)| Op::Unsubscribe(id, f)),
+            1 => Just(Op::PingReq),
+            4 => (0u8..3).prop_map(Op::Deliver),
+            2 => Just(Op::Write),
+            1 => (0u64..40).prop_map(Op::Advance),
+            1 => Just(Op::Reconnect),
+        ]
+    }
+
+    fn qos(n: u8) -> QoS {
+        QoS::from_u8(n).expect("0..3")
+    }
+
+    /// The id to acknowledge: the `index`-th in-flight id when there is one, else `raw`.
+    fn ack_id(s: &Session, index: usize, raw: u16) -> PacketId {
+        if s.inflight.is_empty() {
+            pid(raw)
+        } else {
+            s.inflight[index % s.inflight.len()].packet_id
+        }
+    }
+
+    fn check_invariants(s: &Session) {
+        assert!(
+            s.inflight_len() <= usize::from(s.send_window),
+            "in-flight window exceeded"
+        );
+        assert!(s.send_window <= s.config.max_inflight.max(1));
+        let ids: HashSet<PacketId> = s.inflight.iter().map(|f| f.packet_id).collect();
+        assert_eq!(
+            ids.len(),
+            s.inflight.len(),
+            "an in-flight packet id is used twice"
+        );
+    }
+
+    fn run(
+        v5: bool,
+        max_inflight: u16,
+        receive_maximum: u16,
+        client_rm: Option<u16>,
+        ops: Vec<Op>,
+    ) {
+        let clock = Clock::new();
+        let config = SessionConfig {
+            max_inflight,
+            receive_maximum,
+            ..SessionConfig::default()
+        };
+        let mut connect = if v5 {
+            connect_v5("p")
+        } else {
+            connect_v311("p")
+        };
+        connect.keep_alive = 30;
+        if v5 {
+            connect.properties.receive_maximum = client_rm;
+        }
+        let mut now = clock.at(0);
+        let mut last_packet = now;
+        let mut s = session_with(&connect, config, now);
+        // QoS 2 ids that got an Action::Publish and were neither released nor refused.
+        let mut pending_qos2: HashSet<PacketId> = HashSet::new();
+        // Acknowledgements owed, in the order the Actions were returned.
+        let mut owed: VecDeque<PendingAck> = VecDeque::new();
+        // Filter → granted QoS, as the session should remember them.
+        let mut subs: HashMap<&str, QoS> = HashMap::new();
+
+        for op in ops {
+            let packet = match op {
+                Op::Publish { qos: q, id, dup } => {
+                    let q = qos(q);
+                    Some(Packet::Publish(Publish {
+                        dup: dup && q != QoS::AtMostOnce,
+                        ..publish("a/b", q, id, b"p")
+                    }))
+                }
+                Op::PubRel(id) => Some(pubrel(id)),
+                Op::PubAck(i, raw) => Some(Packet::PubAck(PubAck::new(ack_id(&s, i, raw)))),
+                Op::PubRec(i, raw, error) => {
+                    let reason = if error && v5 {
+                        PubRecReason::UnspecifiedError
+                    } else {
+                        PubRecReason::Success
+                    };
+                    Some(Packet::PubRec(PubRec::with_reason(
+                        ack_id(&s, i, raw),
+                        reason,
+                    )))
+                }
+                Op::PubComp(i, raw) => Some(Packet::PubComp(PubComp::new(ack_id(&s, i, raw)))),
+                Op::Subscribe(id, f, q) => Some(subscribe(id, &[(FILTERS[f], qos(q))])),
+                Op::Unsubscribe(id, f) => Some(unsubscribe(id, &[FILTERS[f]])),
+                Op::PingReq => Some(Packet::PingReq),
+                Op::Route { matched } => {
+                    if let Some(ack) = owed.pop_front() {
+                        s.publish_routed(ack, matched);
+                    }
+                    None
+                }
+                Op::Refuse => {
+                    if let Some(ack) = owed.pop_front() {
+                        if let PendingAck::PubRec(id) = ack {
+                            pending_qos2.remove(&id);
+                        }
+                        s.publish_refused(ack, PubAckReason::QuotaExceeded);
+                    }
+                    None
+                }
+                Op::Deliver(q) => {
+                    let q = qos(q);
+                    let could_send = s.can_send();
+                    let before = s.inflight_len();
+                    match s.deliver(delivery("out", q, b"d", now), now) {
+                        Ok(()) if q == QoS::AtMostOnce => assert_eq!(s.inflight_len(), before),
+                        Ok(()) => {
+                            assert!(could_send);
+                            assert_eq!(s.inflight_len(), before + 1);
+                        }
+                        Err(d) => {
+                            assert!(!could_send, "handed back with room in the window");
+                            assert_ne!(d.qos, QoS::AtMostOnce);
+                        }
+                    }
+                    None
+                }
+                Op::Write => {
+                    // Every queued packet encodes and decodes.
+                    drain(&mut s, now);
+                    None
+                }
+                Op::Advance(secs) => {
+                    now += Duration::from_secs(secs);
+                    let expired = now >= last_packet + Duration::from_secs(45);
+                    assert_eq!(s.handle_timeout(now).is_err(), expired, "keep alive");
+                    if expired {
+                        return;
+                    }
+                    None
+                }
+                Op::Reconnect => {
+                    connect.clean_start = false;
+                    s.connect(&connect, now);
+                    last_packet = now;
+                    // Unsent acknowledgements are lost with the connection; the client resends
+                    // its PUBLISH packets, which covers them.
+                    owed.clear();
+                    s.resend_inflight();
+                    None
+                }
+            };
+            if let Some(packet) = packet {
+                last_packet = now;
+                let is_qos2_publish =
+                    matches!(&packet, Packet::Publish(p) if p.qos == QoS::ExactlyOnce);
+                let publish_id = match &packet {
+                    Packet::Publish(p) => p.packet_id,
+                    _ => None,
+                };
+                if let Packet::PubRel(r) = &packet {
+                    pending_qos2.remove(&r.packet_id);
+                }
+                match s.handle_packet(packet, now) {
+                    Ok(Some(Action::Publish { ack, .. })) => {
+                        if let Some(PendingAck::PubRec(id)) = ack {
+                            assert!(
+                                pending_qos2.insert(id),
+                                "QoS 2 id {id} forwarded twice before PUBREL"
+                            );
+                        }
+                        if is_qos2_publish {
+                            assert_eq!(ack, publish_id.map(PendingAck::PubRec));
+                        }
+                        if let Some(ack) = ack {
+                            owed.push_back(ack);
+                        }
+                    }
+                    Ok(None) if is_qos2_publish => {
+                        let id = publish_id.expect("QoS 2 has an id");
+                        assert!(
+                            pending_qos2.contains(&id),
+                            "a new QoS 2 message was dropped"
+                        );
+                    }
+                    Ok(Some(Action::Subscribe(new))) => {
+                        for n in new {
+                            let key = FILTERS
+                                .iter()
+                                .find(|f| **f == n.subscription.filter.as_str())
+                                .expect("known filter");
+                            let existed = subs.insert(key, n.subscription.options.qos).is_some();
+                            assert_eq!(existed, n.existed);
+                        }
+                    }
+                    Ok(Some(Action::Unsubscribe(removed))) => {
+                        for f in removed {
+                            assert!(
+                                subs.remove(f.as_str()).is_some(),
+                                "removed a filter never subscribed"
+                            );
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        assert_eq!(e, SessionError::ReceiveMaximumExceeded);
+                        assert!(pending_qos2.len() >= usize::from(receive_maximum));
+                        return;
+                    }
+                }
+            }
+            assert_eq!(s.inbound_qos2_pending(), pending_qos2.len());
+            assert_eq!(s.subscriptions().count(), subs.len());
+            check_invariants(&s);
+        }
+        drain(&mut s, now);
+        check_invariants(&s);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_packet_sequences_keep_the_session_consistent(
+            v5 in any::<bool>(),
+            max_inflight in 0u16..5,
+            receive_maximum in 1u16..5,
+            client_rm in proptest::option::of(1u16..5),
+            ops in proptest::collection::vec(op(), 0..120),
+        ) {
+            run(v5, max_inflight, receive_maximum, client_rm, ops);
+        }
+    }
+}

@@ -177,7 +177,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         self.finish(&mut session, &end).await;
 
         if end.publishes_will(session.version().is_v5()) {
-            if let Some(will) = session.take_will() {
+            if let Some(will) = session.take_will(Instant::now()) {
                 debug!(client_id = %session.client_id(), topic = %will.message.topic, "publishing will");
                 self.broker.publish(will.message, &mut self.scratch);
             }
