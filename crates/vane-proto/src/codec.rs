@@ -35,11 +35,13 @@ pub fn decode_fixed_header(bytes: &[u8], strict: bool) -> Result<Option<FixedHea
     let Some(&first_byte) = bytes.first() else {
         return Ok(None);
     };
-    Ok(parse_varint(&bytes[1..], strict)?.map(|(len, n)| FixedHeader {
-        first_byte,
-        remaining_length: len as usize,
-        header_len: 1 + n,
-    }))
+    Ok(
+        parse_varint(&bytes[1..], strict)?.map(|(len, n)| FixedHeader {
+            first_byte,
+            remaining_length: len as usize,
+            header_len: 1 + n,
+        }),
+    )
 }
 
 /// Takes whole packets out of a read buffer.
@@ -55,12 +57,18 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder that refuses packets larger than `max_packet_size` bytes in total.
     pub fn new(max_packet_size: usize) -> Decoder {
-        Decoder { version: None, max_packet_size }
+        Decoder {
+            version: None,
+            max_packet_size,
+        }
     }
 
     /// A decoder for a connection whose version is already known (a client's).
     pub fn with_version(version: ProtocolVersion, max_packet_size: usize) -> Decoder {
-        Decoder { version: Some(version), max_packet_size }
+        Decoder {
+            version: Some(version),
+            max_packet_size,
+        }
     }
 
     /// The protocol version in force, once known.

@@ -111,7 +111,11 @@ pub fn assert_round_trip(version: ProtocolVersion, packet: &Packet) {
              packet {packet:?}, bytes {bytes:02x?}"
         ),
     }
-    assert!(encoded.is_empty(), "{} bytes left after re-decoding {packet:?}", encoded.len());
+    assert!(
+        encoded.is_empty(),
+        "{} bytes left after re-decoding {packet:?}",
+        encoded.len()
+    );
 }
 
 /// The fuzz check on one input (selector byte, then the stream); see the module docs. Panics on
@@ -123,7 +127,10 @@ pub fn check(data: &[u8]) -> Outcome {
     let whole = decode_stream(selector, stream, stream.len());
     let chunk = usize::from(selector >> 4) + 1;
     let chunked = decode_stream(selector, stream, chunk);
-    assert_eq!(whole, chunked, "feeding the stream {chunk} bytes at a time changes the result");
+    assert_eq!(
+        whole, chunked,
+        "feeding the stream {chunk} bytes at a time changes the result"
+    );
     for (version, packet) in &whole.packets {
         assert_round_trip(*version, packet);
     }

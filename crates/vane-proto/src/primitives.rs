@@ -63,7 +63,10 @@ pub(crate) fn read_packet_id(buf: &mut Bytes) -> Result<PacketId, DecodeError> {
 
 /// Parses a variable byte integer from the front of `bytes` without consuming it.
 /// Returns `Ok(None)` when more bytes are needed, else the value and its encoded length.
-pub(crate) fn parse_varint(bytes: &[u8], strict: bool) -> Result<Option<(u32, usize)>, DecodeError> {
+pub(crate) fn parse_varint(
+    bytes: &[u8],
+    strict: bool,
+) -> Result<Option<(u32, usize)>, DecodeError> {
     let mut value: u32 = 0;
     for i in 0..4 {
         let Some(&byte) = bytes.get(i) else {
@@ -159,7 +162,9 @@ mod tests {
 
     #[test]
     fn varint_boundaries_round_trip() {
-        for value in [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, VARINT_MAX] {
+        for value in [
+            0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, VARINT_MAX,
+        ] {
             let mut buf = BytesMut::new();
             write_varint(&mut buf, value);
             assert_eq!(buf.len(), varint_len(value));
@@ -179,7 +184,10 @@ mod tests {
     #[test]
     fn varint_non_minimal_is_refused_when_strict() {
         // [MQTT-1.5.5-1]
-        assert_eq!(parse_varint(&[0x80, 0x00], true), Err(DecodeError::NonMinimalVarInt));
+        assert_eq!(
+            parse_varint(&[0x80, 0x00], true),
+            Err(DecodeError::NonMinimalVarInt)
+        );
         assert_eq!(parse_varint(&[0x80, 0x00], false), Ok(Some((0, 2))));
     }
 

@@ -6,8 +6,8 @@ use bytestring::ByteString;
 
 use crate::error::{DecodeError, EncodeError};
 use crate::primitives::{
-    check_field_len, field_len, read_binary, read_string, read_u16, read_u32, read_u8,
-    read_varint, varint_len, write_binary, write_varint,
+    check_field_len, field_len, read_binary, read_string, read_u16, read_u32, read_u8, read_varint,
+    varint_len, write_binary, write_varint,
 };
 use crate::qos::QoS;
 
@@ -109,9 +109,10 @@ impl PropertyReader {
             | id::WILDCARD_SUBSCRIPTION_AVAILABLE
             | id::SUBSCRIPTION_IDENTIFIER_AVAILABLE
             | id::SHARED_SUBSCRIPTION_AVAILABLE => Value::Byte(read_u8(buf)?),
-            id::SERVER_KEEP_ALIVE | id::RECEIVE_MAXIMUM | id::TOPIC_ALIAS_MAXIMUM | id::TOPIC_ALIAS => {
-                Value::U16(read_u16(buf)?)
-            }
+            id::SERVER_KEEP_ALIVE
+            | id::RECEIVE_MAXIMUM
+            | id::TOPIC_ALIAS_MAXIMUM
+            | id::TOPIC_ALIAS => Value::U16(read_u16(buf)?),
             id::MESSAGE_EXPIRY_INTERVAL
             | id::SESSION_EXPIRY_INTERVAL
             | id::WILL_DELAY_INTERVAL
@@ -226,7 +227,8 @@ impl Sink for SizeSink {
         self.len += 1 + field_len(value);
     }
     fn pair(&mut self, name: &str, value: &str) {
-        self.too_long |= check_field_len(name.len()).is_err() || check_field_len(value.len()).is_err();
+        self.too_long |=
+            check_field_len(name.len()).is_err() || check_field_len(value.len()).is_err();
         self.len += 1 + field_len(name.as_bytes()) + field_len(value.as_bytes());
     }
 }
@@ -267,7 +269,10 @@ pub(crate) trait EncodeProperties {
 
     /// Length of the property block, including its own length prefix.
     fn encoded_len(&self) -> Result<usize, EncodeError> {
-        let mut size = SizeSink { len: 0, too_long: false };
+        let mut size = SizeSink {
+            len: 0,
+            too_long: false,
+        };
         self.visit(&mut size);
         if size.too_long {
             return Err(EncodeError::FieldTooLong);
@@ -278,7 +283,10 @@ pub(crate) trait EncodeProperties {
 
     /// Writes the length prefix and the properties; `encoded_len` has validated them.
     fn write(&self, buf: &mut BytesMut) {
-        let mut size = SizeSink { len: 0, too_long: false };
+        let mut size = SizeSink {
+            len: 0,
+            too_long: false,
+        };
         self.visit(&mut size);
         write_varint(buf, size.len as u32);
         self.visit(&mut WriteSink(buf));
@@ -348,8 +356,14 @@ impl EncodeProperties for ConnectProperties {
         s.opt_u16(id::RECEIVE_MAXIMUM, self.receive_maximum);
         s.opt_u32(id::MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
         s.opt_u16(id::TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        s.opt_flag(id::REQUEST_RESPONSE_INFORMATION, self.request_response_information);
-        s.opt_flag(id::REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
+        s.opt_flag(
+            id::REQUEST_RESPONSE_INFORMATION,
+            self.request_response_information,
+        );
+        s.opt_flag(
+            id::REQUEST_PROBLEM_INFORMATION,
+            self.request_problem_information,
+        );
         s.users(&self.user_properties);
         s.opt_str(id::AUTHENTICATION_METHOD, &self.authentication_method);
         s.opt_bin(id::AUTHENTICATION_DATA, &self.authentication_data);
@@ -505,13 +519,25 @@ impl EncodeProperties for ConnAckProperties {
         s.opt_byte(id::MAXIMUM_QOS, self.maximum_qos.map(QoS::as_u8));
         s.opt_flag(id::RETAIN_AVAILABLE, self.retain_available);
         s.opt_u32(id::MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
-        s.opt_str(id::ASSIGNED_CLIENT_IDENTIFIER, &self.assigned_client_identifier);
+        s.opt_str(
+            id::ASSIGNED_CLIENT_IDENTIFIER,
+            &self.assigned_client_identifier,
+        );
         s.opt_u16(id::TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
         s.opt_str(id::REASON_STRING, &self.reason_string);
         s.users(&self.user_properties);
-        s.opt_flag(id::WILDCARD_SUBSCRIPTION_AVAILABLE, self.wildcard_subscription_available);
-        s.opt_flag(id::SUBSCRIPTION_IDENTIFIER_AVAILABLE, self.subscription_identifiers_available);
-        s.opt_flag(id::SHARED_SUBSCRIPTION_AVAILABLE, self.shared_subscription_available);
+        s.opt_flag(
+            id::WILDCARD_SUBSCRIPTION_AVAILABLE,
+            self.wildcard_subscription_available,
+        );
+        s.opt_flag(
+            id::SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+            self.subscription_identifiers_available,
+        );
+        s.opt_flag(
+            id::SHARED_SUBSCRIPTION_AVAILABLE,
+            self.shared_subscription_available,
+        );
         s.opt_u16(id::SERVER_KEEP_ALIVE, self.server_keep_alive);
         s.opt_str(id::RESPONSE_INFORMATION, &self.response_information);
         s.opt_str(id::SERVER_REFERENCE, &self.server_reference);
@@ -797,15 +823,24 @@ mod tests {
     fn duplicate_property_is_a_protocol_error() {
         // Session Expiry Interval twice: "It is a Protocol Error to include ... more than once".
         let mut buf = Bytes::from_static(&[10, 0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2]);
-        assert_eq!(ConnectProperties::decode(&mut buf), Err(DecodeError::DuplicateProperty));
+        assert_eq!(
+            ConnectProperties::decode(&mut buf),
+            Err(DecodeError::DuplicateProperty)
+        );
     }
 
     #[test]
     fn user_properties_may_repeat_and_keep_order() {
         let p = PublishProperties {
             user_properties: vec![
-                UserProperty { name: "a".into(), value: "1".into() },
-                UserProperty { name: "a".into(), value: "2".into() },
+                UserProperty {
+                    name: "a".into(),
+                    value: "1".into(),
+                },
+                UserProperty {
+                    name: "a".into(),
+                    value: "2".into(),
+                },
             ],
             subscription_identifiers: vec![1, 300],
             ..Default::default()
@@ -821,18 +856,27 @@ mod tests {
     fn property_not_allowed_in_packet_is_refused() {
         // Topic Alias (0x23) in CONNECT.
         let mut buf = Bytes::from_static(&[3, 0x23, 0, 1]);
-        assert_eq!(ConnectProperties::decode(&mut buf), Err(DecodeError::InvalidProperty));
+        assert_eq!(
+            ConnectProperties::decode(&mut buf),
+            Err(DecodeError::InvalidProperty)
+        );
     }
 
     #[test]
     fn receive_maximum_zero_is_refused() {
         let mut buf = Bytes::from_static(&[3, 0x21, 0, 0]);
-        assert_eq!(ConnectProperties::decode(&mut buf), Err(DecodeError::InvalidPropertyValue));
+        assert_eq!(
+            ConnectProperties::decode(&mut buf),
+            Err(DecodeError::InvalidPropertyValue)
+        );
     }
 
     #[test]
     fn subscription_identifier_zero_is_refused() {
         let mut buf = Bytes::from_static(&[2, 0x0B, 0]);
-        assert_eq!(SubscribeProperties::decode(&mut buf), Err(DecodeError::InvalidPropertyValue));
+        assert_eq!(
+            SubscribeProperties::decode(&mut buf),
+            Err(DecodeError::InvalidPropertyValue)
+        );
     }
 }

@@ -22,7 +22,9 @@ pub enum TopicError {
     #[error("[MQTT-4.7.1-3] single-level wildcard must occupy a whole level")]
     SingleLevelWildcardMisplaced,
     /// A shared subscription has an empty or wildcard group name, or no filter.
-    #[error("[MQTT-4.8.2-1] shared subscription needs a group name without wildcards and a filter")]
+    #[error(
+        "[MQTT-4.8.2-1] shared subscription needs a group name without wildcards and a filter"
+    )]
     InvalidSharedSubscription,
     /// The topic contains U+0000.
     #[error("[MQTT-4.7.3-2] topic contains the null character")]
@@ -195,10 +197,19 @@ mod tests {
     #[test]
     fn filters_place_wildcards_on_whole_levels() {
         // [MQTT-4.7.1-2]
-        assert_eq!(TopicFilter::parse("a/#/b"), Err(TopicError::MultiLevelWildcardMisplaced));
-        assert_eq!(TopicFilter::parse("a#"), Err(TopicError::MultiLevelWildcardMisplaced));
+        assert_eq!(
+            TopicFilter::parse("a/#/b"),
+            Err(TopicError::MultiLevelWildcardMisplaced)
+        );
+        assert_eq!(
+            TopicFilter::parse("a#"),
+            Err(TopicError::MultiLevelWildcardMisplaced)
+        );
         // [MQTT-4.7.1-3]
-        assert_eq!(TopicFilter::parse("a+/b"), Err(TopicError::SingleLevelWildcardMisplaced));
+        assert_eq!(
+            TopicFilter::parse("a+/b"),
+            Err(TopicError::SingleLevelWildcardMisplaced)
+        );
         for ok in ["#", "+", "+/+", "/+", "a/#", "a/+/c", "+/tennis/#", "/"] {
             assert!(TopicFilter::parse(ok).is_ok(), "{ok}");
         }

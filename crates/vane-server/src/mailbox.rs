@@ -7,6 +7,17 @@ use tokio::sync::Notify;
 use vane_core::{Delivery, MessageQueue, Offer, QueueLimits, Session};
 use vane_proto::QoS;
 
+/// What a drain left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pull {
+    /// Nothing is waiting: sleep until the mailbox is notified.
+    Empty,
+    /// Deliveries wait for the in-flight window: sleep until an acknowledgement.
+    WindowFull,
+    /// The batch limit was reached with deliveries left: pull again without sleeping.
+    More,
+}
+
 struct Inner {
     queue: MessageQueue,
     online: bool,
@@ -52,27 +63,28 @@ impl Mailbox {
     }
 
     /// Moves queued deliveries into the session until the queue is empty, the session's
-    /// in-flight window is full, or `max` deliveries were moved. Returns true when deliveries
-    /// remain because the in-flight window is full.
+    /// in-flight window is full, or `max` deliveries were moved.
     pub(crate) fn drain_into(
         &self,
         session: &mut Session,
         now: std::time::Instant,
         max: usize,
-    ) -> bool {
+    ) -> Pull {
         let mut inner = self.inner.lock();
-        let mut delivered = 0;
-        while delivered < max {
+        for _ in 0..max {
             let Some(d) = inner.queue.pop() else {
-                return false;
+                return Pull::Empty;
             };
             if let Err(d) = session.deliver(d, now) {
                 inner.queue.push_front(d);
-                return true;
+                return Pull::WindowFull;
             }
-            delivered += 1;
         }
-        false
+        if inner.queue.is_empty() {
+            Pull::Empty
+        } else {
+            Pull::More
+        }
     }
 
     /// Waits until a push makes the mailbox non-empty.

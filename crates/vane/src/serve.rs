@@ -8,11 +8,17 @@ use crate::cli::{LogFormatArg, ServeArgs};
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = match &args.config {
-        Some(path) => Config::load(path).with_context(|| format!("configuration {}", path.display()))?,
+        Some(path) => {
+            Config::load(path).with_context(|| format!("configuration {}", path.display()))?
+        }
         None => Config::default(),
     };
     if !args.bind.is_empty() {
-        config.listeners = args.bind.iter().map(|&bind| ListenerConfig { bind }).collect();
+        config.listeners = args
+            .bind
+            .iter()
+            .map(|&bind| ListenerConfig { bind })
+            .collect();
     }
     if let Some(f) = args.log_format {
         config.log.format = match f {
@@ -26,7 +32,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     crate::logging::init(&config.log.level, config.log.format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(async {
         let server = Server::bind(config).await?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "vane started");

@@ -31,6 +31,9 @@ pub enum SessionError {
     /// More QoS 2 publishes awaiting PUBREL than the broker's Receive Maximum.
     #[error("[MQTT-3.3.4-7] receive maximum exceeded")]
     ReceiveMaximumExceeded,
+    /// DISCONNECT sets a session expiry on a session that had none.
+    #[error("[MQTT-3.14.2-2] DISCONNECT sets a session expiry interval after CONNECT set 0")]
+    SessionExpiryRaised,
     /// A publish at a QoS above the broker's maximum.
     #[error("[MQTT-3.2.2-11] QoS above the maximum QoS")]
     QoSNotSupported,
@@ -44,7 +47,8 @@ impl SessionError {
             | SessionError::ServerOnlyPacket(_)
             | SessionError::UnexpectedAuth
             | SessionError::TopicAliasUnknown
-            | SessionError::EmptyTopic => DisconnectReason::ProtocolError,
+            | SessionError::EmptyTopic
+            | SessionError::SessionExpiryRaised => DisconnectReason::ProtocolError,
             SessionError::KeepAliveTimeout => DisconnectReason::KeepAliveTimeout,
             SessionError::TopicAliasInvalid => DisconnectReason::TopicAliasInvalid,
             SessionError::ReceiveMaximumExceeded => DisconnectReason::ReceiveMaximumExceeded,

@@ -151,6 +151,12 @@ pub struct Session {
     client_aliases: HashMap<u16, ByteString>,
     client_max_packet_size: Option<u32>,
     transmit: VecDeque<Transmit>,
+    /// Deliveries owed to the client ahead of its mailbox (retained messages for a new
+    /// subscription); kept with the session across reconnects.
+    backlog: VecDeque<crate::message::Delivery>,
+    /// Session Expiry Interval in seconds: 0 ends the session with the connection, `u32::MAX`
+    /// never expires. MQTT 3.x: 0 for a clean session, `u32::MAX` otherwise.
+    session_expiry: u32,
     will: Option<Will>,
     dropped_oversize: u64,
 }
@@ -175,6 +181,8 @@ impl Session {
             client_aliases: HashMap::new(),
             client_max_packet_size: None,
             transmit: VecDeque::new(),
+            backlog: VecDeque::new(),
+            session_expiry: 0,
             will: None,
             dropped_oversize: 0,
         }
@@ -192,6 +200,11 @@ impl Session {
         let client_window = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         self.send_window = self.config.max_inflight.min(client_window).max(1);
         self.client_max_packet_size = connect.properties.maximum_packet_size;
+        self.session_expiry = match connect.protocol {
+            ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+            _ if connect.clean_start => 0,
+            _ => u32::MAX,
+        };
         self.will = connect.will.as_ref().map(|w| Will {
             message: Message {
                 topic: w.topic.clone(),
@@ -227,6 +240,11 @@ impl Session {
     /// The protocol version of the current (or last) connection.
     pub fn version(&self) -> ProtocolVersion {
         self.version
+    }
+
+    /// The Session Expiry Interval in force: 0 means the session ends with the connection.
+    pub fn session_expiry(&self) -> u32 {
+        self.session_expiry
     }
 
     /// The session's settings.
@@ -275,6 +293,14 @@ impl Session {
                 Ok(None)
             }
             Packet::Disconnect(d) => {
+                if let Some(expiry) = d.properties.session_expiry_interval {
+                    // [MQTT-3.14.2-2] a session that was to end with the connection cannot be
+                    // given a lifetime at DISCONNECT.
+                    if self.session_expiry == 0 && expiry != 0 {
+                        return Err(SessionError::SessionExpiryRaised);
+                    }
+                    self.session_expiry = expiry;
+                }
                 // [MQTT-3.14.4-3] a normal DISCONNECT discards the will; v5 0x04 keeps it.
                 if d.reason != DisconnectReason::DisconnectWithWillMessage {
                     self.will = None;

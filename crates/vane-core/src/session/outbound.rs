@@ -93,6 +93,33 @@ impl Session {
         Ok(())
     }
 
+    /// Queues a delivery behind those already waiting in the session, ahead of the mailbox:
+    /// used for the retained messages a new subscription receives. Unlike the mailbox, this
+    /// queue has no cap: it holds what the retained store already bounds.
+    pub fn enqueue(&mut self, d: Delivery) {
+        self.backlog.push_back(d);
+    }
+
+    /// Deliveries waiting in the session's own queue.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// Moves up to `max` waiting deliveries into flight. Returns true when some remain because
+    /// the in-flight window is full.
+    pub fn flush_backlog(&mut self, now: Instant, max: usize) -> bool {
+        for _ in 0..max {
+            let Some(d) = self.backlog.pop_front() else {
+                return false;
+            };
+            if let Err(d) = self.deliver(d, now) {
+                self.backlog.push_front(d);
+                return true;
+            }
+        }
+        false
+    }
+
     /// The next packet id not in use by an in-flight delivery [MQTT-2.3.1-2].
     fn allocate_packet_id(&mut self) -> PacketId {
         loop {
@@ -170,18 +197,13 @@ impl Session {
 
     /// Sends in-flight entries held back after a resume, while the window has room.
     fn send_unsent(&mut self) {
-        if self.unsent == 0 {
-            return;
-        }
         let window = usize::from(self.send_window);
-        let mut outstanding = self.inflight.len() - self.unsent;
-        for f in self.inflight.iter_mut().filter(|f| !f.sent) {
-            if outstanding >= window {
-                break;
-            }
+        while self.unsent > 0 && self.inflight.len() - self.unsent < window {
+            let Some(f) = self.inflight.iter_mut().find(|f| !f.sent) else {
+                self.unsent = 0;
+                return;
+            };
             f.sent = true;
-            outstanding += 1;
-            self.unsent -= 1;
             let t = match f.state {
                 InflightState::Released => {
                     Transmit::Packet(Packet::PubRel(PubRel::new(f.packet_id)))
@@ -199,6 +221,7 @@ impl Session {
                     subscription_ids: f.subscription_ids.clone(),
                 },
             };
+            self.unsent -= 1;
             self.transmit.push_back(t);
         }
     }

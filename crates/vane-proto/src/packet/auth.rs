@@ -19,7 +19,10 @@ pub struct Auth {
 
 impl Auth {
     pub(crate) fn decode(buf: &mut Bytes) -> Result<Auth, DecodeError> {
-        let mut a = Auth { reason: AuthReason::Success, properties: AuthProperties::default() };
+        let mut a = Auth {
+            reason: AuthReason::Success,
+            properties: AuthProperties::default(),
+        };
         if !buf.is_empty() {
             a.reason = AuthReason::from_u8(read_u8(buf)?).ok_or(DecodeError::InvalidReasonCode)?;
             if !buf.is_empty() {
@@ -31,7 +34,11 @@ impl Auth {
 
     pub(crate) fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
         let short = self.reason == AuthReason::Success && self.properties.is_empty();
-        let props_len = if short { 0 } else { self.properties.encoded_len()? };
+        let props_len = if short {
+            0
+        } else {
+            self.properties.encoded_len()?
+        };
         let len = if short { 0 } else { 1 + props_len };
         write_packet(buf, 0xF0, len, |buf| {
             if !short {

@@ -5,7 +5,9 @@ use bytestring::ByteString;
 
 use super::write_packet;
 use crate::error::{DecodeError, EncodeError};
-use crate::primitives::{check_field_len, field_len, read_binary, read_string, read_u16, read_u8, write_binary};
+use crate::primitives::{
+    check_field_len, field_len, read_binary, read_string, read_u16, read_u8, write_binary,
+};
 use crate::properties::{ConnectProperties, EncodeProperties, WillProperties};
 use crate::qos::QoS;
 use crate::topic::validate_name;
@@ -104,13 +106,28 @@ impl Connect {
             let topic = read_string(buf)?;
             validate_name(&topic).map_err(|_| DecodeError::InvalidWillTopic)?;
             let payload = read_binary(buf)?;
-            Some(LastWill { topic, payload, qos: will_qos, retain: will_retain, properties })
+            Some(LastWill {
+                topic,
+                payload,
+                qos: will_qos,
+                retain: will_retain,
+                properties,
+            })
         } else {
             None
         };
         let username = username_flag.then(|| read_string(buf)).transpose()?;
         let password = password_flag.then(|| read_binary(buf)).transpose()?;
-        Ok(Connect { protocol, clean_start, keep_alive, client_id, will, username, password, properties })
+        Ok(Connect {
+            protocol,
+            clean_start,
+            keep_alive,
+            client_id,
+            will,
+            username,
+            password,
+            properties,
+        })
     }
 
     pub(crate) fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {

@@ -21,13 +21,17 @@ pub struct Disconnect {
 impl Disconnect {
     /// A DISCONNECT with a reason and no properties.
     pub fn new(reason: DisconnectReason) -> Disconnect {
-        Disconnect { reason, properties: DisconnectProperties::default() }
+        Disconnect {
+            reason,
+            properties: DisconnectProperties::default(),
+        }
     }
 
     pub(crate) fn decode(buf: &mut Bytes, v: ProtocolVersion) -> Result<Disconnect, DecodeError> {
         let mut d = Disconnect::new(DisconnectReason::NormalDisconnection);
         if v.is_v5() && !buf.is_empty() {
-            d.reason = DisconnectReason::from_u8(read_u8(buf)?).ok_or(DecodeError::InvalidReasonCode)?;
+            d.reason =
+                DisconnectReason::from_u8(read_u8(buf)?).ok_or(DecodeError::InvalidReasonCode)?;
             if !buf.is_empty() {
                 d.properties = DisconnectProperties::decode(buf)?;
             }
@@ -41,7 +45,11 @@ impl Disconnect {
         }
         let with_props = !self.properties.is_empty();
         let with_reason = with_props || self.reason != DisconnectReason::NormalDisconnection;
-        let props_len = if with_props { self.properties.encoded_len()? } else { 0 };
+        let props_len = if with_props {
+            self.properties.encoded_len()?
+        } else {
+            0
+        };
         write_packet(buf, 0xE0, usize::from(with_reason) + props_len, |buf| {
             if with_reason {
                 buf.put_u8(self.reason.as_u8());

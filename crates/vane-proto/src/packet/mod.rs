@@ -121,7 +121,8 @@ impl Packet {
         version: ProtocolVersion,
     ) -> Result<Packet, DecodeError> {
         let flags = first_byte & 0x0F;
-        let ptype = PacketType::from_first_byte(first_byte).ok_or(DecodeError::ReservedPacketType)?;
+        let ptype =
+            PacketType::from_first_byte(first_byte).ok_or(DecodeError::ReservedPacketType)?;
         let required_flags = match ptype {
             PacketType::Publish => None,
             PacketType::PubRel | PacketType::Subscribe | PacketType::Unsubscribe => Some(0b0010),
@@ -204,6 +205,10 @@ pub(crate) fn write_packet(
     write_varint(buf, len);
     let start = buf.len();
     write_body(buf);
-    debug_assert_eq!(buf.len() - start, body_len, "body length mismatch for {first_byte:#x}");
+    debug_assert_eq!(
+        buf.len() - start,
+        body_len,
+        "body length mismatch for {first_byte:#x}"
+    );
     Ok(())
 }

@@ -5,7 +5,9 @@ use bytestring::ByteString;
 
 use super::write_packet;
 use crate::error::{DecodeError, EncodeError};
-use crate::primitives::{check_field_len, field_len, read_packet_id, read_string, write_binary, PacketId};
+use crate::primitives::{
+    check_field_len, field_len, read_packet_id, read_string, write_binary, PacketId,
+};
 use crate::properties::{EncodeProperties, PublishProperties, Sink};
 use crate::qos::QoS;
 use crate::version::ProtocolVersion;
@@ -43,7 +45,11 @@ impl Publish {
         }
     }
 
-    pub(crate) fn decode(flags: u8, buf: &mut Bytes, v: ProtocolVersion) -> Result<Publish, DecodeError> {
+    pub(crate) fn decode(
+        flags: u8,
+        buf: &mut Bytes,
+        v: ProtocolVersion,
+    ) -> Result<Publish, DecodeError> {
         let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::InvalidQoS)?;
         let dup = flags & 0x08 != 0;
         let retain = flags & 0x01 != 0;
@@ -59,10 +65,26 @@ impl Publish {
         if topic.is_empty() && !v.is_v5() {
             return Err(DecodeError::EmptyTopicName);
         }
-        let packet_id = if qos == QoS::AtMostOnce { None } else { Some(read_packet_id(buf)?) };
-        let properties = if v.is_v5() { PublishProperties::decode(buf)? } else { PublishProperties::default() };
+        let packet_id = if qos == QoS::AtMostOnce {
+            None
+        } else {
+            Some(read_packet_id(buf)?)
+        };
+        let properties = if v.is_v5() {
+            PublishProperties::decode(buf)?
+        } else {
+            PublishProperties::default()
+        };
         let payload = std::mem::take(buf);
-        Ok(Publish { dup, qos, retain, topic, packet_id, properties, payload })
+        Ok(Publish {
+            dup,
+            qos,
+            retain,
+            topic,
+            packet_id,
+            properties,
+            payload,
+        })
     }
 
     /// A borrowed view of this packet, for encoding.

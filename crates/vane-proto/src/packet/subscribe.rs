@@ -5,7 +5,9 @@ use bytestring::ByteString;
 
 use super::write_packet;
 use crate::error::{DecodeError, EncodeError};
-use crate::primitives::{check_field_len, field_len, read_packet_id, read_string, read_u8, write_binary, PacketId};
+use crate::primitives::{
+    check_field_len, field_len, read_packet_id, read_string, read_u8, write_binary, PacketId,
+};
 use crate::properties::{AckProperties, EncodeProperties, SubscribeProperties};
 use crate::qos::QoS;
 use crate::reason::SubAckReason;
@@ -39,7 +41,10 @@ pub struct SubscriptionOptions {
 impl SubscriptionOptions {
     /// Options with a QoS and every MQTT 5.0 option at its default.
     pub fn qos(qos: QoS) -> SubscriptionOptions {
-        SubscriptionOptions { qos, ..Default::default() }
+        SubscriptionOptions {
+            qos,
+            ..Default::default()
+        }
     }
 
     fn decode(byte: u8, v: ProtocolVersion) -> Result<SubscriptionOptions, DecodeError> {
@@ -93,7 +98,11 @@ pub struct Subscribe {
 impl Subscribe {
     pub(crate) fn decode(buf: &mut Bytes, v: ProtocolVersion) -> Result<Subscribe, DecodeError> {
         let packet_id = read_packet_id(buf)?;
-        let properties = if v.is_v5() { SubscribeProperties::decode(buf)? } else { SubscribeProperties::default() };
+        let properties = if v.is_v5() {
+            SubscribeProperties::decode(buf)?
+        } else {
+            SubscribeProperties::default()
+        };
         let mut filters = Vec::new();
         while !buf.is_empty() {
             let filter = read_string(buf)?;
@@ -103,11 +112,19 @@ impl Subscribe {
         if filters.is_empty() {
             return Err(DecodeError::EmptySubscribe);
         }
-        Ok(Subscribe { packet_id, properties, filters })
+        Ok(Subscribe {
+            packet_id,
+            properties,
+            filters,
+        })
     }
 
     pub(crate) fn encode(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        let props_len = if v.is_v5() { self.properties.encoded_len()? } else { 0 };
+        let props_len = if v.is_v5() {
+            self.properties.encoded_len()?
+        } else {
+            0
+        };
         let mut len = 2 + props_len;
         for (f, _) in &self.filters {
             check_field_len(f.len())?;
@@ -140,7 +157,11 @@ pub struct SubAck {
 impl SubAck {
     pub(crate) fn decode(buf: &mut Bytes, v: ProtocolVersion) -> Result<SubAck, DecodeError> {
         let packet_id = read_packet_id(buf)?;
-        let properties = if v.is_v5() { AckProperties::decode(buf)? } else { AckProperties::default() };
+        let properties = if v.is_v5() {
+            AckProperties::decode(buf)?
+        } else {
+            AckProperties::default()
+        };
         let mut reasons = Vec::with_capacity(buf.len());
         while !buf.is_empty() {
             let code = read_u8(buf)?;
@@ -148,24 +169,38 @@ impl SubAck {
                 SubAckReason::from_u8(code).ok_or(DecodeError::InvalidReasonCode)?
             } else {
                 match code {
-                    0..=2 | 0x80 => SubAckReason::from_u8(code).ok_or(DecodeError::InvalidReturnCode)?,
+                    0..=2 | 0x80 => {
+                        SubAckReason::from_u8(code).ok_or(DecodeError::InvalidReturnCode)?
+                    }
                     _ => return Err(DecodeError::InvalidReturnCode),
                 }
             };
             reasons.push(reason);
         }
-        Ok(SubAck { packet_id, properties, reasons })
+        Ok(SubAck {
+            packet_id,
+            properties,
+            reasons,
+        })
     }
 
     pub(crate) fn encode(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        let props_len = if v.is_v5() { self.properties.encoded_len()? } else { 0 };
+        let props_len = if v.is_v5() {
+            self.properties.encoded_len()?
+        } else {
+            0
+        };
         write_packet(buf, 0x90, 2 + props_len + self.reasons.len(), |buf| {
             buf.put_u16(self.packet_id.get());
             if v.is_v5() {
                 self.properties.write(buf);
             }
             for r in &self.reasons {
-                buf.put_u8(if v.is_v5() { r.as_u8() } else { r.v3_return_code() });
+                buf.put_u8(if v.is_v5() {
+                    r.as_u8()
+                } else {
+                    r.v3_return_code()
+                });
             }
         })
     }

@@ -5,8 +5,12 @@ use bytestring::ByteString;
 
 use super::write_packet;
 use crate::error::{DecodeError, EncodeError};
-use crate::primitives::{check_field_len, field_len, read_packet_id, read_string, read_u8, write_binary, PacketId};
-use crate::properties::{decode_user_properties, AckProperties, EncodeProperties, UserProperties, UserProperty};
+use crate::primitives::{
+    check_field_len, field_len, read_packet_id, read_string, read_u8, write_binary, PacketId,
+};
+use crate::properties::{
+    decode_user_properties, AckProperties, EncodeProperties, UserProperties, UserProperty,
+};
 use crate::reason::UnsubAckReason;
 use crate::version::ProtocolVersion;
 
@@ -24,7 +28,11 @@ pub struct Unsubscribe {
 impl Unsubscribe {
     pub(crate) fn decode(buf: &mut Bytes, v: ProtocolVersion) -> Result<Unsubscribe, DecodeError> {
         let packet_id = read_packet_id(buf)?;
-        let user_properties = if v.is_v5() { decode_user_properties(buf)? } else { Vec::new() };
+        let user_properties = if v.is_v5() {
+            decode_user_properties(buf)?
+        } else {
+            Vec::new()
+        };
         let mut filters = Vec::new();
         while !buf.is_empty() {
             filters.push(read_string(buf)?);
@@ -32,7 +40,11 @@ impl Unsubscribe {
         if filters.is_empty() {
             return Err(DecodeError::EmptyUnsubscribe);
         }
-        Ok(Unsubscribe { packet_id, user_properties, filters })
+        Ok(Unsubscribe {
+            packet_id,
+            user_properties,
+            filters,
+        })
     }
 
     pub(crate) fn encode(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
@@ -70,14 +82,24 @@ impl UnsubAck {
     pub(crate) fn decode(buf: &mut Bytes, v: ProtocolVersion) -> Result<UnsubAck, DecodeError> {
         let packet_id = read_packet_id(buf)?;
         if !v.is_v5() {
-            return Ok(UnsubAck { packet_id, properties: AckProperties::default(), reasons: Vec::new() });
+            return Ok(UnsubAck {
+                packet_id,
+                properties: AckProperties::default(),
+                reasons: Vec::new(),
+            });
         }
         let properties = AckProperties::decode(buf)?;
         let mut reasons = Vec::with_capacity(buf.len());
         while !buf.is_empty() {
-            reasons.push(UnsubAckReason::from_u8(read_u8(buf)?).ok_or(DecodeError::InvalidReasonCode)?);
+            reasons.push(
+                UnsubAckReason::from_u8(read_u8(buf)?).ok_or(DecodeError::InvalidReasonCode)?,
+            );
         }
-        Ok(UnsubAck { packet_id, properties, reasons })
+        Ok(UnsubAck {
+            packet_id,
+            properties,
+            reasons,
+        })
     }
 
     pub(crate) fn encode(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {

@@ -41,8 +41,6 @@ pub(crate) struct Accepted {
     pub session: Session,
     pub seq: u64,
     pub kick: oneshot::Receiver<Kick>,
-    /// True when the session ends with this connection (v3 clean session, v5 expiry 0).
-    pub ends_with_connection: bool,
     pub session_present: bool,
 }
 
@@ -169,10 +167,6 @@ pub(crate) async fn accept<W: AsyncWrite + Unpin>(
     }
     let mut guard = guard;
     let existing = guard.take();
-    let ends_with_connection = match version {
-        ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0) == 0,
-        _ => connect.clean_start,
-    };
     let (mut session, session_present) = match existing {
         Some(old) if !connect.clean_start => (old, true),
         old => {
@@ -215,7 +209,6 @@ pub(crate) async fn accept<W: AsyncWrite + Unpin>(
         session,
         seq,
         kick,
-        ends_with_connection,
         session_present,
     })
 }

@@ -4,7 +4,6 @@
 
 mod handshake;
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +17,7 @@ use vane_core::{Delivery, RouteScratch, Session, SessionError, Subscription};
 use vane_proto::{DecodeError, Decoder, Disconnect, DisconnectReason, Packet, RetainHandling};
 
 use crate::broker::{Broker, Subscriber};
+use crate::mailbox::Pull;
 use crate::registry::Kick;
 use handshake::{accept, read_connect, refuse_undecodable, Accepted, HandshakeError};
 
@@ -125,7 +125,6 @@ pub(crate) async fn serve<R, W>(
         write_buf,
         decoder,
         scratch: RouteScratch::default(),
-        retained_backlog: VecDeque::new(),
         retained_scratch: Vec::new(),
     };
     conn.run(accepted, shutdown).await;
@@ -140,9 +139,6 @@ struct Connection<R, W> {
     write_buf: BytesMut,
     decoder: Decoder,
     scratch: RouteScratch<Subscriber>,
-    /// Retained messages owed to new subscriptions; sent before the mailbox and not subject to
-    /// its overflow policy, so a subscriber to `#` receives every retained message.
-    retained_backlog: VecDeque<Delivery>,
     retained_scratch: Vec<Arc<vane_core::Message>>,
 }
 
@@ -155,7 +151,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             mut session,
             seq,
             mut kick,
-            ends_with_connection,
             session_present,
         } = accepted;
         let dropped = slot.mailbox.set_online(true);
@@ -185,7 +180,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         let dropped = slot.mailbox.set_online(false);
         slot.clear_owner(seq);
         let taken_over = matches!(end, End::TakenOver);
-        if ends_with_connection {
+        // The session ends with the connection when its expiry interval is 0: MQTT 3.x clean
+        // sessions, MQTT 5.0 sessions that asked for it at CONNECT or DISCONNECT.
+        if session.session_expiry() == 0 {
             let mut index = self.broker.index.write();
             for sub in session.clear_subscriptions() {
                 index.unsubscribe(&sub.filter, slot.id);
@@ -234,17 +231,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         kick: &mut tokio::sync::oneshot::Receiver<Kick>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
-        let mut mailbox_blocked = false;
         loop {
             let now = Instant::now();
-            if self.write_buf.len() < WRITE_HIGH_WATER {
-                mailbox_blocked = self.pull_deliveries(session, slot, now);
-            }
+            let pull = if self.write_buf.len() < WRITE_HIGH_WATER {
+                Self::pull_deliveries(session, slot, now)
+            } else {
+                // Output is backed up: take nothing more until the socket drains.
+                Pull::WindowFull
+            };
             if let Err(e) = session.write_transmits(now, &mut self.write_buf) {
                 warn!(client_id = %session.client_id(), error = %e, "could not encode a packet for the client");
             }
             let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
-            let want_mailbox = self.write_buf.len() < WRITE_HIGH_WATER && !mailbox_blocked;
+            let want_mailbox = pull == Pull::Empty;
             let want_read = self.write_buf.len() < READ_PAUSE_WRITE_BACKLOG;
             if want_read && self.read_buf.capacity() - self.read_buf.len() < 512 {
                 self.read_buf.reserve(READ_CHUNK);
@@ -275,25 +274,24 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                         return End::Session(e);
                     }
                 }
+                _ = std::future::ready(()), if pull == Pull::More => {}
             }
         }
     }
 
-    /// Moves retained backlog and mailbox deliveries into the session. Returns true when the
-    /// mailbox still holds deliveries that wait for the in-flight window.
+    /// Moves a batch of deliveries into the session: first what the session itself owes
+    /// (retained messages for new subscriptions), then the mailbox, so order is kept.
     fn pull_deliveries(
-        &mut self,
         session: &mut Session,
         slot: &crate::registry::SessionSlot,
         now: Instant,
-    ) -> bool {
-        while let Some(d) = self.retained_backlog.pop_front() {
-            if let Err(d) = session.deliver(d, now) {
-                self.retained_backlog.push_front(d);
-                return true;
+    ) -> Pull {
+        if session.backlog_len() > 0 {
+            if session.flush_backlog(now, DRAIN_BATCH) {
+                return Pull::WindowFull;
             }
-            if self.write_buf.len() >= WRITE_HIGH_WATER {
-                return false;
+            if session.backlog_len() > 0 {
+                return Pull::More;
             }
         }
         slot.mailbox.drain_into(session, now, DRAIN_BATCH)
@@ -355,7 +353,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                     }
                 }
                 for s in &subs {
-                    self.queue_retained(s, now);
+                    self.queue_retained(session, s, now);
                 }
             }
             Action::Unsubscribe(filters) => {
@@ -371,7 +369,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
 
     /// Queues the retained messages a new subscription receives [MQTT-3.3.1-6], as MQTT 5.0
     /// Retain Handling asks [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11].
-    fn queue_retained(&mut self, s: &NewSubscription, now: Instant) {
+    fn queue_retained(&mut self, session: &mut Session, s: &NewSubscription, now: Instant) {
         let sub = &s.subscription;
         let send = match sub.options.retain_handling {
             RetainHandling::SendAtSubscribe => true,
@@ -389,7 +387,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             if message.is_expired(now) {
                 continue;
             }
-            self.retained_backlog.push_back(Delivery {
+            session.enqueue(Delivery {
                 qos: message.qos.min(sub.options.qos),
                 retain: true,
                 subscription_ids: sub.subscription_id.into_iter().collect(),
