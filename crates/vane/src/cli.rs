@@ -25,6 +25,8 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Load generators that measure a broker (this one or another).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! The `vane` binary: `serve` (the default) runs the broker; `config default` prints the
 //! default configuration.
 
+mod bench;
 mod cli;
 mod logging;
 mod serve;
@@ -11,7 +12,10 @@ fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     match cli.command.unwrap_or(cli::Command::Serve(cli.serve)) {
         cli::Command::Serve(args) => serve::run(args),
-        cli::Command::Config { action: cli::ConfigAction::Default } => {
+        cli::Command::Bench(args) => bench::run(args),
+        cli::Command::Config {
+            action: cli::ConfigAction::Default,
+        } => {
             print!("{}", vane_config::Config::default_toml());
             Ok(())
         }

@@ -1,0 +1,69 @@
+//! `vane bench`: load generators that measure an MQTT broker over plain TCP, with packets
+//! encoded and decoded by `vane_proto`. They connect only to the host they are given and stop
+//! by themselves.
+
+mod client;
+mod fanin;
+mod seqset;
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+pub use fanin::FaninArgs;
+
+/// Arguments of `vane bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// The load scenarios.
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Fan-in: many publishers, each on its own topic, one subscriber to all of them; measures
+    /// the messages per second the subscriber receives.
+    Fanin(FaninArgs),
+}
+
+/// Runs one scenario.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.scenario {
+        Scenario::Fanin(args) => fanin::run(args),
+    }
+}
+
+/// Parses a duration with units ("10s", "500ms", "1m"), for clap.
+fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let head = match digits.len() % 3 {
+        0 => 3.min(digits.len()),
+        r => r,
+    };
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    out.push_str(&digits[..head]);
+    for group in digits.as_bytes()[head..].chunks(3) {
+        out.push(',');
+        out.extend(group.iter().map(|&b| char::from(b)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}
