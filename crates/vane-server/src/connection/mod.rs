@@ -264,6 +264,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                             if let Some(end) = self.handle_input(session, slot) {
                                 return end;
                             }
+                            // One read's worth of input per turn: a publisher that always has
+                            // input would otherwise run until tokio's budget is spent and
+                            // starve the subscribers sharing its core.
+                            tokio::task::yield_now().await;
                         }
                         Err(e) => return End::Closed(Some(e)),
                     }
