@@ -6,8 +6,8 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use vane_config::Config;
 use vane_core::{
-    Delivery, Message, QueueLimits, RetainedMessages, RetainedStore, RouteScratch, SessionConfig,
-    SubscriptionIndex,
+    Delivery, Message, QueueLimits, RetainedMessages, RetainedStore, RouteScratch, Session,
+    SessionConfig, SubscriptionIndex,
 };
 use vane_proto::QoS;
 
@@ -61,6 +61,17 @@ impl Broker {
             },
             q.queue_qos0_offline,
         )
+    }
+
+    /// Forgets a session's routing state: its subscriptions leave the index and its mailbox
+    /// is emptied. The caller decides whether the slot stays registered.
+    pub(crate) fn discard_session(&self, slot: &SessionSlot, session: &mut Session) {
+        let mut index = self.index.write();
+        for sub in session.clear_subscriptions() {
+            index.unsubscribe(&sub.filter, slot.id);
+        }
+        drop(index);
+        slot.mailbox.clear();
     }
 
     /// Routes a message to its receivers. Returns true when at least one receiver took it.

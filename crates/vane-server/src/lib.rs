@@ -5,6 +5,7 @@
 
 mod broker;
 mod connection;
+mod expiry;
 mod listener;
 mod mailbox;
 mod registry;

@@ -85,8 +85,6 @@ async fn session_outlives_the_connection_for_its_expiry_interval() {
 }
 
 #[tokio::test]
-#[ignore = "not implemented yet (issue 3, MQTT 5.0): Session Expiry Interval is never enforced; a v5 session with expiry 1 s is still \
-            present (CONNACK Session Present 1) 1.5 s after its connection closed"]
 async fn session_is_discarded_when_its_expiry_interval_passes() {
     // Section 3.1.2.11.2: the session lasts as long as the connection plus the Session Expiry
     // Interval; after that there is no session, so [MQTT-3.2.2-3] Session Present is 0.
@@ -170,8 +168,6 @@ async fn disconnect_with_will_message_publishes_the_will() {
 }
 
 #[tokio::test]
-#[ignore = "not implemented yet (issue 3, MQTT 5.0): the Will Delay Interval is ignored; a will with a 5 s delay is published as soon \
-            as the connection drops, and is not cancelled by a reconnect within the delay"]
 async fn will_delay_interval_postpones_the_will_and_reconnect_cancels_it() {
     // Section 3.1.3.2.2: the will waits for the Will Delay Interval; [MQTT-3.1.3-9] if the
     // session is reconnected before it passes, the will is not sent.
@@ -569,4 +565,69 @@ async fn message_expiry_interval_is_forwarded_and_enforced() {
     assert_eq!(&p.payload[..], b"long", "the expired message is skipped");
     offline.expect_nothing(QUIET).await;
     assert_eq!(offline.version(), ProtocolVersion::V5);
+}
+
+#[tokio::test]
+async fn delayed_will_is_published_when_the_delay_passes() {
+    // Section 3.1.3.2.2: without a reconnect, the will is published once the Will Delay
+    // Interval has passed.
+    let broker = TestBroker::start_default().await;
+    let mut watcher = v5(broker.addr(), "watcher").await;
+    watcher.send(subscribe(1, "delayed/pass", 0)).await;
+    watcher.expect(suback(1, &[0])).await;
+    let mut connect = with_will(
+        connect_v5_persistent(&unique_id("dw")),
+        "delayed/pass",
+        "gone",
+        0,
+        false,
+    );
+    if let Some(will) = connect.will.as_mut() {
+        will.properties.will_delay_interval = Some(1);
+    }
+    drop(TestClient::connect(broker.addr(), connect).await);
+    watcher.expect_nothing(Duration::from_millis(600)).await;
+    let will = watcher.recv_publish().await;
+    assert_eq!(&*will.topic, "delayed/pass");
+    assert_eq!(&will.payload[..], b"gone");
+}
+
+#[tokio::test]
+async fn session_expiring_before_the_will_delay_publishes_the_will() {
+    // [MQTT-3.1.3-9] the will is published when the will delay passes or the session ends,
+    // whichever happens first.
+    let broker = TestBroker::start_default().await;
+    let mut watcher = v5(broker.addr(), "watcher").await;
+    watcher.send(subscribe(1, "delayed/expiry", 0)).await;
+    watcher.expect(suback(1, &[0])).await;
+    let mut connect = with_will(
+        connect_v5_persistent(&unique_id("de")),
+        "delayed/expiry",
+        "ended",
+        0,
+        false,
+    );
+    connect.properties.session_expiry_interval = Some(1);
+    if let Some(will) = connect.will.as_mut() {
+        will.properties.will_delay_interval = Some(3600);
+    }
+    drop(TestClient::connect(broker.addr(), connect.clone()).await);
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"ended");
+    // The session is gone too.
+    connect.will = None;
+    let (_c, ack) = TestClient::connect_with_ack(broker.addr(), connect).await;
+    assert!(!ack.session_present);
+}
+
+#[tokio::test]
+async fn will_payload_marked_utf8_that_is_not_is_refused() {
+    // MQTT 5.0 section 3.1.3.2.3 and CONNACK reason 0x99 Payload format invalid.
+    let broker = TestBroker::start_default().await;
+    let mut connect = with_will(connect_v5(&unique_id("pfi")), "w/t", "x", 0, false);
+    if let Some(will) = connect.will.as_mut() {
+        will.payload = bytes::Bytes::from_static(&[0xFF, 0xFE]);
+        will.properties.payload_format_indicator = Some(true);
+    }
+    let (_c, ack) = TestClient::connect_with_ack(broker.addr(), connect).await;
+    assert_eq!(ack.reason, vane_proto::ConnAckReason::PayloadFormatInvalid);
 }

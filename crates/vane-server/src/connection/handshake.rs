@@ -110,6 +110,12 @@ fn check_connect(broker: &Broker, connect: &Connect) -> Result<(), ConnAckReason
         if will.qos > broker.session_config.max_qos {
             return Err(ConnAckReason::QoSNotSupported);
         }
+        // MQTT 5.0 section 3.1.3.2.3: a will payload marked UTF-8 must be UTF-8.
+        if will.properties.payload_format_indicator == Some(true)
+            && std::str::from_utf8(&will.payload).is_err()
+        {
+            return Err(ConnAckReason::PayloadFormatInvalid);
+        }
     }
     Ok(())
 }
@@ -172,12 +178,7 @@ pub(crate) async fn accept<W: AsyncWrite + Unpin>(
         old => {
             if let Some(mut old) = old {
                 // [MQTT-3.1.2-6] Clean Session discards the previous session.
-                let mut index = broker.index.write();
-                for sub in old.clear_subscriptions() {
-                    index.unsubscribe(&sub.filter, slot.id);
-                }
-                drop(index);
-                slot.mailbox.clear();
+                broker.discard_session(&slot, &mut old);
             }
             (
                 Session::new(

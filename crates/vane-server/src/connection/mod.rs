@@ -171,10 +171,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             .await;
         self.finish(&mut session, &end).await;
 
+        let now = Instant::now();
+        let mut delayed_will = None;
         if end.publishes_will(session.version().is_v5()) {
-            if let Some(will) = session.take_will(Instant::now()) {
-                debug!(client_id = %session.client_id(), topic = %will.message.topic, "publishing will");
-                self.broker.publish(will.message, &mut self.scratch);
+            if let Some(will) = session.take_will(now) {
+                // [MQTT-3.1.3-9] a will with a delay waits for it, or for the end of the
+                // session, whichever comes first; a session ending now ends the wait.
+                if will.delay > 0 && session.session_expiry() > 0 {
+                    delayed_will = Some(will);
+                } else {
+                    debug!(client_id = %session.client_id(), topic = %will.message.topic, "publishing will");
+                    self.broker.publish(will.message, &mut self.scratch);
+                }
             }
         }
         let dropped = slot.mailbox.set_online(false);
@@ -182,17 +190,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         let taken_over = matches!(end, End::TakenOver);
         // The session ends with the connection when its expiry interval is 0: MQTT 3.x clean
         // sessions, MQTT 5.0 sessions that asked for it at CONNECT or DISCONNECT.
-        if session.session_expiry() == 0 {
-            let mut index = self.broker.index.write();
-            for sub in session.clear_subscriptions() {
-                index.unsubscribe(&sub.filter, slot.id);
-            }
-            drop(index);
-            slot.mailbox.clear();
+        let expiry = session.session_expiry();
+        if expiry == 0 {
+            self.broker.discard_session(&slot, &mut session);
             self.broker.registry.remove_if_latest(&slot, seq);
             *guard = None;
         } else {
             *guard = Some(session);
+        }
+        drop(guard);
+        if expiry != 0 && (expiry != u32::MAX || delayed_will.is_some()) {
+            tokio::spawn(crate::expiry::park_timers(
+                self.broker.clone(),
+                slot.clone(),
+                seq,
+                delayed_will,
+                expiry,
+            ));
         }
         let client_id = &slot.client_id;
         match &end {
