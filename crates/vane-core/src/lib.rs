@@ -21,4 +21,4 @@ pub use queue::{MessageQueue, Offer, OverflowPolicy, QueueLimits};
 pub use retained::{RetainedMessages, RetainedStore};
 pub use routing::RouteScratch;
 pub use session::{Session, SessionConfig, SessionError};
-pub use subscription_index::{Subscription, SubscriptionIndex};
+pub use subscription_index::{Picker, SharePolicy, SharedMatch, Subscription, SubscriptionIndex};

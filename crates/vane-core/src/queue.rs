@@ -124,6 +124,22 @@ impl MessageQueue {
         before - self.items.len()
     }
 
+    /// Removes and returns the deliveries `take` selects, keeping the others in order.
+    pub fn take_where(&mut self, mut take: impl FnMut(&Delivery) -> bool) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.items.len());
+        for d in self.items.drain(..) {
+            if take(&d) {
+                self.bytes -= d.size();
+                taken.push(d);
+            } else {
+                kept.push_back(d);
+            }
+        }
+        self.items = kept;
+        taken
+    }
+
     /// Empties the queue.
     pub fn clear(&mut self) {
         self.items.clear();

@@ -1,7 +1,10 @@
 //! The subscription index: a trie of topic-filter levels that finds every subscription
-//! matching a topic name in one walk, without allocating per level.
+//! matching a topic name in one walk, without allocating per level. Shared subscriptions
+//! (`$share/<group>/<filter>`) live at their filter's node as groups, of which the walk picks
+//! one member per matching group.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use vane_proto::{SubscriptionOptions, TopicFilter};
 
@@ -18,6 +21,56 @@ pub struct Subscription<S> {
     pub subscription_id: Option<u32>,
 }
 
+/// How a shared subscription group picks the member that receives a message. Whatever the
+/// policy, a member that cannot take the message now (offline, or its queue full) is passed
+/// over for the next one that can; when none can, the picked member queues it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SharePolicy {
+    /// Each member in turn.
+    #[default]
+    RoundRobin,
+    /// A member at random.
+    Random,
+    /// The same member for as long as it can take messages.
+    Sticky,
+    /// A member chosen by the publishing session, so one publisher's messages stay in order
+    /// at one member.
+    HashClient,
+    /// A member chosen by the topic, so one topic's messages stay in order at one member.
+    HashTopic,
+}
+
+/// The members of one shared subscription (one share name on one filter).
+#[derive(Debug)]
+struct SharedGroup<S> {
+    filter: TopicFilter,
+    members: Vec<Subscription<S>>,
+    cursor: AtomicUsize,
+}
+
+/// A shared subscription's member picked for a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedMatch<S> {
+    /// The picked member's subscription.
+    pub subscription: Subscription<S>,
+    /// The shared filter, `$share/<group>/<filter>`, naming the group.
+    pub filter: TopicFilter,
+}
+
+/// What a walk needs to pick shared-group members for one message.
+pub struct Picker<'a, S> {
+    /// The group policy.
+    pub policy: SharePolicy,
+    /// Session id of the publisher (for [`SharePolicy::HashClient`]).
+    pub origin: u64,
+    /// A fresh random number (for [`SharePolicy::Random`]).
+    pub random: u64,
+    /// Whether a member can take a message now.
+    pub available: &'a dyn Fn(&S) -> bool,
+    /// A member never to pick (one leaving the group whose messages are being redistributed).
+    pub exclude: Option<u64>,
+}
+
 #[derive(Debug)]
 struct Node<S> {
     children: HashMap<Box<str>, Node<S>>,
@@ -25,6 +78,10 @@ struct Node<S> {
     exact: Vec<Subscription<S>>,
     /// Subscriptions whose filter is this node's path followed by `/#`.
     multi: Vec<Subscription<S>>,
+    /// Shared groups whose filter ends at this node.
+    exact_shared: Vec<SharedGroup<S>>,
+    /// Shared groups whose filter is this node's path followed by `/#`.
+    multi_shared: Vec<SharedGroup<S>>,
 }
 
 impl<S> Default for Node<S> {
@@ -33,17 +90,60 @@ impl<S> Default for Node<S> {
             children: HashMap::new(),
             exact: Vec::new(),
             multi: Vec::new(),
+            exact_shared: Vec::new(),
+            multi_shared: Vec::new(),
         }
     }
 }
 
 impl<S> Node<S> {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.exact.is_empty() && self.multi.is_empty()
+        self.children.is_empty()
+            && self.exact.is_empty()
+            && self.multi.is_empty()
+            && self.exact_shared.is_empty()
+            && self.multi_shared.is_empty()
     }
 }
 
-/// Topic filter trie mapping filters to subscriptions (non-shared subscriptions).
+fn hash_of(value: impl std::hash::Hash) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(value) as usize
+}
+
+impl<S: Clone> SharedGroup<S> {
+    /// Picks the member for one message; see [`SharePolicy`].
+    fn pick(&self, topic: &str, picker: &Picker<'_, S>) -> Option<&Subscription<S>> {
+        let n = self.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = match picker.policy {
+            SharePolicy::RoundRobin => self.cursor.fetch_add(1, Ordering::Relaxed),
+            SharePolicy::Random => picker.random as usize,
+            SharePolicy::Sticky => self.cursor.load(Ordering::Relaxed),
+            SharePolicy::HashClient => hash_of(picker.origin),
+            SharePolicy::HashTopic => hash_of(topic),
+        } % n;
+        let eligible = |m: &Subscription<S>| picker.exclude != Some(m.session_id);
+        for i in 0..n {
+            let m = &self.members[(start + i) % n];
+            if eligible(m) && (picker.available)(&m.subscriber) {
+                if picker.policy == SharePolicy::Sticky {
+                    self.cursor.store((start + i) % n, Ordering::Relaxed);
+                }
+                return Some(m);
+            }
+        }
+        // Nobody can take it now: the first eligible member queues it (an offline member with a
+        // persistent session receives it when it returns).
+        (0..n)
+            .map(|i| &self.members[(start + i) % n])
+            .find(|m| eligible(m))
+    }
+}
+
+/// Topic filter trie mapping filters to subscriptions, plain and shared.
 #[derive(Debug)]
 pub struct SubscriptionIndex<S> {
     root: Node<S>,
@@ -55,6 +155,29 @@ impl<S> Default for SubscriptionIndex<S> {
         SubscriptionIndex {
             root: Node::default(),
             len: 0,
+        }
+    }
+}
+
+/// Where a walk puts what it finds.
+struct Collector<'a, 'p, S> {
+    plain: &'a mut Vec<Subscription<S>>,
+    shared: Option<(&'a mut Vec<SharedMatch<S>>, &'a Picker<'p, S>)>,
+    topic: &'a str,
+}
+
+impl<S: Clone> Collector<'_, '_, S> {
+    fn take(&mut self, subs: &[Subscription<S>], groups: &[SharedGroup<S>]) {
+        self.plain.extend(subs.iter().cloned());
+        if let Some((out, picker)) = &mut self.shared {
+            for g in groups {
+                if let Some(m) = g.pick(self.topic, picker) {
+                    out.push(SharedMatch {
+                        subscription: m.clone(),
+                        filter: g.filter.clone(),
+                    });
+                }
+            }
         }
     }
 }
@@ -76,7 +199,8 @@ impl<S: Clone> SubscriptionIndex<S> {
     }
 
     /// Adds a subscription, replacing the subscriber's existing one on the same filter
-    /// [MQTT-3.8.4-3]. Returns true when it replaced one.
+    /// [MQTT-3.8.4-3]. A `$share/<group>/<filter>` filter joins that group. Returns true when it
+    /// replaced one.
     pub fn subscribe(&mut self, filter: &TopicFilter, sub: Subscription<S>) -> bool {
         let (path, multi) = split_multi(filter.filter());
         let mut node = &mut self.root;
@@ -85,7 +209,25 @@ impl<S: Clone> SubscriptionIndex<S> {
                 node = node.children.entry(level.into()).or_default();
             }
         }
-        let list = if multi {
+        let list = if filter.share_group().is_some() {
+            let groups = if multi {
+                &mut node.multi_shared
+            } else {
+                &mut node.exact_shared
+            };
+            let pos = match groups.iter().position(|g| g.filter == *filter) {
+                Some(pos) => pos,
+                None => {
+                    groups.push(SharedGroup {
+                        filter: filter.clone(),
+                        members: Vec::new(),
+                        cursor: AtomicUsize::new(0),
+                    });
+                    groups.len() - 1
+                }
+            };
+            &mut groups[pos].members
+        } else if multi {
             &mut node.multi
         } else {
             &mut node.exact
@@ -104,11 +246,57 @@ impl<S: Clone> SubscriptionIndex<S> {
     pub fn unsubscribe(&mut self, filter: &TopicFilter, session_id: u64) -> bool {
         let (path, multi) = split_multi(filter.filter());
         let levels: Vec<&str> = path.map(|p| p.split('/').collect()).unwrap_or_default();
-        let removed = remove_at(&mut self.root, &levels, multi, session_id);
+        let removed = remove_at(&mut self.root, &levels, filter, multi, session_id);
         if removed {
             self.len -= 1;
         }
         removed
+    }
+
+    /// Picks a member of the shared group `filter` for one message, as a publish would; used
+    /// to hand a leaving member's unacknowledged messages to another member.
+    pub fn pick_shared(
+        &self,
+        filter: &TopicFilter,
+        topic: &str,
+        picker: &Picker<'_, S>,
+    ) -> Option<Subscription<S>> {
+        let (path, multi) = split_multi(filter.filter());
+        let mut node = &self.root;
+        if let Some(path) = path {
+            for level in path.split('/') {
+                node = node.children.get(level)?;
+            }
+        }
+        let groups = if multi {
+            &node.multi_shared
+        } else {
+            &node.exact_shared
+        };
+        groups
+            .iter()
+            .find(|g| g.filter == *filter)?
+            .pick(topic, picker)
+            .cloned()
+    }
+
+    /// Appends every plain subscription matching `topic` to `out`, and for every matching
+    /// shared group the member `picker` chooses to `shared`. One walk; see
+    /// [`SubscriptionIndex::matches_into`] for the matching rules.
+    pub fn select_into(
+        &self,
+        topic: &str,
+        picker: &Picker<'_, S>,
+        out: &mut Vec<Subscription<S>>,
+        shared: &mut Vec<SharedMatch<S>>,
+    ) {
+        let dollar = topic.starts_with('$');
+        let mut c = Collector {
+            plain: out,
+            shared: Some((shared, picker)),
+            topic,
+        };
+        walk(&self.root, Some(topic), dollar, &mut c);
     }
 
     /// Appends every subscription matching `topic` to `out`; a subscriber with overlapping
@@ -116,7 +304,12 @@ impl<S: Clone> SubscriptionIndex<S> {
     /// not match topics starting with `$` [MQTT-4.7.2-1].
     pub fn matches_into(&self, topic: &str, out: &mut Vec<Subscription<S>>) {
         let dollar = topic.starts_with('$');
-        walk(&self.root, Some(topic), dollar, out);
+        let mut c = Collector {
+            plain: out,
+            shared: None,
+            topic,
+        };
+        walk(&self.root, Some(topic), dollar, &mut c);
     }
 }
 
@@ -131,8 +324,32 @@ fn split_multi(filter: &str) -> (Option<&str>, bool) {
     }
 }
 
-fn remove_at<S>(node: &mut Node<S>, levels: &[&str], multi: bool, session_id: u64) -> bool {
+fn remove_at<S>(
+    node: &mut Node<S>,
+    levels: &[&str],
+    filter: &TopicFilter,
+    multi: bool,
+    session_id: u64,
+) -> bool {
     let Some((first, rest)) = levels.split_first() else {
+        if filter.share_group().is_some() {
+            let groups = if multi {
+                &mut node.multi_shared
+            } else {
+                &mut node.exact_shared
+            };
+            let Some(pos) = groups.iter().position(|g| g.filter == *filter) else {
+                return false;
+            };
+            let members = &mut groups[pos].members;
+            let before = members.len();
+            members.retain(|s| s.session_id != session_id);
+            let removed = members.len() != before;
+            if members.is_empty() {
+                groups.swap_remove(pos);
+            }
+            return removed;
+        }
         let list = if multi {
             &mut node.multi
         } else {
@@ -145,7 +362,7 @@ fn remove_at<S>(node: &mut Node<S>, levels: &[&str], multi: bool, session_id: u6
     let Some(child) = node.children.get_mut(*first) else {
         return false;
     };
-    let removed = remove_at(child, rest, multi, session_id);
+    let removed = remove_at(child, rest, filter, multi, session_id);
     if child.is_empty() {
         node.children.remove(*first);
     }
@@ -158,14 +375,14 @@ fn walk<S: Clone>(
     node: &Node<S>,
     rest: Option<&str>,
     first_dollar: bool,
-    out: &mut Vec<Subscription<S>>,
+    c: &mut Collector<'_, '_, S>,
 ) {
     if !first_dollar {
         // `prefix/#` matches the prefix itself and everything below it.
-        out.extend(node.multi.iter().cloned());
+        c.take(&node.multi, &node.multi_shared);
     }
     let Some(rest) = rest else {
-        out.extend(node.exact.iter().cloned());
+        c.take(&node.exact, &node.exact_shared);
         return;
     };
     let (level, next) = match rest.split_once('/') {
@@ -173,11 +390,11 @@ fn walk<S: Clone>(
         None => (rest, None),
     };
     if let Some(child) = node.children.get(level) {
-        walk(child, next, false, out);
+        walk(child, next, false, c);
     }
     if !first_dollar {
         if let Some(child) = node.children.get("+") {
-            walk(child, next, false, out);
+            walk(child, next, false, c);
         }
     }
 }
@@ -269,5 +486,155 @@ mod tests {
         let mut seven = ids[1].clone();
         seven.sort_unstable();
         assert_eq!(seven, vec![10, 20]);
+    }
+
+    fn pick_all(
+        index: &SubscriptionIndex<u64>,
+        topic: &str,
+        picker: &Picker<'_, u64>,
+        rounds: usize,
+    ) -> Vec<u64> {
+        let mut picked = Vec::new();
+        for _ in 0..rounds {
+            let (mut plain, mut shared) = (Vec::new(), Vec::new());
+            index.select_into(topic, picker, &mut plain, &mut shared);
+            assert!(plain.is_empty());
+            assert_eq!(
+                shared.len(),
+                1,
+                "one member per group and message [MQTT-4.8.2-?]"
+            );
+            picked.push(shared[0].subscription.session_id);
+        }
+        picked
+    }
+
+    fn picker(policy: SharePolicy, available: &dyn Fn(&u64) -> bool) -> Picker<'_, u64> {
+        Picker {
+            policy,
+            origin: 7,
+            random: 0,
+            available,
+            exclude: None,
+        }
+    }
+
+    #[test]
+    fn shared_group_round_robin_spreads_messages() {
+        // MQTT 5.0 section 4.8.2: each message goes to one member of the group.
+        let mut index = SubscriptionIndex::new();
+        for id in 1..=3 {
+            index.subscribe(&filter("$share/g/s/+"), sub(id, QoS::AtLeastOnce));
+        }
+        let all = |_: &u64| true;
+        let mut picked = pick_all(&index, "s/x", &picker(SharePolicy::RoundRobin, &all), 6);
+        picked.sort_unstable();
+        assert_eq!(picked, vec![1, 1, 2, 2, 3, 3]);
+    }
+
+    #[test]
+    fn shared_group_skips_members_that_cannot_take_messages() {
+        let mut index = SubscriptionIndex::new();
+        for id in 1..=3 {
+            index.subscribe(&filter("$share/g/s/#"), sub(id, QoS::AtLeastOnce));
+        }
+        let only_two = |s: &u64| *s == 2;
+        for policy in [
+            SharePolicy::RoundRobin,
+            SharePolicy::Random,
+            SharePolicy::Sticky,
+            SharePolicy::HashClient,
+            SharePolicy::HashTopic,
+        ] {
+            assert_eq!(
+                pick_all(&index, "s/x", &picker(policy, &only_two), 4),
+                vec![2, 2, 2, 2],
+                "{policy:?}"
+            );
+        }
+        // Nobody available: a member still queues it, so the message is not lost.
+        let none = |_: &u64| false;
+        assert_eq!(
+            pick_all(&index, "s/x", &picker(SharePolicy::RoundRobin, &none), 1).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn shared_and_plain_subscriptions_are_independent() {
+        // MQTT 5.0 section 4.8.2: a plain subscription and a shared one each get a copy.
+        let mut index = SubscriptionIndex::new();
+        index.subscribe(&filter("$share/g/a/b"), sub(1, QoS::AtMostOnce));
+        index.subscribe(&filter("$share/h/a/b"), sub(2, QoS::AtMostOnce));
+        index.subscribe(&filter("a/b"), sub(1, QoS::AtMostOnce));
+        let all = |_: &u64| true;
+        let (mut plain, mut shared) = (Vec::new(), Vec::new());
+        index.select_into(
+            "a/b",
+            &picker(SharePolicy::RoundRobin, &all),
+            &mut plain,
+            &mut shared,
+        );
+        assert_eq!(plain.len(), 1);
+        assert_eq!(shared.len(), 2, "one per group");
+        assert_eq!(
+            matching(&index, "a/b"),
+            vec![1],
+            "matches_into sees plain subscriptions only"
+        );
+    }
+
+    #[test]
+    fn leaving_the_last_member_removes_the_group() {
+        let mut index = SubscriptionIndex::new();
+        index.subscribe(&filter("$share/g/a"), sub(1, QoS::AtMostOnce));
+        assert!(
+            index.subscribe(&filter("$share/g/a"), sub(1, QoS::AtLeastOnce)),
+            "resubscribing replaces"
+        );
+        assert_eq!(index.len(), 1);
+        assert!(index.unsubscribe(&filter("$share/g/a"), 1));
+        assert!(index.is_empty());
+        assert!(index.root.is_empty());
+    }
+
+    #[test]
+    fn pick_shared_excludes_the_leaving_member() {
+        let mut index = SubscriptionIndex::new();
+        index.subscribe(&filter("$share/g/a"), sub(1, QoS::AtMostOnce));
+        index.subscribe(&filter("$share/g/a"), sub(2, QoS::AtMostOnce));
+        let all = |_: &u64| true;
+        let p = Picker {
+            exclude: Some(1),
+            ..picker(SharePolicy::Sticky, &all)
+        };
+        assert_eq!(
+            index
+                .pick_shared(&filter("$share/g/a"), "a", &p)
+                .map(|s| s.session_id),
+            Some(2)
+        );
+        index.unsubscribe(&filter("$share/g/a"), 2);
+        assert_eq!(
+            index.pick_shared(&filter("$share/g/a"), "a", &p),
+            None,
+            "nobody else is left"
+        );
+    }
+
+    #[test]
+    fn shared_wildcards_skip_dollar_topics() {
+        // [MQTT-4.7.2-1] applies to the filter inside a shared subscription too.
+        let mut index = SubscriptionIndex::new();
+        index.subscribe(&filter("$share/g/#"), sub(1, QoS::AtMostOnce));
+        let all = |_: &u64| true;
+        let (mut plain, mut shared) = (Vec::new(), Vec::new());
+        index.select_into(
+            "$SYS/x",
+            &picker(SharePolicy::RoundRobin, &all),
+            &mut plain,
+            &mut shared,
+        );
+        assert!(shared.is_empty());
     }
 }

@@ -37,6 +37,16 @@ pub enum SessionError {
     /// A publish at a QoS above the broker's maximum.
     #[error("[MQTT-3.2.2-11] QoS above the maximum QoS")]
     QoSNotSupported,
+    /// A QoS 0 PUBLISH whose Payload Format Indicator says UTF-8 but whose payload is not
+    /// well-formed UTF-8. MQTT 5.0 section 3.3.2.3.2 lets the receiver refuse such a payload with
+    /// PUBACK, PUBREC or DISCONNECT 0x99 (Payload format invalid). At QoS 1 and 2 the session
+    /// answers with PUBACK or PUBREC 0x99 and the connection goes on; QoS 0 has no
+    /// acknowledgement to carry the refusal, so the message is not routed and the connection
+    /// ends with DISCONNECT 0x99, which at least tells the client why its message was lost.
+    #[error(
+        "[MQTT-5.0 3.3.2.3.2] payload is not UTF-8 though its Payload Format Indicator says so"
+    )]
+    PayloadFormatInvalid,
 }
 
 impl SessionError {
@@ -53,6 +63,7 @@ impl SessionError {
             SessionError::TopicAliasInvalid => DisconnectReason::TopicAliasInvalid,
             SessionError::ReceiveMaximumExceeded => DisconnectReason::ReceiveMaximumExceeded,
             SessionError::QoSNotSupported => DisconnectReason::QoSNotSupported,
+            SessionError::PayloadFormatInvalid => DisconnectReason::PayloadFormatInvalid,
         }
     }
 }

@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use vane_proto::{
-    Packet, PacketId, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish,
-    QoS,
+    Packet, PacketId, ProtocolVersion, PubAck, PubAckReason, PubComp, PubCompReason, PubRec,
+    PubRecReason, Publish, QoS,
 };
 
 use super::{Action, PendingAck, Session, SessionError};
@@ -20,6 +20,8 @@ impl Session {
         if p.qos > self.config.max_qos {
             return Err(SessionError::QoSNotSupported);
         }
+        // Before the payload check: an alias set by a refused PUBLISH is still set, since the
+        // client counts it as sent.
         self.resolve_topic_alias(&mut p)?;
         let ack = match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => None,
@@ -34,14 +36,36 @@ impl Session {
                 if self.inbound_qos2.len() >= usize::from(self.config.receive_maximum) {
                     return Err(SessionError::ReceiveMaximumExceeded);
                 }
-                self.inbound_qos2.insert(id);
                 Some(PendingAck::PubRec(id))
             }
         };
+        if self.payload_format_is_invalid(&p) {
+            self.payload_format_invalid += 1;
+            return match ack {
+                // A refused QoS 2 id is not recorded: the error PUBREC ends the exchange.
+                Some(ack) => {
+                    self.publish_refused(ack, PubAckReason::PayloadFormatInvalid);
+                    Ok(None)
+                }
+                None => Err(SessionError::PayloadFormatInvalid),
+            };
+        }
+        if let Some(PendingAck::PubRec(id)) = ack {
+            self.inbound_qos2.insert(id);
+        }
         Ok(Some(Action::Publish {
             message: Message::from_publish(p, self.id, now),
             ack,
         }))
+    }
+
+    /// True for an MQTT 5.0 PUBLISH whose Payload Format Indicator says UTF-8 and whose payload
+    /// is not well-formed UTF-8 (MQTT 5.0 section 3.3.2.3.2; the receiver may check, and does).
+    /// Only flagged payloads are scanned.
+    fn payload_format_is_invalid(&self, p: &Publish) -> bool {
+        self.version == ProtocolVersion::V5
+            && p.properties.payload_format_indicator == Some(true)
+            && std::str::from_utf8(&p.payload).is_err()
     }
 
     /// Replaces an aliased empty topic with the topic the alias stands for, and records new
@@ -116,6 +140,12 @@ impl Session {
             PubCompReason::PacketIdentifierNotFound
         };
         self.send(Packet::PubComp(PubComp::with_reason(id, reason)));
+    }
+
+    /// PUBLISH packets refused because their payload was not the UTF-8 their Payload Format
+    /// Indicator announced (MQTT 5.0 section 3.3.2.3.2), at any QoS.
+    pub fn payload_format_invalid(&self) -> u64 {
+        self.payload_format_invalid
     }
 
     /// QoS 2 packet ids received and awaiting PUBREL.

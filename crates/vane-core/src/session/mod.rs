@@ -7,6 +7,7 @@ mod error;
 mod inbound;
 mod outbound;
 mod subscriptions;
+mod topic_alias;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use vane_proto::{
 
 pub use error::SessionError;
 pub use outbound::Transmit;
+
+use topic_alias::TopicAliases;
 
 use crate::message::Message;
 
@@ -148,7 +151,10 @@ pub struct Session {
     send_window: u16,
     next_packet_id: PacketId,
     inbound_qos2: HashSet<PacketId>,
+    /// Topic aliases the client set (client to server).
     client_aliases: HashMap<u16, ByteString>,
+    /// Topic aliases the server assigned (server to client), reset on every connection.
+    server_aliases: TopicAliases,
     client_max_packet_size: Option<u32>,
     transmit: VecDeque<Transmit>,
     /// Deliveries owed to the client ahead of its mailbox (retained messages for a new
@@ -159,6 +165,7 @@ pub struct Session {
     session_expiry: u32,
     will: Option<Will>,
     dropped_oversize: u64,
+    payload_format_invalid: u64,
 }
 
 impl Session {
@@ -179,23 +186,31 @@ impl Session {
             next_packet_id: PacketId::new(1).unwrap_or_else(|| unreachable!("1 is non-zero")),
             inbound_qos2: HashSet::new(),
             client_aliases: HashMap::new(),
+            server_aliases: TopicAliases::new(),
             client_max_packet_size: None,
             transmit: VecDeque::new(),
             backlog: VecDeque::new(),
             session_expiry: 0,
             will: None,
             dropped_oversize: 0,
+            payload_format_invalid: 0,
         }
     }
 
     /// Binds the session to a new connection's CONNECT: protocol version, keep alive, will,
-    /// flow-control limits. Topic aliases and unsent packets of an earlier connection are
-    /// forgotten; in-flight messages stay and are resent by [`Session::resend_inflight`].
+    /// flow-control limits. Topic aliases (both directions) and unsent packets of an earlier
+    /// connection are forgotten [MQTT-3.3.2-7]; in-flight messages stay and are resent by
+    /// [`Session::resend_inflight`]. The client's Topic Alias Maximum (MQTT 5.0) bounds the
+    /// aliases the server uses on PUBLISH packets to it (see `topic_alias.rs`).
     pub fn connect(&mut self, connect: &Connect, now: Instant) {
         self.version = connect.protocol;
         self.keep_alive = Duration::from_secs(u64::from(connect.keep_alive));
         self.last_received = now;
         self.client_aliases.clear();
+        self.server_aliases.reset(match connect.protocol {
+            ProtocolVersion::V5 => connect.properties.topic_alias_maximum.unwrap_or(0),
+            _ => 0,
+        });
         self.transmit.clear();
         let client_window = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         self.send_window = self.config.max_inflight.min(client_window).max(1);

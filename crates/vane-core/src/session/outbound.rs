@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use vane_proto::{EncodeError, Packet, PacketId, PubRel, PubRelReason, PublishRef, QoS};
+use vane_proto::{
+    EncodeError, Packet, PacketId, ProtocolVersion, PubRel, PubRelReason, PublishRef, QoS,
+};
 
+use super::topic_alias::AliasChoice;
 use super::{Inflight, InflightState, Session};
 use crate::message::{Delivery, Message};
 
@@ -239,6 +242,10 @@ impl Session {
     /// Encodes everything queued for the client into `buf`, in order. A PUBLISH larger than the
     /// client's Maximum Packet Size is dropped, as MQTT 5.0 requires [MQTT-3.1.2-25]. Returns
     /// how many packets were written.
+    ///
+    /// Server-to-client topic aliases (MQTT 5.0, when the client's Topic Alias Maximum allows
+    /// them) are chosen here, since the order packets are written in is the order the client
+    /// learns its mappings in; a dropped PUBLISH leaves the alias table unchanged.
     pub fn write_transmits(
         &mut self,
         now: Instant,
@@ -257,7 +264,7 @@ impl Session {
                     retain,
                     subscription_ids,
                 } => {
-                    PublishRef {
+                    let publish = PublishRef {
                         dup: *dup,
                         qos: *qos,
                         retain: *retain,
@@ -268,12 +275,22 @@ impl Session {
                         subscription_identifiers: subscription_ids,
                         message_expiry_interval: message.remaining_expiry(now),
                         payload: &message.payload,
+                    };
+                    let max = self.client_max_packet_size;
+                    let too_large = |len: usize| max.is_some_and(|max| len as u64 > u64::from(max));
+                    let mut choice = self.server_aliases.choose(&message.topic);
+                    encode_publish(publish, choice, self.version, buf)?;
+                    if too_large(buf.len() - start) && matches!(choice, AliasChoice::Assign(_)) {
+                        // The three bytes of a new alias may be what pushes the packet over
+                        // the limit: send the topic plainly instead. (An alias the client
+                        // already knows replaces a topic of at least as many bytes, so the
+                        // plain form of such a packet is never smaller.)
+                        buf.truncate(start);
+                        choice = AliasChoice::Plain;
+                        encode_publish(publish, choice, self.version, buf)?;
                     }
-                    .encode(self.version, buf)?;
-                    let too_large = self
-                        .client_max_packet_size
-                        .is_some_and(|max| (buf.len() - start) as u64 > u64::from(max));
-                    if too_large {
+                    if too_large(buf.len() - start) {
+                        // Dropped before the client saw it: the alias table stays as it was.
                         buf.truncate(start);
                         self.dropped_oversize += 1;
                         if let Some(pos) = packet_id
@@ -283,6 +300,7 @@ impl Session {
                         }
                         continue;
                     }
+                    self.server_aliases.commit(&message.topic, choice);
                 }
             }
             written += 1;
@@ -298,4 +316,28 @@ impl Session {
     pub fn dropped_oversize(&self) -> u64 {
         self.dropped_oversize
     }
+
+    /// Topic aliases the server has assigned on the current connection (MQTT 5.0).
+    pub fn server_topic_aliases(&self) -> usize {
+        self.server_aliases.len()
+    }
+}
+
+/// Appends `publish` with its topic sent as `choice` says: plainly, as an empty topic with an
+/// alias the client knows, or with the alias it (re)defines.
+fn encode_publish(
+    publish: PublishRef<'_>,
+    choice: AliasChoice,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    PublishRef {
+        topic: match choice {
+            AliasChoice::Known(_) => "",
+            AliasChoice::Plain | AliasChoice::Assign(_) => publish.topic,
+        },
+        topic_alias: choice.alias(),
+        ..publish
+    }
+    .encode(version, buf)
 }

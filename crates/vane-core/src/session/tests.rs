@@ -6,6 +6,7 @@
 //! Each test names the normative statement it checks. Numbers are MQTT 5.0 unless marked
 //! "3.1.1".
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -1785,7 +1786,7 @@ fn publish_above_maximum_qos_is_refused() {
 
 #[test]
 fn topic_alias_zero_or_above_maximum_is_invalid() {
-    // [MQTT-3.3.2-8] a Topic Alias of 0 must not be sent; [MQTT-3.3.2-10] nor one above the
+    // [MQTT-3.3.2-8] a Topic Alias of 0 must not be sent; [MQTT-3.3.2-9] nor one above the
     // server's Topic Alias Maximum; §3.3.2.3.4: DISCONNECT 0x94 Topic Alias invalid.
     let clock = Clock::new();
     let config = SessionConfig {
@@ -1931,6 +1932,591 @@ fn inbound_messages_drop_subscription_identifiers() {
     let (m, _) = expect_publish(s.handle_packet(Packet::Publish(p), clock.at(1)));
     assert!(m.properties.subscription_identifiers.is_empty());
     assert_eq!(m.properties.message_expiry_interval, Some(9));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Topic aliases (outbound, MQTT 5.0)
+// ---------------------------------------------------------------------------------------------
+
+/// A v5 CONNECT with the given Topic Alias Maximum (and optionally a Maximum Packet Size).
+fn connect_aliases(topic_alias_maximum: Option<u16>, maximum_packet_size: Option<u32>) -> Connect {
+    let mut c = connect_v5("aliases");
+    c.properties.topic_alias_maximum = topic_alias_maximum;
+    c.properties.maximum_packet_size = maximum_packet_size;
+    c
+}
+
+/// The PUBLISH a client receives with a topic (empty when the alias stands for it) and an
+/// alias.
+fn out_aliased(topic: &str, qos: QoS, id: u16, payload: &'static [u8], alias: u16) -> Packet {
+    let mut p = publish(topic, qos, id, payload);
+    p.properties.topic_alias = Some(alias);
+    Packet::Publish(p)
+}
+
+/// What a conforming client does with the aliases it receives (MQTT 5.0 §3.3.2.3.4): checks
+/// each against its Topic Alias Maximum, records the mapping a non-empty topic sets, and
+/// resolves an empty topic through the mapping.
+#[derive(Debug, Default)]
+struct ClientAliases {
+    maximum: u16,
+    map: HashMap<u16, ByteString>,
+}
+
+impl ClientAliases {
+    fn new(maximum: u16) -> ClientAliases {
+        ClientAliases {
+            maximum,
+            map: HashMap::new(),
+        }
+    }
+
+    /// The topic `p` stands for; panics on anything a client would treat as a protocol error.
+    fn resolve(&mut self, p: &Publish) -> ByteString {
+        match p.properties.topic_alias {
+            None => {
+                assert!(!p.topic.is_empty(), "empty topic without an alias");
+                p.topic.clone()
+            }
+            Some(alias) => {
+                // [MQTT-3.3.2-8] never 0; [MQTT-3.1.2-26] / [MQTT-3.3.2-11] never above the
+                // client's maximum; [MQTT-3.1.2-27] none at all when that is 0.
+                assert!(
+                    alias >= 1 && alias <= self.maximum,
+                    "alias {alias} outside 1..={}",
+                    self.maximum
+                );
+                if p.topic.is_empty() {
+                    self.map
+                        .get(&alias)
+                        .cloned()
+                        .unwrap_or_else(|| panic!("alias {alias} used before it was set"))
+                } else {
+                    self.map.insert(alias, p.topic.clone());
+                    p.topic.clone()
+                }
+            }
+        }
+    }
+}
+
+fn aliases_of(packets: &[Packet]) -> Vec<(String, Option<u16>)> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.topic.to_string(), p.properties.topic_alias)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn no_server_topic_aliases_without_a_client_topic_alias_maximum() {
+    // [MQTT-3.1.2-27] Topic Alias Maximum absent or 0: the server must not send any Topic Alias.
+    // MQTT 3.1.1 has no topic aliases at all.
+    let clock = Clock::new();
+    for connect in [
+        connect_aliases(None, None),
+        connect_aliases(Some(0), None),
+        connect_v311("c311"),
+    ] {
+        let mut s = session_with(&connect, SessionConfig::default(), clock.at(0));
+        for _ in 0..3 {
+            s.deliver(
+                delivery("sensors/temperature", QoS::AtMostOnce, b"x", clock.at(0)),
+                clock.at(1),
+            )
+            .expect("QoS 0");
+        }
+        let packets = drain(&mut s, clock.at(1));
+        assert_eq!(
+            aliases_of(&packets),
+            vec![("sensors/temperature".to_string(), None); 3],
+            "{:?} {:?}",
+            connect.protocol,
+            connect.properties.topic_alias_maximum
+        );
+        assert_eq!(s.server_topic_aliases(), 0);
+    }
+}
+
+#[test]
+fn first_publish_of_a_topic_sets_an_alias_later_ones_send_an_empty_topic() {
+    // MQTT 5.0 §3.3.2.3.4: a PUBLISH with a topic and a Topic Alias sets the mapping; one with a
+    // zero-length topic and the alias uses it. [MQTT-3.3.2-11] the alias is within the client's
+    // Topic Alias Maximum. Every QoS is aliased alike.
+    let clock = Clock::new();
+    let mut s = session_with(
+        &connect_aliases(Some(4), None),
+        SessionConfig::default(),
+        clock.at(0),
+    );
+    s.deliver(
+        delivery("sensors/1", QoS::AtMostOnce, b"a", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("QoS 0");
+    s.deliver(
+        delivery("sensors/1", QoS::AtLeastOnce, b"b", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    s.deliver(
+        delivery("sensors/2", QoS::ExactlyOnce, b"c", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    s.deliver(
+        delivery("sensors/2", QoS::AtMostOnce, b"d", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("QoS 0");
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![
+            out_aliased("sensors/1", QoS::AtMostOnce, 0, b"a", 1),
+            out_aliased("", QoS::AtLeastOnce, 1, b"b", 1),
+            out_aliased("sensors/2", QoS::ExactlyOnce, 2, b"c", 2),
+            out_aliased("", QoS::AtMostOnce, 0, b"d", 2),
+        ]
+    );
+    assert_eq!(s.server_topic_aliases(), 2);
+    // The empty-topic form is what makes aliases worth it: 9 topic bytes become 3 alias bytes.
+    s.deliver(
+        delivery("sensors/1", QoS::AtMostOnce, b"", clock.at(0)),
+        clock.at(2),
+    )
+    .expect("QoS 0");
+    let (bytes, _) = drain_bytes(&mut s, clock.at(2));
+    assert_eq!(
+        &bytes[..],
+        &[0x30, 0x06, 0x00, 0x00, 0x03, 0x23, 0x00, 0x01]
+    );
+}
+
+#[test]
+fn server_topic_aliases_stay_within_the_client_maximum_reusing_the_least_recently_used() {
+    // [MQTT-3.1.2-26], [MQTT-3.3.2-11] the server must not send a Topic Alias greater than the
+    // client's Topic Alias Maximum. Once all are taken, the least recently used alias is given
+    // to the new topic, which §3.3.2.3.4 allows: a PUBLISH with the same alias and a different
+    // topic modifies the mapping.
+    let clock = Clock::new();
+    let mut s = session_with(
+        &connect_aliases(Some(2), None),
+        SessionConfig::default(),
+        clock.at(0),
+    );
+    let topics = [
+        "t/aa", "t/bb", "t/aa", // t/bb is now the least recently used
+        "t/cc", // takes alias 2 from t/bb
+        "t/bb", // takes alias 1 from t/aa
+        "t/cc", // t/bb is the least recently used again
+        "t/aa", // takes alias 1 from t/bb
+    ];
+    for t in topics {
+        s.deliver(delivery(t, QoS::AtMostOnce, b"", clock.at(0)), clock.at(1))
+            .expect("QoS 0");
+    }
+    let packets = drain(&mut s, clock.at(1));
+    assert_eq!(
+        aliases_of(&packets),
+        [
+            ("t/aa", 1),
+            ("t/bb", 2),
+            ("", 1),
+            ("t/cc", 2),
+            ("t/bb", 1),
+            ("", 2),
+            ("t/aa", 1),
+        ]
+        .map(|(t, a)| (t.to_string(), Some(a)))
+    );
+    // What the client makes of them is the topic of every message.
+    let mut client = ClientAliases::new(2);
+    for (p, t) in packets.iter().zip(topics) {
+        let Packet::Publish(p) = p else {
+            panic!("expected PUBLISH, got {p:?}")
+        };
+        assert_eq!(client.resolve(p), t);
+    }
+    assert_eq!(s.server_topic_aliases(), 2);
+}
+
+#[test]
+fn server_topic_aliases_start_afresh_on_a_new_connection() {
+    // [MQTT-3.3.2-7] a receiver must not carry Topic Alias mappings from one network connection
+    // to another, so the server cannot either: after a reconnect the first PUBLISH of a topic,
+    // including a resent one [MQTT-4.4.0-1], carries the topic again.
+    let clock = Clock::new();
+    let connect = Connect {
+        clean_start: false,
+        ..connect_aliases(Some(3), None)
+    };
+    let mut s = session_with(&connect, SessionConfig::default(), clock.at(0));
+    for payload in [b"1", b"2"] {
+        s.deliver(
+            delivery("status/door", QoS::AtLeastOnce, payload, clock.at(0)),
+            clock.at(1),
+        )
+        .expect("room");
+    }
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![
+            out_aliased("status/door", QoS::AtLeastOnce, 1, b"1", 1),
+            out_aliased("", QoS::AtLeastOnce, 2, b"2", 1),
+        ]
+    );
+
+    s.connect(&connect, clock.at(10));
+    assert_eq!(s.server_topic_aliases(), 0);
+    s.resend_inflight();
+    let mut first = out_aliased("status/door", QoS::AtLeastOnce, 1, b"1", 1);
+    let mut second = out_aliased("", QoS::AtLeastOnce, 2, b"2", 1);
+    for p in [&mut first, &mut second] {
+        if let Packet::Publish(p) = p {
+            p.dup = true;
+        }
+    }
+    assert_eq!(drain(&mut s, clock.at(10)), vec![first, second]);
+
+    // A new connection without a Topic Alias Maximum gets no aliases, resent or not.
+    s.connect(
+        &Connect {
+            clean_start: false,
+            ..connect_aliases(None, None)
+        },
+        clock.at(20),
+    );
+    s.resend_inflight();
+    assert_eq!(
+        aliases_of(&drain(&mut s, clock.at(20))),
+        vec![("status/door".to_string(), None); 2]
+    );
+}
+
+#[test]
+fn publish_dropped_for_maximum_packet_size_leaves_the_aliases_unchanged() {
+    // [MQTT-3.1.2-25] a PUBLISH over the client's Maximum Packet Size is discarded: the client
+    // never sees it, so it must not set an alias, take one from another topic, or count as a
+    // use of one.
+    let clock = Clock::new();
+    let mut s = session_with(
+        &connect_aliases(Some(2), Some(20)),
+        SessionConfig::default(),
+        clock.at(0),
+    );
+    let big: &'static [u8] = &[b'x'; 30];
+    let deliver = |s: &mut Session, topic: &str, payload: &'static [u8]| {
+        s.deliver(
+            delivery(topic, QoS::AtMostOnce, payload, clock.at(0)),
+            clock.at(1),
+        )
+        .expect("QoS 0");
+        aliases_of(&drain(s, clock.at(1)))
+    };
+    let sent = |t: &str, a: u16| vec![(t.to_string(), Some(a))];
+
+    assert_eq!(deliver(&mut s, "t/aaaa", big), vec![], "dropped");
+    assert_eq!(
+        s.server_topic_aliases(),
+        0,
+        "the dropped PUBLISH set nothing"
+    );
+    assert_eq!(
+        deliver(&mut s, "t/aaaa", b"x"),
+        sent("t/aaaa", 1),
+        "so the topic is sent"
+    );
+    assert_eq!(deliver(&mut s, "t/bbbb", b"x"), sent("t/bbbb", 2));
+    // t/aaaa is the least recently used; a dropped PUBLISH of it does not count as a use...
+    assert_eq!(deliver(&mut s, "t/aaaa", big), vec![]);
+    // ...so t/cccc takes its alias.
+    assert_eq!(deliver(&mut s, "t/cccc", b"x"), sent("t/cccc", 1));
+    assert_eq!(deliver(&mut s, "t/bbbb", b"x"), sent("", 2));
+    // A dropped PUBLISH of a new topic takes no alias from another topic.
+    assert_eq!(deliver(&mut s, "t/dddd", big), vec![]);
+    assert_eq!(deliver(&mut s, "t/cccc", b"x"), sent("", 1));
+    assert_eq!(deliver(&mut s, "t/bbbb", b"x"), sent("", 2));
+    assert_eq!(s.dropped_oversize(), 3);
+
+    // The same holds for a QoS 1 message, which also gives its in-flight slot back.
+    s.deliver(
+        delivery("t/eeee", QoS::AtLeastOnce, big, clock.at(0)),
+        clock.at(2),
+    )
+    .expect("room");
+    assert!(drain(&mut s, clock.at(2)).is_empty());
+    assert_eq!(s.inflight_len(), 0);
+    assert_eq!(deliver(&mut s, "t/cccc", b"x"), sent("", 1));
+}
+
+#[test]
+fn new_alias_is_not_sent_when_it_would_exceed_the_maximum_packet_size() {
+    // [MQTT-3.1.2-24] the server must not send a packet larger than the client's Maximum Packet
+    // Size. The Topic Alias property adds 3 bytes; when only the plain PUBLISH fits, it is sent
+    // plainly rather than dropped, and no alias is set.
+    let clock = Clock::new();
+    let mut s = session_with(
+        &connect_aliases(Some(2), Some(16)),
+        SessionConfig::default(),
+        clock.at(0),
+    );
+    // 0x30, length, topic (2 + 6), properties length (1), payload: 11 + payload bytes.
+    s.deliver(
+        delivery("t/aaaa", QoS::AtMostOnce, b"12345", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("QoS 0");
+    let (bytes, written) = drain_bytes(&mut s, clock.at(1));
+    assert_eq!(
+        (bytes.len(), written),
+        (16, 1),
+        "plain, exactly the maximum"
+    );
+    assert_eq!(s.server_topic_aliases(), 0);
+    assert_eq!(s.dropped_oversize(), 0);
+
+    // With the alias, 14 + payload bytes: fits with 2.
+    s.deliver(
+        delivery("t/aaaa", QoS::AtMostOnce, b"12", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("QoS 0");
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![out_aliased("t/aaaa", QoS::AtMostOnce, 0, b"12", 1)]
+    );
+    // Once set, the alias makes the packet smaller than the plain one: 8 + payload bytes.
+    s.deliver(
+        delivery("t/aaaa", QoS::AtMostOnce, b"12345678", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("QoS 0");
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![out_aliased("", QoS::AtMostOnce, 0, b"12345678", 1)]
+    );
+}
+
+#[test]
+fn topics_of_three_bytes_or_fewer_are_sent_without_an_alias() {
+    // Not a protocol rule: §3.3.2.3.4 leaves it to the sender whether to use an alias. The
+    // Topic Alias property takes 3 bytes, so it cannot shorten a topic of 3 bytes or fewer.
+    let clock = Clock::new();
+    let mut s = session_with(
+        &connect_aliases(Some(10), None),
+        SessionConfig::default(),
+        clock.at(0),
+    );
+    for t in ["a", "a/b", "abc", "a", "abcd", "abcd"] {
+        s.deliver(delivery(t, QoS::AtMostOnce, b"", clock.at(0)), clock.at(1))
+            .expect("QoS 0");
+    }
+    assert_eq!(
+        aliases_of(&drain(&mut s, clock.at(1))),
+        [
+            ("a", None),
+            ("a/b", None),
+            ("abc", None),
+            ("a", None),
+            ("abcd", Some(1)),
+            ("", Some(1)),
+        ]
+        .map(|(t, a)| (t.to_string(), a))
+    );
+}
+
+#[test]
+fn client_and_server_topic_aliases_are_independent() {
+    // MQTT 5.0 §3.3.2.3.4: the Topic Alias mappings used by the client and by the server are
+    // independent; alias 1 from the client and alias 1 from the server name different topics.
+    let clock = Clock::new();
+    let mut s = session_with(
+        &connect_aliases(Some(1), None),
+        SessionConfig::default(),
+        clock.at(0),
+    );
+    expect_publish(s.handle_packet(
+        Packet::Publish(with_alias(publish("in/topic", QoS::AtMostOnce, 0, b""), 1)),
+        clock.at(1),
+    ));
+    s.deliver(
+        delivery("out/topic", QoS::AtMostOnce, b"", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("QoS 0");
+    assert_eq!(
+        aliases_of(&drain(&mut s, clock.at(1))),
+        vec![("out/topic".to_string(), Some(1))]
+    );
+    let (m, _) = expect_publish(s.handle_packet(
+        Packet::Publish(with_alias(publish("", QoS::AtMostOnce, 0, b""), 1)),
+        clock.at(2),
+    ));
+    assert_eq!(m.topic, "in/topic");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payload Format Indicator (inbound, MQTT 5.0)
+// ---------------------------------------------------------------------------------------------
+
+/// A PUBLISH whose Payload Format Indicator says UTF-8.
+fn utf8_publish(topic: &str, qos: QoS, id: u16, payload: &'static [u8]) -> Publish {
+    let mut p = publish(topic, qos, id, payload);
+    p.properties.payload_format_indicator = Some(true);
+    p
+}
+
+/// Byte strings that are not well-formed UTF-8 (RFC 3629).
+const NOT_UTF8: [&[u8]; 6] = [
+    b"\xff",             // never valid
+    b"\x80abc",          // continuation byte without a lead byte
+    b"\xe2\x82",         // truncated sequence
+    b"\xc0\xaf",         // overlong encoding of '/'
+    b"\xed\xa0\x80",     // UTF-16 surrogate U+D800
+    b"\xf4\x90\x80\x80", // above U+10FFFF
+];
+
+#[test]
+fn qos1_payload_not_utf8_gets_puback_0x99_and_is_not_routed() {
+    // MQTT 5.0 §3.3.2.3.2: Payload Format Indicator 1 means the payload is UTF-8; the receiver
+    // may check it and, if it is not, answer with PUBACK 0x99 Payload format invalid (§4.13).
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    for (i, payload) in NOT_UTF8.into_iter().enumerate() {
+        let id = i as u16 + 1;
+        let result = s.handle_packet(
+            Packet::Publish(utf8_publish("a/b", QoS::AtLeastOnce, id, payload)),
+            clock.at(1),
+        );
+        assert_eq!(result, Ok(None), "not routed: {payload:?}");
+        assert_eq!(
+            drain(&mut s, clock.at(1)),
+            vec![Packet::PubAck(PubAck::with_reason(
+                pid(id),
+                PubAckReason::PayloadFormatInvalid
+            ))],
+            "{payload:?}"
+        );
+    }
+    assert_eq!(s.payload_format_invalid(), NOT_UTF8.len() as u64);
+}
+
+#[test]
+fn qos2_payload_not_utf8_gets_pubrec_0x99_and_its_id_is_not_kept() {
+    // MQTT 5.0 §3.3.2.3.2 / §4.13: PUBREC 0x99 Payload format invalid. A PUBREC with an error
+    // code ends the QoS 2 exchange (§4.3.3), so the packet id is not held for a PUBREL and the
+    // client may use it again at once.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let result = s.handle_packet(
+        Packet::Publish(utf8_publish("a/b", QoS::ExactlyOnce, 4, b"\xc3\x28")),
+        clock.at(1),
+    );
+    assert_eq!(result, Ok(None), "not routed");
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![Packet::PubRec(PubRec::with_reason(
+            pid(4),
+            PubRecReason::PayloadFormatInvalid
+        ))]
+    );
+    assert_eq!(s.inbound_qos2_pending(), 0);
+    // The id is free: a new message with it is routed.
+    let (m, ack) = expect_publish(s.handle_packet(
+        Packet::Publish(utf8_publish("a/b", QoS::ExactlyOnce, 4, b"ok")),
+        clock.at(2),
+    ));
+    assert_eq!(m.payload, Bytes::from_static(b"ok"));
+    assert_eq!(ack, Some(PendingAck::PubRec(pid(4))));
+    assert_eq!(s.inbound_qos2_pending(), 1);
+
+    // [MQTT-4.3.3-10] a resend of an id already awaiting PUBREL is answered as before, whatever
+    // its payload: the first PUBLISH with that id was accepted.
+    let result = s.handle_packet(
+        Packet::Publish(utf8_publish("a/b", QoS::ExactlyOnce, 4, b"\xff")),
+        clock.at(3),
+    );
+    assert_eq!(result, Ok(None));
+    assert_eq!(drain(&mut s, clock.at(3)), vec![pubrec(4)]);
+    assert_eq!(s.inbound_qos2_pending(), 1);
+    assert_eq!(s.payload_format_invalid(), 1);
+}
+
+#[test]
+fn qos0_payload_not_utf8_ends_the_connection_with_0x99() {
+    // MQTT 5.0 §3.3.2.3.2 / §4.13: the receiver may answer a payload that is not of the
+    // indicated format with DISCONNECT 0x99; QoS 0 has no acknowledgement that could carry the
+    // refusal, so the session does that, and the message is not routed.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let err = expect_error(s.handle_packet(
+        Packet::Publish(utf8_publish("a/b", QoS::AtMostOnce, 0, b"\xff\xfe")),
+        clock.at(1),
+    ));
+    assert_eq!(err, SessionError::PayloadFormatInvalid);
+    assert_eq!(
+        err.disconnect_reason(),
+        DisconnectReason::PayloadFormatInvalid
+    );
+    assert_eq!(err.disconnect_reason().as_u8(), 0x99);
+    assert!(drain(&mut s, clock.at(1)).is_empty());
+    assert_eq!(s.payload_format_invalid(), 1);
+}
+
+#[test]
+fn payload_format_check_passes_utf8_and_unflagged_payloads() {
+    // MQTT 5.0 §3.3.2.3.2: only a payload marked UTF-8 (indicator 1) is checked; indicator 0 or
+    // none means unspecified bytes. Well-formed UTF-8 passes, multi-byte and empty included,
+    // and the indicator is forwarded unaltered [MQTT-3.3.2-4].
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    for payload in [
+        b"" as &'static [u8],
+        b"plain ascii",
+        "caf\u{e9} \u{20ac} \u{1f600}".as_bytes(),
+        b"\xf4\x8f\xbf\xbf", // U+10FFFF, the highest code point
+    ] {
+        let (m, ack) = expect_publish(s.handle_packet(
+            Packet::Publish(utf8_publish("a/b", QoS::AtLeastOnce, 1, payload)),
+            clock.at(1),
+        ));
+        assert_eq!(m.payload, Bytes::from_static(payload));
+        assert_eq!(m.properties.payload_format_indicator, Some(true));
+        assert_eq!(ack, Some(PendingAck::PubAck(pid(1))));
+    }
+    for indicator in [None, Some(false)] {
+        let mut p = publish("a/b", QoS::AtMostOnce, 0, b"\xff\x00\x80");
+        p.properties.payload_format_indicator = indicator;
+        let (m, _) = expect_publish(s.handle_packet(Packet::Publish(p), clock.at(1)));
+        assert_eq!(m.properties.payload_format_indicator, indicator);
+    }
+    assert_eq!(s.payload_format_invalid(), 0);
+    assert!(drain(&mut s, clock.at(1)).is_empty());
+}
+
+#[test]
+fn topic_alias_set_by_a_refused_publish_is_kept() {
+    // MQTT 5.0 §3.3.2.3.4: a PUBLISH with a topic and an alias sets the mapping. The refusal is
+    // about the payload, and the client counts the mapping as set, so it stays.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    assert_eq!(
+        s.handle_packet(
+            Packet::Publish(with_alias(
+                utf8_publish("alias/me", QoS::AtLeastOnce, 1, b"\xff"),
+                3
+            )),
+            clock.at(1),
+        ),
+        Ok(None)
+    );
+    let (m, _) = expect_publish(s.handle_packet(
+        Packet::Publish(with_alias(publish("", QoS::AtMostOnce, 0, b"fine"), 3)),
+        clock.at(2),
+    ));
+    assert_eq!(m.topic, "alias/me");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2214,6 +2800,198 @@ mod prop {
             ops in proptest::collection::vec(op(), 0..120),
         ) {
             run(v5, max_inflight, receive_maximum, client_rm, ops);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property test: server-to-client topic aliases
+// ---------------------------------------------------------------------------------------------
+
+mod alias_prop {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const TOPICS: [&str; 7] = [
+        "a",
+        "abc",
+        "abcd",
+        "sensor/1",
+        "sensor/2",
+        "sensor/3",
+        "some/much/longer/topic/name",
+    ];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A delivery of `TOPICS[topic]` with `pad` bytes of payload after its index.
+        Deliver {
+            topic: usize,
+            qos1: bool,
+            pad: usize,
+        },
+        /// Write everything queued; the client checks it and acknowledges every QoS 1 PUBLISH.
+        Write,
+        /// A new connection with these limits, then the in-flight messages are resent.
+        Reconnect {
+            maximum: Option<u16>,
+            size: Option<u32>,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..TOPICS.len(), any::<bool>(), 0usize..40)
+                .prop_map(|(topic, qos1, pad)| Op::Deliver { topic, qos1, pad }),
+            3 => Just(Op::Write),
+            1 => (proptest::option::of(0u16..4), proptest::option::of(20u32..70))
+                .prop_map(|(maximum, size)| Op::Reconnect { maximum, size }),
+        ]
+    }
+
+    /// Size of the PUBLISH without an alias (v5, no properties): what must never be dropped when
+    /// it fits.
+    fn plain_len(topic: &str, qos1: bool, payload: usize) -> usize {
+        let remaining = 2 + topic.len() + if qos1 { 2 } else { 0 } + 1 + payload;
+        assert!(remaining < 128, "one length byte in this test");
+        2 + remaining
+    }
+
+    struct Client {
+        aliases: ClientAliases,
+        size: Option<u32>,
+    }
+
+    /// Writes what is queued and checks it as the client: every packet within the Maximum
+    /// Packet Size, every alias valid, every topic the one its message was delivered with, and
+    /// nothing that fits plainly dropped.
+    fn write(
+        s: &mut Session,
+        client: &mut Client,
+        topics: &[&str],
+        fresh: &mut Vec<(usize, usize)>,
+        now: Instant,
+    ) {
+        let (mut buf, _) = drain_bytes(s, now);
+        let limit = client.size.map_or(DEFAULT_MAX_PACKET_SIZE, |n| n as usize);
+        let mut decoder = Decoder::with_version(ProtocolVersion::V5, limit);
+        let mut received = HashSet::new();
+        while let Some(p) = decoder
+            .decode(&mut buf)
+            .expect("within the client's limits")
+        {
+            let Packet::Publish(p) = p else {
+                panic!("only PUBLISH expected, got {p:?}")
+            };
+            let topic = client.aliases.resolve(&p);
+            let index: usize = std::str::from_utf8(&p.payload)
+                .ok()
+                .and_then(|t| t.split(':').next())
+                .and_then(|n| n.parse().ok())
+                .expect("payload starts with the delivery index");
+            assert_eq!(topic, topics[index], "delivery {index}");
+            received.insert(index);
+            if let Some(id) = p.packet_id {
+                s.handle_packet(Packet::PubAck(PubAck::new(id)), now)
+                    .expect("valid");
+            }
+        }
+        assert!(buf.is_empty());
+        for (index, plain) in fresh.drain(..) {
+            let fits = match client.size {
+                Some(max) => plain <= max as usize,
+                None => true,
+            };
+            if fits {
+                assert!(
+                    received.contains(&index),
+                    "delivery {index} of {plain} bytes dropped"
+                );
+            }
+        }
+    }
+
+    fn run(maximum: Option<u16>, size: Option<u32>, ops: Vec<Op>) {
+        let clock = Clock::new();
+        let now = clock.at(1);
+        let config = SessionConfig {
+            max_inflight: u16::MAX,
+            ..SessionConfig::default()
+        };
+        let mut connect = Connect {
+            clean_start: false,
+            ..connect_aliases(maximum, size)
+        };
+        let mut s = session_with(&connect, config, clock.at(0));
+        let mut client = Client {
+            aliases: ClientAliases::new(maximum.unwrap_or(0)),
+            size,
+        };
+        // The topic of each delivery, by index.
+        let mut topics: Vec<&str> = Vec::new();
+        // Deliveries queued since the last write: (index, plain size).
+        let mut fresh: Vec<(usize, usize)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Deliver { topic, qos1, pad } => {
+                    let index = topics.len();
+                    let topic = TOPICS[topic];
+                    topics.push(topic);
+                    let mut payload = format!("{index}:").into_bytes();
+                    payload.resize(payload.len() + pad, b'.');
+                    fresh.push((index, plain_len(topic, qos1, payload.len())));
+                    let qos = if qos1 {
+                        QoS::AtLeastOnce
+                    } else {
+                        QoS::AtMostOnce
+                    };
+                    let d = Delivery {
+                        message: Arc::new(Message {
+                            payload: Bytes::from(payload),
+                            ..message(topic, qos, b"", clock.at(0))
+                        }),
+                        qos,
+                        retain: false,
+                        subscription_ids: Vec::new(),
+                    };
+                    s.deliver(d, now).expect("the window is never full here");
+                }
+                Op::Write => write(&mut s, &mut client, &topics, &mut fresh, now),
+                Op::Reconnect { maximum, size } => {
+                    connect.properties.topic_alias_maximum = maximum;
+                    connect.properties.maximum_packet_size = size;
+                    s.connect(&connect, now);
+                    client = Client {
+                        aliases: ClientAliases::new(maximum.unwrap_or(0)),
+                        size,
+                    };
+                    // Queued packets are lost with the connection; resent ones are checked
+                    // for their topic only.
+                    fresh.clear();
+                    s.resend_inflight();
+                }
+            }
+            assert!(s.server_topic_aliases() <= usize::from(client.aliases.maximum));
+        }
+        write(&mut s, &mut client, &topics, &mut fresh, now);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn server_topic_aliases_always_resolve_to_the_delivered_topic(
+            maximum in proptest::option::of(0u16..4),
+            size in proptest::option::of(20u32..70),
+            ops in proptest::collection::vec(op(), 0..80),
+        ) {
+            // [MQTT-3.1.2-26], [MQTT-3.1.2-27], [MQTT-3.3.2-7], [MQTT-3.3.2-8], [MQTT-3.3.2-11],
+            // [MQTT-3.1.2-24], [MQTT-3.1.2-25] and §3.3.2.3.4, checked by a client that resolves
+            // every alias it receives.
+            run(maximum, size, ops);
         }
     }
 }
