@@ -25,6 +25,8 @@ pub struct Config {
     pub queue: QueueConfig,
     /// Point-to-point messages to `<first-level>/p2p/<client id>`.
     pub p2p: P2pConfig,
+    /// Shared subscriptions, `$share/<group>/<filter>`.
+    pub shared: SharedConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -36,6 +38,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             queue: QueueConfig::default(),
             p2p: P2pConfig::default(),
+            shared: SharedConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -139,6 +142,39 @@ pub struct P2pConfig {
 impl Default for P2pConfig {
     fn default() -> Self {
         P2pConfig { enabled: true }
+    }
+}
+
+/// How a shared subscription group picks the member that gets a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SharePolicy {
+    /// Each member in turn.
+    RoundRobin,
+    /// A member at random.
+    Random,
+    /// The same member for as long as it can take messages.
+    Sticky,
+    /// A member chosen by the publishing client: one publisher's messages stay in order.
+    HashClient,
+    /// A member chosen by the topic: one topic's messages stay in order.
+    HashTopic,
+}
+
+/// Shared subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedConfig {
+    /// Member selection: `round-robin`, `random`, `sticky`, `hash-client` or `hash-topic`.
+    /// Whatever the policy, a member that is offline or whose queue is full is passed over.
+    pub policy: SharePolicy,
+}
+
+impl Default for SharedConfig {
+    fn default() -> Self {
+        SharedConfig {
+            policy: SharePolicy::RoundRobin,
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use vane_proto::{ByteString, Publish, PublishProperties, QoS};
+use vane_proto::{ByteString, Publish, PublishProperties, QoS, TopicFilter};
 
 /// An application message, shared by every subscriber it is delivered to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +72,9 @@ pub struct Delivery {
     pub retain: bool,
     /// Identifiers of every matching subscription of this subscriber (MQTT 5.0).
     pub subscription_ids: Vec<u32>,
+    /// The shared subscription (`$share/<group>/<filter>`) this delivery was picked for, so
+    /// that another member can take it if this one leaves without acknowledging it.
+    pub shared: Option<TopicFilter>,
 }
 
 impl Delivery {

@@ -194,6 +194,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             subscription_ids: vec![],
+            shared: None,
         }
     }
 

@@ -4,28 +4,48 @@
 use std::sync::Arc;
 
 use crate::message::{Delivery, Message};
-use crate::subscription_index::Subscription;
+use crate::subscription_index::{SharedMatch, Subscription};
 
 /// Reusable buffers for routing, so that routing a message allocates nothing once warm.
 #[derive(Debug)]
 pub struct RouteScratch<S> {
     /// Raw matches, filled by [`crate::SubscriptionIndex::matches_into`].
     pub matches: Vec<Subscription<S>>,
+    /// Shared-subscription members picked, filled by [`crate::SubscriptionIndex::select_into`].
+    pub shared: Vec<SharedMatch<S>>,
     ids: Vec<Vec<u32>>,
+    rng: u64,
 }
 
 impl<S> Default for RouteScratch<S> {
     fn default() -> Self {
-        RouteScratch {
-            matches: Vec::new(),
-            ids: Vec::new(),
-        }
+        Self::with_seed(0x9E37_79B9_7F4A_7C15)
     }
 }
 
 impl<S> RouteScratch<S> {
-    /// Turns the matches in `self.matches` into one delivery per subscriber and hands each to
-    /// `deliver`; returns how many subscribers there were. Clears the matches.
+    /// Empty buffers, with a seed for the random numbers of [`RouteScratch::next_random`].
+    pub fn with_seed(seed: u64) -> Self {
+        RouteScratch {
+            matches: Vec::new(),
+            shared: Vec::new(),
+            ids: Vec::new(),
+            rng: seed | 1,
+        }
+    }
+
+    /// A pseudo-random number (xorshift64*), for picking a random shared-subscription member;
+    /// not for anything that needs to be unpredictable.
+    pub fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Turns the matches in `self.matches` into one delivery per subscriber, and each picked
+    /// shared-subscription member in `self.shared` into one more, and hands each to `deliver`;
+    /// returns how many deliveries there were. Clears both.
     ///
     /// - No Local subscriptions skip the publisher's own messages [MQTT-3.8.3-3].
     /// - Overlapping subscriptions give one delivery at the highest QoS with every subscription
@@ -48,10 +68,25 @@ impl<S> RouteScratch<S> {
                 qos: message.qos.min(sub.options.qos),
                 retain: message.retain && sub.options.retain_as_published,
                 subscription_ids: ids,
+                shared: None,
             };
             deliver(sub.subscriber, delivery);
         }
-        count
+        // A shared subscription is separate from the member's plain ones: its copy is never
+        // merged with theirs (MQTT 5.0 section 4.8.2).
+        let shared = self.shared.len();
+        for m in self.shared.drain(..) {
+            let sub = m.subscription;
+            let delivery = Delivery {
+                message: message.clone(),
+                qos: message.qos.min(sub.options.qos),
+                retain: message.retain && sub.options.retain_as_published,
+                subscription_ids: sub.subscription_id.into_iter().collect(),
+                shared: Some(m.filter),
+            };
+            deliver(sub.subscriber, delivery);
+        }
+        count + shared
     }
 }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use vane_config::Config;
 use vane_core::{
-    Delivery, Message, QueueLimits, RetainedMessages, RetainedStore, RouteScratch, Session,
-    SessionConfig, SubscriptionIndex,
+    Delivery, Message, Picker, QueueLimits, RetainedMessages, RetainedStore, RouteScratch, Session,
+    SessionConfig, SharePolicy, SubscriptionIndex,
 };
 use vane_proto::QoS;
 
@@ -26,6 +26,12 @@ pub(crate) struct Broker {
     // is dropped before any delivery.
     pub index: RwLock<SubscriptionIndex<Subscriber>>,
     pub retained: RwLock<Box<dyn RetainedStore>>,
+    share_policy: SharePolicy,
+}
+
+/// Whether a subscriber can take a message now (for picking shared-subscription members).
+fn can_take(slot: &Subscriber) -> bool {
+    slot.mailbox.can_take()
 }
 
 impl Broker {
@@ -37,7 +43,15 @@ impl Broker {
             receive_maximum: config.mqtt.receive_maximum,
             topic_alias_maximum: config.mqtt.topic_alias_maximum,
         };
+        let share_policy = match config.shared.policy {
+            vane_config::SharePolicy::RoundRobin => SharePolicy::RoundRobin,
+            vane_config::SharePolicy::Random => SharePolicy::Random,
+            vane_config::SharePolicy::Sticky => SharePolicy::Sticky,
+            vane_config::SharePolicy::HashClient => SharePolicy::HashClient,
+            vane_config::SharePolicy::HashTopic => SharePolicy::HashTopic,
+        };
         Broker {
+            share_policy,
             config,
             session_config,
             registry: SessionRegistry::new(),
@@ -63,15 +77,76 @@ impl Broker {
         )
     }
 
-    /// Forgets a session's routing state: its subscriptions leave the index and its mailbox
-    /// is emptied. The caller decides whether the slot stays registered.
+    /// Forgets a session's routing state: its subscriptions leave the index, the shared
+    /// subscription messages it had not completed go to other members of their groups, and
+    /// its mailbox is emptied. The caller decides whether the slot stays registered.
     pub(crate) fn discard_session(&self, slot: &SessionSlot, session: &mut Session) {
         let mut index = self.index.write();
         for sub in session.clear_subscriptions() {
             index.unsubscribe(&sub.filter, slot.id);
         }
         drop(index);
+        let mut orphans = session.take_shared();
+        orphans.extend(slot.mailbox.take_shared());
         slot.mailbox.clear();
+        let lost = self.hand_over_shared(slot.id, orphans, false).len();
+        if lost > 0 {
+            tracing::warn!(client_id = %slot.client_id, lost, "shared-subscription messages dropped: no other member left in their groups");
+        }
+    }
+
+    /// Hands the shared-subscription messages a session had not completed to other members of
+    /// their groups, when it goes offline: only to members that can take them now; the rest
+    /// stay with the session for when it returns.
+    pub(crate) fn hand_over_shared_on_disconnect(&self, slot: &SessionSlot, session: &mut Session) {
+        let mut orphans = session.take_shared();
+        orphans.extend(slot.mailbox.take_shared());
+        for d in self.hand_over_shared(slot.id, orphans, true) {
+            session.enqueue(d);
+        }
+    }
+
+    /// Gives each delivery to another member of its shared group (never `leaving`). With
+    /// `only_available`, a delivery whose group has no member able to take it now is returned;
+    /// otherwise it is queued at an offline member if there is one, and returned only when the
+    /// group has no other member at all.
+    fn hand_over_shared(
+        &self,
+        leaving: u64,
+        deliveries: Vec<Delivery>,
+        only_available: bool,
+    ) -> Vec<Delivery> {
+        let mut kept = Vec::new();
+        if deliveries.is_empty() {
+            return kept;
+        }
+        let index = self.index.read();
+        for d in deliveries {
+            let Some(filter) = d.shared.clone() else {
+                kept.push(d);
+                continue;
+            };
+            let picker = Picker {
+                policy: self.share_policy,
+                origin: d.message.origin,
+                random: rand::random(),
+                available: &can_take,
+                exclude: Some(leaving),
+            };
+            match index.pick_shared(&filter, &d.message.topic, &picker) {
+                Some(sub) if !only_available || sub.subscriber.mailbox.can_take() => {
+                    sub.subscriber.mailbox.push(Delivery {
+                        qos: d.message.qos.min(sub.options.qos),
+                        retain: d.message.retain && sub.options.retain_as_published,
+                        subscription_ids: sub.subscription_id.into_iter().collect(),
+                        shared: Some(filter),
+                        message: d.message,
+                    });
+                }
+                _ => kept.push(d),
+            }
+        }
+        kept
     }
 
     /// Routes a message to its receivers. Returns true when at least one receiver took it.
@@ -86,9 +161,19 @@ impl Broker {
         if message.retain {
             self.retained.write().set(message.clone());
         }
-        self.index
-            .read()
-            .matches_into(&message.topic, &mut scratch.matches);
+        let picker = Picker {
+            policy: self.share_policy,
+            origin: message.origin,
+            random: scratch.next_random(),
+            available: &can_take,
+            exclude: None,
+        };
+        self.index.read().select_into(
+            &message.topic,
+            &picker,
+            &mut scratch.matches,
+            &mut scratch.shared,
+        );
         scratch.deliver_matches(&message, |slot, delivery| {
             slot.mailbox.push(delivery);
         }) > 0
@@ -107,6 +192,7 @@ impl Broker {
             qos,
             retain: false,
             subscription_ids: Vec::new(),
+            shared: None,
         })
     }
 }

@@ -2,6 +2,8 @@
 //! its connection task waits on. Publishers never wait: a full mailbox applies its overflow
 //! policy and counts the drop.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use vane_core::{Delivery, MessageQueue, Offer, QueueLimits, Session};
@@ -29,6 +31,12 @@ pub(crate) struct Mailbox {
     inner: Mutex<Inner>,
     notify: Notify,
     queue_qos0_offline: bool,
+    /// Mirrors of `Inner::online` and the queue length, read without the lock when a shared
+    /// subscription picks a member.
+    online: AtomicBool,
+    queued: AtomicUsize,
+    /// Queue length above which a shared-subscription member is passed over.
+    busy_above: usize,
 }
 
 impl Mailbox {
@@ -40,6 +48,9 @@ impl Mailbox {
             }),
             notify: Notify::new(),
             queue_qos0_offline,
+            online: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            busy_above: (limits.max_messages / 2).max(1),
         }
     }
 
@@ -52,6 +63,7 @@ impl Mailbox {
             }
             let was_empty = inner.queue.is_empty();
             let offer = inner.queue.offer(delivery);
+            self.queued.store(inner.queue.len(), Ordering::Relaxed);
             (offer, inner.online && was_empty)
         };
         // Only the push that makes the queue non-empty needs to wake the task: it drains
@@ -71,20 +83,23 @@ impl Mailbox {
         max: usize,
     ) -> Pull {
         let mut inner = self.inner.lock();
+        let mut pull = Pull::More;
         for _ in 0..max {
             let Some(d) = inner.queue.pop() else {
-                return Pull::Empty;
+                pull = Pull::Empty;
+                break;
             };
             if let Err(d) = session.deliver(d, now) {
                 inner.queue.push_front(d);
-                return Pull::WindowFull;
+                pull = Pull::WindowFull;
+                break;
             }
         }
-        if inner.queue.is_empty() {
-            Pull::Empty
-        } else {
-            Pull::More
+        if pull == Pull::More && inner.queue.is_empty() {
+            pull = Pull::Empty;
         }
+        self.queued.store(inner.queue.len(), Ordering::Relaxed);
+        pull
     }
 
     /// Waits until a push makes the mailbox non-empty.
@@ -94,13 +109,15 @@ impl Mailbox {
 
     /// Marks the session online (deliveries wake its task) or offline (QoS 0 is not kept
     /// unless configured). Going offline drops queued QoS 0 deliveries under the same rule.
-    /// Returns the number of deliveries dropped by overflow since the last call.
+    /// Returns the number of deliveries the overflow policy has dropped in total.
     pub(crate) fn set_online(&self, online: bool) -> u64 {
         let mut inner = self.inner.lock();
         inner.online = online;
+        self.online.store(online, Ordering::Relaxed);
         if !online && !self.queue_qos0_offline {
             inner.queue.drop_qos0();
         }
+        self.queued.store(inner.queue.len(), Ordering::Relaxed);
         let dropped = inner.queue.dropped();
         drop(inner);
         if online {
@@ -118,5 +135,20 @@ impl Mailbox {
     /// Empties the mailbox (the session ended).
     pub(crate) fn clear(&self) {
         self.inner.lock().queue.clear();
+        self.queued.store(0, Ordering::Relaxed);
+    }
+
+    /// Takes out the queued deliveries that were picked for a shared subscription.
+    pub(crate) fn take_shared(&self) -> Vec<Delivery> {
+        let mut inner = self.inner.lock();
+        let taken = inner.queue.take_where(|d| d.shared.is_some());
+        self.queued.store(inner.queue.len(), Ordering::Relaxed);
+        taken
+    }
+
+    /// Whether the session can take a message now: online, and its queue not more than half
+    /// full. Read without the lock, for picking shared-subscription members.
+    pub(crate) fn can_take(&self) -> bool {
+        self.online.load(Ordering::Relaxed) && self.queued.load(Ordering::Relaxed) < self.busy_above
     }
 }

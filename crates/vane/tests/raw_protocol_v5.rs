@@ -214,7 +214,7 @@ async fn connack_announces_the_broker_limits() {
     assert_eq!(p.maximum_qos, Some(QoS::AtLeastOnce));
     assert_eq!(p.topic_alias_maximum, Some(3));
     assert_eq!(p.maximum_packet_size, Some(4096));
-    assert_eq!(p.shared_subscription_available, Some(false));
+    assert_eq!(p.shared_subscription_available, Some(true));
 }
 
 #[tokio::test]
@@ -504,15 +504,19 @@ async fn deliveries_carry_subscription_identifiers() {
 }
 
 #[tokio::test]
-async fn shared_subscriptions_are_refused() {
-    // Section 3.2.2.3.15: CONNACK says Shared Subscription Available 0, so a `$share/...`
-    // filter gets SUBACK 0x9E Shared Subscriptions not supported (MQTT 3.1.1: 0x80).
+async fn malformed_shared_subscription_filters_are_refused() {
+    // [MQTT-4.8.2-1] a share name must be followed by `/` and a topic filter and contain no
+    // wildcard: otherwise SUBACK 0x8F Topic Filter invalid (MQTT 3.1.1: 0x80).
     let broker = TestBroker::start_default().await;
     let mut c = v5(broker.addr(), "share").await;
-    c.send(subscribe(1, "$share/g/t", 1)).await;
-    c.expect(suback(1, &[0x9E])).await;
+    c.send(subscribe_many(
+        1,
+        &[("$share/g", 1), ("$share/g+/t", 1), ("$share/g/t", 1)],
+    ))
+    .await;
+    c.expect(suback(1, &[0x8F, 0x8F, 1])).await;
     let mut c3 = TestClient::connect(broker.addr(), connect_v311("share3")).await;
-    c3.send(subscribe(1, "$share/g/t", 1)).await;
+    c3.send(subscribe(1, "$share//t", 1)).await;
     c3.expect(suback(1, &[0x80])).await;
 }
 

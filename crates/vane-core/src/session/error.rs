@@ -31,6 +31,9 @@ pub enum SessionError {
     /// More QoS 2 publishes awaiting PUBREL than the broker's Receive Maximum.
     #[error("[MQTT-3.3.4-7] receive maximum exceeded")]
     ReceiveMaximumExceeded,
+    /// No Local set on a shared subscription.
+    #[error("[MQTT-3.8.3-4] No Local on a shared subscription")]
+    NoLocalOnSharedSubscription,
     /// DISCONNECT sets a session expiry on a session that had none.
     #[error("[MQTT-3.14.2-2] DISCONNECT sets a session expiry interval after CONNECT set 0")]
     SessionExpiryRaised,
@@ -58,7 +61,8 @@ impl SessionError {
             | SessionError::UnexpectedAuth
             | SessionError::TopicAliasUnknown
             | SessionError::EmptyTopic
-            | SessionError::SessionExpiryRaised => DisconnectReason::ProtocolError,
+            | SessionError::SessionExpiryRaised
+            | SessionError::NoLocalOnSharedSubscription => DisconnectReason::ProtocolError,
             SessionError::KeepAliveTimeout => DisconnectReason::KeepAliveTimeout,
             SessionError::TopicAliasInvalid => DisconnectReason::TopicAliasInvalid,
             SessionError::ReceiveMaximumExceeded => DisconnectReason::ReceiveMaximumExceeded,

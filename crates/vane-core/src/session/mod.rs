@@ -133,6 +133,7 @@ struct Inflight {
     message: Arc<Message>,
     retain: bool,
     subscription_ids: Vec<u32>,
+    shared: Option<TopicFilter>,
 }
 
 /// The state of one client session: everything that outlives a single packet.

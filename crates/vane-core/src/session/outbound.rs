@@ -84,6 +84,7 @@ impl Session {
             message: d.message.clone(),
             retain: d.retain,
             subscription_ids: d.subscription_ids.clone(),
+            shared: d.shared.clone(),
         });
         self.transmit.push_back(Transmit::Publish {
             message: d.message,
@@ -101,6 +102,45 @@ impl Session {
     /// queue has no cap: it holds what the retained store already bounds.
     pub fn enqueue(&mut self, d: Delivery) {
         self.backlog.push_back(d);
+    }
+
+    /// Takes back the shared-subscription deliveries this session has not completed, so that
+    /// another member of their group can have them (MQTT 5.0 section 4.8.2): those waiting in
+    /// the session's queue, and QoS 1 ones sent but not acknowledged. QoS 2 messages already
+    /// sent stay: their delivery is completed with this client when it reconnects and never
+    /// handed to another member [MQTT-4.8.2-4], [MQTT-4.8.2-5].
+    pub fn take_shared(&mut self) -> Vec<Delivery> {
+        let mut taken: Vec<Delivery> = Vec::new();
+        let mut i = 0;
+        while i < self.inflight.len() {
+            let f = &self.inflight[i];
+            let take = f.shared.is_some()
+                && match f.state {
+                    InflightState::Qos1Sent => true,
+                    InflightState::Qos2Sent | InflightState::Released => false,
+                };
+            if !take {
+                i += 1;
+                continue;
+            }
+            if let Some(f) = self.inflight.remove(i) {
+                if !f.sent {
+                    self.unsent -= 1;
+                }
+                taken.push(Delivery {
+                    message: f.message,
+                    qos: QoS::AtLeastOnce,
+                    retain: f.retain,
+                    subscription_ids: f.subscription_ids,
+                    shared: f.shared,
+                });
+            }
+        }
+        let (shared, plain): (Vec<Delivery>, Vec<Delivery>) =
+            self.backlog.drain(..).partition(|d| d.shared.is_some());
+        self.backlog = plain.into();
+        taken.extend(shared);
+        taken
     }
 
     /// Deliveries waiting in the session's own queue.

@@ -22,9 +22,12 @@ impl Session {
                     continue;
                 }
             };
-            if filter.share_group().is_some() {
-                reasons.push(SubAckReason::SharedSubscriptionsNotSupported);
-                continue;
+            if filter.share_group().is_some()
+                && options.no_local
+                && self.version == ProtocolVersion::V5
+            {
+                // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error.
+                return Err(SessionError::NoLocalOnSharedSubscription);
             }
             if self.version != ProtocolVersion::V5 {
                 options.no_local = false;

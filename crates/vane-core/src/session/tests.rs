@@ -127,6 +127,7 @@ fn delivery(topic: &str, qos: QoS, payload: &'static [u8], received: Instant) ->
         qos,
         retain: false,
         subscription_ids: Vec::new(),
+        shared: None,
     }
 }
 
@@ -1264,26 +1265,79 @@ fn subscribe_invalid_filter_is_0x8f_and_0x80_in_v311() {
 }
 
 #[test]
-fn shared_subscriptions_are_refused_with_0x9e() {
-    // MQTT 5.0 §3.9.3 / §4.8.2: 0x9E Shared Subscriptions not supported.
+fn shared_subscriptions_are_granted() {
+    // MQTT 5.0 section 4.8.2: `$share/<group>/<filter>` is a subscription like any other for the
+    // session; the index shares it.
     let clock = Clock::new();
     let mut s = v5(clock);
-    assert_eq!(
-        s.handle_packet(
-            subscribe(3, &[("$share/g/a", QoS::AtLeastOnce)]),
-            clock.at(1)
-        ),
-        Ok(None)
-    );
+    match s.handle_packet(
+        subscribe(3, &[("$share/g/a", QoS::AtLeastOnce)]),
+        clock.at(1),
+    ) {
+        Ok(Some(Action::Subscribe(subs))) => {
+            assert_eq!(subs.len(), 1);
+            assert_eq!(subs[0].subscription.filter.share_group(), Some("g"));
+        }
+        other => panic!("expected a subscribe action, got {other:?}"),
+    }
     assert_eq!(
         drain(&mut s, clock.at(1)),
         vec![Packet::SubAck(SubAck {
             packet_id: pid(3),
             properties: Default::default(),
-            reasons: vec![SubAckReason::SharedSubscriptionsNotSupported],
+            reasons: vec![SubAckReason::GrantedQoS1],
         })]
     );
-    assert_eq!(s.subscriptions().count(), 0);
+    assert_eq!(s.subscriptions().count(), 1);
+}
+
+#[test]
+fn no_local_on_a_shared_subscription_is_a_protocol_error() {
+    // [MQTT-3.8.3-4]
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let mut packet = subscribe(3, &[("$share/g/a", QoS::AtLeastOnce)]);
+    if let Packet::Subscribe(sub) = &mut packet {
+        sub.filters[0].1.no_local = true;
+    }
+    let err = s
+        .handle_packet(packet, clock.at(1))
+        .expect_err("protocol error");
+    assert_eq!(err.disconnect_reason(), DisconnectReason::ProtocolError);
+}
+
+#[test]
+fn take_shared_returns_queued_and_unacknowledged_qos1_but_not_qos2_in_flight() {
+    // MQTT 5.0 section 4.8.2: unacknowledged QoS 1 may go to another member; QoS 2 already
+    // sent is completed with this client only [MQTT-4.8.2-4], [MQTT-4.8.2-5].
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let filter = vane_proto::TopicFilter::parse("$share/g/t").expect("filter");
+    let shared = |qos| Delivery {
+        shared: Some(filter.clone()),
+        ..delivery("t", qos, b"x", clock.at(0))
+    };
+    s.deliver(shared(QoS::AtLeastOnce), clock.at(1))
+        .expect("room");
+    s.deliver(shared(QoS::ExactlyOnce), clock.at(1))
+        .expect("room");
+    s.deliver(
+        delivery("t", QoS::AtLeastOnce, b"plain", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    s.enqueue(shared(QoS::ExactlyOnce));
+    let taken = s.take_shared();
+    assert_eq!(
+        taken.iter().map(|d| d.qos).collect::<Vec<_>>(),
+        vec![QoS::AtLeastOnce, QoS::ExactlyOnce]
+    );
+    assert_eq!(
+        s.inflight_len(),
+        2,
+        "the QoS 2 in flight and the plain QoS 1 stay"
+    );
+    assert_eq!(s.backlog_len(), 0);
 }
 
 #[test]
@@ -1690,6 +1744,7 @@ fn will_expiry_starts_when_the_will_is_published() {
         qos: QoS::AtLeastOnce,
         retain: false,
         subscription_ids: vec![],
+        shared: None,
     };
     subscriber.deliver(d, lost).expect("room");
     let packets = drain(&mut subscriber, lost);
@@ -2956,6 +3011,7 @@ mod alias_prop {
                         qos,
                         retain: false,
                         subscription_ids: Vec::new(),
+                        shared: None,
                     };
                     s.deliver(d, now).expect("the window is never full here");
                 }

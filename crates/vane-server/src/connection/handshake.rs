@@ -228,7 +228,7 @@ fn connack_properties(
         topic_alias_maximum: Some(c.topic_alias_maximum),
         wildcard_subscription_available: Some(true),
         subscription_identifiers_available: Some(true),
-        shared_subscription_available: Some(false),
+        shared_subscription_available: Some(true),
         ..Default::default()
     }
 }

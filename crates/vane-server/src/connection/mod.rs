@@ -196,6 +196,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             self.broker.registry.remove_if_latest(&slot, seq);
             *guard = None;
         } else {
+            self.broker
+                .hand_over_shared_on_disconnect(&slot, &mut session);
             *guard = Some(session);
         }
         drop(guard);
@@ -389,6 +391,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     /// Retain Handling asks [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11].
     fn queue_retained(&mut self, session: &mut Session, s: &NewSubscription, now: Instant) {
         let sub = &s.subscription;
+        if sub.filter.share_group().is_some() {
+            // Retained messages are not sent for a shared subscription (MQTT 5.0 section 4.8.2).
+            return;
+        }
         let send = match sub.options.retain_handling {
             RetainHandling::SendAtSubscribe => true,
             RetainHandling::SendIfNew => !s.existed,
@@ -410,6 +416,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 retain: true,
                 subscription_ids: sub.subscription_id.into_iter().collect(),
                 message,
+                shared: None,
             });
         }
     }
