@@ -27,6 +27,8 @@ pub struct Config {
     pub p2p: P2pConfig,
     /// Shared subscriptions, `$share/<group>/<filter>`.
     pub shared: SharedConfig,
+    /// Sending clients to another server.
+    pub redirect: RedirectConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -39,6 +41,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             p2p: P2pConfig::default(),
             shared: SharedConfig::default(),
+            redirect: RedirectConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -80,6 +83,12 @@ pub struct MqttConfig {
     pub topic_alias_maximum: u16,
     /// Longest client identifier accepted, in bytes.
     pub max_client_id_len: usize,
+    /// Longest keep alive, in seconds, an MQTT 5.0 client may use; one asking for more, or for
+    /// none (0), is told this value in CONNACK (Server Keep Alive) and held to it. 0: no cap.
+    pub max_keep_alive: u16,
+    /// Response Information for MQTT 5.0 clients that ask for it: `<prefix>/<client id>`, the
+    /// base of the response topics they should use for request/response. Empty: not offered.
+    pub response_topic_prefix: String,
 }
 
 impl Default for MqttConfig {
@@ -92,6 +101,8 @@ impl Default for MqttConfig {
             receive_maximum: 1024,
             topic_alias_maximum: 64,
             max_client_id_len: 256,
+            max_keep_alive: 0,
+            response_topic_prefix: "reply".into(),
         }
     }
 }
@@ -176,6 +187,18 @@ impl Default for SharedConfig {
             policy: SharePolicy::RoundRobin,
         }
     }
+}
+
+/// Sending MQTT 5.0 clients to another server (MQTT 5.0 section 4.11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedirectConfig {
+    /// The server clients should use instead, e.g. `mqtt2.example.com:1883`. Empty: no
+    /// redirect. When set, every CONNECT is refused with CONNACK 0x9C (Use another server) or
+    /// 0x9D (Server moved) carrying this Server Reference (MQTT 3.x clients: return code 3).
+    pub server_reference: String,
+    /// true: the move is permanent (0x9D Server moved); false: temporary (0x9C).
+    pub permanent: bool,
 }
 
 /// Log output format.

@@ -635,3 +635,78 @@ async fn will_payload_marked_utf8_that_is_not_is_refused() {
     let (_c, ack) = TestClient::connect_with_ack(broker.addr(), connect).await;
     assert_eq!(ack.reason, vane_proto::ConnAckReason::PayloadFormatInvalid);
 }
+
+#[tokio::test]
+async fn configured_redirect_turns_clients_away_with_a_server_reference() {
+    // MQTT 5.0 section 4.11: CONNACK 0x9C Use another server / 0x9D Server moved with a
+    // Server Reference; MQTT 3.1.1 clients get return code 3.
+    for (permanent, reason) in [
+        (false, ConnAckReason::UseAnotherServer),
+        (true, ConnAckReason::ServerMoved),
+    ] {
+        let broker = TestBroker::start(|c| {
+            c.redirect.server_reference = "mqtt2.example.com:1883".into();
+            c.redirect.permanent = permanent;
+        })
+        .await;
+        let (_c, ack) = TestClient::connect_with_ack(broker.addr(), connect_v5("moved")).await;
+        assert_eq!(ack.reason, reason);
+        assert_eq!(
+            ack.properties.server_reference.as_deref(),
+            Some("mqtt2.example.com:1883")
+        );
+        let (_c, ack) = TestClient::connect_with_ack(broker.addr(), connect_v311("moved3")).await;
+        assert_eq!(ack.reason.v3_return_code(), 3);
+    }
+}
+
+#[tokio::test]
+async fn server_keep_alive_caps_the_client_keep_alive() {
+    // MQTT 5.0 section 3.2.2.3.14: the server's keep alive replaces the client's.
+    let broker = TestBroker::start(|c| c.mqtt.max_keep_alive = 1).await;
+    let (mut c, ack) =
+        TestClient::connect_with_ack(broker.addr(), with_keep_alive(connect_v5("ka"), 0)).await;
+    assert_eq!(ack.properties.server_keep_alive, Some(1));
+    // Held to it: silence for 1.5 s ends the connection with 0x8D.
+    c.set_timeout(Duration::from_secs(3));
+    c.expect_closed_with(DisconnectReason::KeepAliveTimeout)
+        .await;
+    let (_c, ack) =
+        TestClient::connect_with_ack(broker.addr(), with_keep_alive(connect_v5("ka2"), 1)).await;
+    assert_eq!(
+        ack.properties.server_keep_alive, None,
+        "a keep alive within the cap stands"
+    );
+}
+
+#[tokio::test]
+async fn response_information_is_offered_when_requested() {
+    // MQTT 5.0 section 4.10 / 3.2.2.3.15: Response Information only when requested.
+    let broker = TestBroker::start_default().await;
+    let mut connect = connect_v5("requester");
+    connect.properties.request_response_information = Some(true);
+    let (_c, ack) = TestClient::connect_with_ack(broker.addr(), connect).await;
+    assert_eq!(
+        ack.properties.response_information.as_deref(),
+        Some("reply/requester")
+    );
+    let (_c, ack) = TestClient::connect_with_ack(broker.addr(), connect_v5("other")).await;
+    assert_eq!(ack.properties.response_information, None);
+}
+
+#[tokio::test]
+async fn reason_strings_follow_request_problem_information() {
+    // [MQTT-3.1.2-29] with Request Problem Information 0 a Reason String may still go in
+    // CONNACK or DISCONNECT; Vane then leaves it out of those too, and sends one otherwise.
+    let broker = TestBroker::start_default().await;
+    let mut c = TestClient::connect(broker.addr(), connect_v5("problems")).await;
+    c.send(publish("a/+", 0, 0, "x")).await;
+    let d = c.expect_closed().await.expect("a DISCONNECT");
+    assert!(d.properties.reason_string.is_some());
+    let mut quiet = connect_v5("no-problems");
+    quiet.properties.request_problem_information = Some(false);
+    let mut c = TestClient::connect(broker.addr(), quiet).await;
+    c.send(publish("a/+", 0, 0, "x")).await;
+    let d = c.expect_closed().await.expect("a DISCONNECT");
+    assert_eq!(d.properties.reason_string, None);
+}

@@ -258,6 +258,12 @@ impl Session {
         self.version
     }
 
+    /// Overrides the client's keep alive (the server's Server Keep Alive, MQTT 5.0 section
+    /// 3.2.2.3.14): the connection is then held to `seconds`.
+    pub fn set_keep_alive(&mut self, seconds: u16) {
+        self.keep_alive = Duration::from_secs(u64::from(seconds));
+    }
+
     /// The Session Expiry Interval in force: 0 means the session ends with the connection.
     pub fn session_expiry(&self) -> u32 {
         self.session_expiry

@@ -120,20 +120,53 @@ fn check_connect(broker: &Broker, connect: &Connect) -> Result<(), ConnAckReason
     Ok(())
 }
 
-/// Writes a refusing CONNACK and returns the error that ends the connection.
+/// Writes a refusing CONNACK and returns the error that ends the connection. MQTT 5.0 clients
+/// that allow it (Request Problem Information, default on) get a reason string.
 async fn refuse<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    version: ProtocolVersion,
+    connect: &Connect,
     reason: ConnAckReason,
+    server_reference: Option<ByteString>,
 ) -> HandshakeError {
+    let mut connack = ConnAck::new(reason, false);
+    connack.properties.server_reference = server_reference;
+    if connect.properties.request_problem_information != Some(false) {
+        connack.properties.reason_string = Some(ByteString::from(refusal_text(reason)));
+    }
     let mut buf = BytesMut::new();
-    if Packet::ConnAck(ConnAck::new(reason, false))
-        .encode(version, &mut buf)
+    if Packet::ConnAck(connack)
+        .encode(connect.protocol, &mut buf)
         .is_ok()
     {
         let _ = writer.write_all(&buf).await;
     }
     HandshakeError::Refused(reason)
+}
+
+fn refusal_text(reason: ConnAckReason) -> &'static str {
+    match reason {
+        ConnAckReason::ClientIdentifierNotValid => "client identifier not valid",
+        ConnAckReason::BadAuthenticationMethod => "authentication method not supported",
+        ConnAckReason::QoSNotSupported => "will QoS above the server's maximum QoS",
+        ConnAckReason::PayloadFormatInvalid => "will payload is marked UTF-8 but is not",
+        ConnAckReason::UseAnotherServer => "use another server",
+        ConnAckReason::ServerMoved => "server moved",
+        _ => "connection refused",
+    }
+}
+
+/// The configured redirect, if any: the refusal reason and the Server Reference.
+fn redirect(broker: &Broker) -> Option<(ConnAckReason, ByteString)> {
+    let r = &broker.config.redirect;
+    if r.server_reference.is_empty() {
+        return None;
+    }
+    let reason = if r.permanent {
+        ConnAckReason::ServerMoved
+    } else {
+        ConnAckReason::UseAnotherServer
+    };
+    Some((reason, ByteString::from(r.server_reference.as_str())))
 }
 
 /// Takes ownership of the client's session: kicks an older connection, waits for it to let go,
@@ -146,12 +179,16 @@ pub(crate) async fn accept<W: AsyncWrite + Unpin>(
     now: Instant,
 ) -> Result<Accepted, HandshakeError> {
     let version = connect.protocol;
+    // MQTT 5.0 section 4.11: a configured redirect turns every client away with its reference.
+    if let Some((reason, reference)) = redirect(broker) {
+        return Err(refuse(writer, &connect, reason, Some(reference)).await);
+    }
     if let Err(reason) = check_connect(broker, &connect) {
-        return Err(refuse(writer, version, reason).await);
+        return Err(refuse(writer, &connect, reason, None).await);
     }
     let (client_id, assigned) = match client_identifier(broker, &connect) {
         Ok(id) => id,
-        Err(reason) => return Err(refuse(writer, version, reason).await),
+        Err(reason) => return Err(refuse(writer, &connect, reason, None).await),
     };
     let (slot, guard, seq) = loop {
         let slot = broker
@@ -194,7 +231,21 @@ pub(crate) async fn accept<W: AsyncWrite + Unpin>(
     session.connect(&connect, now);
     let mut connack = ConnAck::new(ConnAckReason::Success, session_present);
     if version.is_v5() {
-        connack.properties = connack_properties(broker, assigned.then_some(client_id));
+        let mut properties = connack_properties(broker);
+        let max_keep_alive = broker.config.mqtt.max_keep_alive;
+        if max_keep_alive != 0 && (connect.keep_alive == 0 || connect.keep_alive > max_keep_alive) {
+            // MQTT 5.0 section 3.2.2.3.14: the client must use the Server Keep Alive instead.
+            session.set_keep_alive(max_keep_alive);
+            properties.server_keep_alive = Some(max_keep_alive);
+        }
+        let prefix = &broker.config.mqtt.response_topic_prefix;
+        if connect.properties.request_response_information == Some(true) && !prefix.is_empty() {
+            // MQTT 5.0 section 4.10: the basis for the client's response topics.
+            properties.response_information =
+                Some(ByteString::from(format!("{prefix}/{client_id}")));
+        }
+        properties.assigned_client_identifier = assigned.then_some(client_id);
+        connack.properties = properties;
     }
     // [MQTT-3.2.0-1] CONNACK is the first packet the server sends.
     session.send(Packet::ConnAck(connack));
@@ -215,16 +266,12 @@ pub(crate) async fn accept<W: AsyncWrite + Unpin>(
 }
 
 /// What a MQTT 5.0 client must know about this server (MQTT 5.0 section 3.2.2.3).
-fn connack_properties(
-    broker: &Broker,
-    assigned_client_id: Option<ByteString>,
-) -> ConnAckProperties {
+fn connack_properties(broker: &Broker) -> ConnAckProperties {
     let c = &broker.session_config;
     ConnAckProperties {
         receive_maximum: Some(c.receive_maximum),
         maximum_qos: (c.max_qos < QoS::ExactlyOnce).then_some(c.max_qos),
         maximum_packet_size: u32::try_from(broker.config.mqtt.max_packet_size.0).ok(),
-        assigned_client_identifier: assigned_client_id,
         topic_alias_maximum: Some(c.topic_alias_maximum),
         wildcard_subscription_available: Some(true),
         subscription_identifiers_available: Some(true),

@@ -61,6 +61,17 @@ impl End {
         }
     }
 
+    /// A reason string for an MQTT 5.0 DISCONNECT.
+    fn describe(&self) -> String {
+        match self {
+            End::ClientDisconnect(_) | End::Closed(_) => String::new(),
+            End::Decode(e) => e.to_string(),
+            End::Session(e) => e.to_string(),
+            End::TakenOver => "another connection took over this session".into(),
+            End::Shutdown => "the server is shutting down".into(),
+        }
+    }
+
     /// Whether the will is published [MQTT-3.1.2-8]: not after a normal DISCONNECT (the session
     /// has then already dropped it), not on shutdown, and on takeover only for MQTT 5.0.
     fn publishes_will(&self, v5: bool) -> bool {
@@ -165,11 +176,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             dropped_while_offline = dropped,
             "client connected"
         );
+        let problem_info = connect.properties.request_problem_information != Some(false);
         drop(connect);
         let end = self
             .serve_session(&mut session, &slot, &mut kick, &mut shutdown)
             .await;
-        self.finish(&mut session, &end).await;
+        self.finish(&mut session, &end, problem_info).await;
 
         let now = Instant::now();
         let mut delayed_will = None;
@@ -423,10 +435,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
 
     /// Sends what is owed before the close: pending output and, for MQTT 5.0, a DISCONNECT
     /// with the server's reason. Bounded in time so a stuck client cannot hold the task.
-    async fn finish(&mut self, session: &mut Session, end: &End) {
+    async fn finish(&mut self, session: &mut Session, end: &End, problem_info: bool) {
         if session.version().is_v5() {
             if let Some(reason) = end.server_reason() {
-                session.send(Packet::Disconnect(Disconnect::new(reason)));
+                let mut disconnect = Disconnect::new(reason);
+                if problem_info {
+                    disconnect.properties.reason_string = Some(end.describe().into());
+                }
+                session.send(Packet::Disconnect(disconnect));
             }
         }
         let _ = session.write_transmits(Instant::now(), &mut self.write_buf);
