@@ -189,16 +189,31 @@ impl Default for SharedConfig {
     }
 }
 
+/// When a configured redirect applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedirectWhen {
+    /// Refuse every CONNECT with the redirect.
+    #[default]
+    Connect,
+    /// Accept clients; at shutdown, send connected MQTT 5.0 clients to the other server.
+    Shutdown,
+}
+
 /// Sending MQTT 5.0 clients to another server (MQTT 5.0 section 4.11).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedirectConfig {
     /// The server clients should use instead, e.g. `mqtt2.example.com:1883`. Empty: no
-    /// redirect. When set, every CONNECT is refused with CONNACK 0x9C (Use another server) or
-    /// 0x9D (Server moved) carrying this Server Reference (MQTT 3.x clients: return code 3).
+    /// redirect.
     pub server_reference: String,
-    /// true: the move is permanent (0x9D Server moved); false: temporary (0x9C).
+    /// true: the move is permanent (0x9D Server moved); false: temporary (0x9C Use another
+    /// server).
     pub permanent: bool,
+    /// `connect`: every CONNECT is refused with CONNACK 0x9C/0x9D carrying the Server
+    /// Reference (MQTT 3.x clients: return code 3). `shutdown`: clients are served, and at
+    /// shutdown connected MQTT 5.0 clients get DISCONNECT 0x9C/0x9D with the reference.
+    pub when: RedirectWhen,
 }
 
 /// Log output format.

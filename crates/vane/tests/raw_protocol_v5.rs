@@ -710,3 +710,26 @@ async fn reason_strings_follow_request_problem_information() {
     let d = c.expect_closed().await.expect("a DISCONNECT");
     assert_eq!(d.properties.reason_string, None);
 }
+
+#[tokio::test]
+async fn redirect_at_shutdown_sends_connected_clients_on() {
+    // MQTT 5.0 section 4.11: DISCONNECT 0x9C Use another server with a Server Reference.
+    let broker = TestBroker::start(|c| {
+        c.redirect.server_reference = "mqtt2.example.com:1883".into();
+        c.redirect.when = vane_config::RedirectWhen::Shutdown;
+    })
+    .await;
+    let (mut c, ack) = TestClient::connect_with_ack(broker.addr(), connect_v5("migrating")).await;
+    assert_eq!(
+        ack.reason,
+        ConnAckReason::Success,
+        "clients are served until shutdown"
+    );
+    broker.stop().await;
+    let d = c.expect_closed().await.expect("a DISCONNECT");
+    assert_eq!(d.reason, DisconnectReason::UseAnotherServer);
+    assert_eq!(
+        d.properties.server_reference.as_deref(),
+        Some("mqtt2.example.com:1883")
+    );
+}

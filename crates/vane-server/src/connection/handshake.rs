@@ -158,7 +158,7 @@ fn refusal_text(reason: ConnAckReason) -> &'static str {
 /// The configured redirect, if any: the refusal reason and the Server Reference.
 fn redirect(broker: &Broker) -> Option<(ConnAckReason, ByteString)> {
     let r = &broker.config.redirect;
-    if r.server_reference.is_empty() {
+    if r.server_reference.is_empty() || r.when != vane_config::RedirectWhen::Connect {
         return None;
     }
     let reason = if r.permanent {

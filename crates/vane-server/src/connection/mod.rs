@@ -439,6 +439,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         if session.version().is_v5() {
             if let Some(reason) = end.server_reason() {
                 let mut disconnect = Disconnect::new(reason);
+                let redirect = &self.broker.config.redirect;
+                let migrate = redirect.when == vane_config::RedirectWhen::Shutdown
+                    && !redirect.server_reference.is_empty();
+                if matches!(end, End::Shutdown) && migrate {
+                    // MQTT 5.0 section 4.11: send the client on to the configured server.
+                    disconnect.reason = if redirect.permanent {
+                        DisconnectReason::ServerMoved
+                    } else {
+                        DisconnectReason::UseAnotherServer
+                    };
+                    disconnect.properties.server_reference =
+                        Some(redirect.server_reference.as_str().into());
+                }
                 if problem_info {
                     disconnect.properties.reason_string = Some(end.describe().into());
                 }
