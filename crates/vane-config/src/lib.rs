@@ -29,6 +29,8 @@ pub struct Config {
     pub shared: SharedConfig,
     /// Sending clients to another server.
     pub redirect: RedirectConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -42,6 +44,7 @@ impl Default for Config {
             p2p: P2pConfig::default(),
             shared: SharedConfig::default(),
             redirect: RedirectConfig::default(),
+            auth: AuthConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -187,6 +190,18 @@ impl Default for SharedConfig {
             policy: SharePolicy::RoundRobin,
         }
     }
+}
+
+/// Authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// SCRAM-SHA-256 credentials file for MQTT 5.0 enhanced authentication (the AUTH exchange),
+    /// one `user:SCRAM-SHA-256:iterations:salt:stored_key:server_key` line per user, written by
+    /// `vane passwd --scram FILE USER`. Empty: no enhanced authentication method is offered,
+    /// and a CONNECT naming one gets CONNACK 0x8C. A file that cannot be read or parsed stops
+    /// the broker from starting, naming the line.
+    pub scram_credentials: String,
 }
 
 /// When a configured redirect applies.

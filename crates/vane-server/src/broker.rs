@@ -27,6 +27,8 @@ pub(crate) struct Broker {
     pub index: RwLock<SubscriptionIndex<Subscriber>>,
     pub retained: RwLock<Box<dyn RetainedStore>>,
     share_policy: SharePolicy,
+    /// Enhanced authentication methods offered to MQTT 5.0 clients.
+    pub authenticators: vane_auth::Authenticators,
 }
 
 /// Whether a subscriber can take a message now (for picking shared-subscription members).
@@ -35,7 +37,7 @@ fn can_take(slot: &Subscriber) -> bool {
 }
 
 impl Broker {
-    pub(crate) fn new(config: Config) -> Broker {
+    pub(crate) fn new(config: Config, authenticators: vane_auth::Authenticators) -> Broker {
         let max_qos = QoS::from_u8(config.mqtt.max_qos).unwrap_or(QoS::ExactlyOnce);
         let session_config = SessionConfig {
             max_inflight: config.mqtt.max_inflight,
@@ -52,6 +54,7 @@ impl Broker {
         };
         Broker {
             share_policy,
+            authenticators,
             config,
             session_config,
             registry: SessionRegistry::new(),

@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+mod auth;
 mod broker;
 mod connection;
 mod expiry;

@@ -16,6 +16,9 @@ use crate::listener;
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The authentication configuration could not be loaded.
+    #[error("authentication: {0}")]
+    Auth(String),
     /// A listener could not bind its address.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -35,6 +38,7 @@ pub struct Server {
 impl Server {
     /// Binds every configured listener. Port 0 picks a free port (see [`Server::local_addrs`]).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let authenticators = crate::auth::load(&config.auth).map_err(ServerError::Auth)?;
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let listener = TcpListener::bind(l.bind)
@@ -46,7 +50,7 @@ impl Server {
             listeners.push(listener);
         }
         Ok(Server {
-            broker: Arc::new(Broker::new(config)),
+            broker: Arc::new(Broker::new(config, authenticators)),
             listeners,
         })
     }

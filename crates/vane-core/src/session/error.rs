@@ -16,6 +16,9 @@ pub enum SessionError {
     /// AUTH without an authentication method in CONNECT.
     #[error("[MQTT-4.12.0-1] AUTH without an authentication method")]
     UnexpectedAuth,
+    /// AUTH with another method than the CONNECT's.
+    #[error("[MQTT-4.12.1-1] AUTH with a different authentication method than CONNECT")]
+    AuthMethodChanged,
     /// Nothing received for one and a half keep-alive periods.
     #[error("[MQTT-3.1.2-24] keep alive timed out")]
     KeepAliveTimeout,
@@ -59,6 +62,7 @@ impl SessionError {
             SessionError::SecondConnect
             | SessionError::ServerOnlyPacket(_)
             | SessionError::UnexpectedAuth
+            | SessionError::AuthMethodChanged
             | SessionError::TopicAliasUnknown
             | SessionError::EmptyTopic
             | SessionError::SessionExpiryRaised

@@ -81,10 +81,6 @@ pub enum PendingAck {
 
 /// What the broker must do after a packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "returned by value and consumed at once; boxing the message would add an allocation per publish"
-)]
 pub enum Action {
     /// Route this message; then call [`Session::publish_routed`] with `ack` if there is one.
     Publish {
@@ -98,6 +94,9 @@ pub enum Action {
     Subscribe(Vec<NewSubscription>),
     /// Remove these filters from the index. The UNSUBACK is already queued.
     Unsubscribe(Vec<TopicFilter>),
+    /// The client continues or starts (re-)authentication with the connection's method; the
+    /// broker runs the exchange and answers with AUTH or DISCONNECT (MQTT 5.0 section 4.12).
+    Auth(vane_proto::Auth),
     /// The client disconnected normally; end the connection.
     Disconnect {
         /// The client's reason (always normal in MQTT 3.x).
@@ -147,6 +146,8 @@ pub struct Session {
     last_received: Instant,
     subscriptions: HashMap<ByteString, SessionSubscription>,
     inflight: VecDeque<Inflight>,
+    /// The Authentication Method of the current connection's CONNECT, if it used one.
+    auth_method: Option<ByteString>,
     /// In-flight entries not (re)sent yet on this connection.
     unsent: usize,
     send_window: u16,
@@ -183,6 +184,7 @@ impl Session {
             subscriptions: HashMap::new(),
             inflight: VecDeque::new(),
             unsent: 0,
+            auth_method: None,
             send_window,
             next_packet_id: PacketId::new(1).unwrap_or_else(|| unreachable!("1 is non-zero")),
             inbound_qos2: HashSet::new(),
@@ -216,6 +218,7 @@ impl Session {
         let client_window = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         self.send_window = self.config.max_inflight.min(client_window).max(1);
         self.client_max_packet_size = connect.properties.maximum_packet_size;
+        self.auth_method = connect.properties.authentication_method.clone();
         self.session_expiry = match connect.protocol {
             ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
             _ if connect.clean_start => 0,
@@ -330,7 +333,16 @@ impl Session {
                 Ok(Some(Action::Disconnect { reason: d.reason }))
             }
             Packet::Connect(_) => Err(SessionError::SecondConnect),
-            Packet::Auth(_) => Err(SessionError::UnexpectedAuth),
+            Packet::Auth(a) => {
+                let Some(method) = &self.auth_method else {
+                    return Err(SessionError::UnexpectedAuth);
+                };
+                // [MQTT-4.12.1-1] re-authentication uses the method of the CONNECT.
+                if a.properties.authentication_method.as_ref() != Some(method) {
+                    return Err(SessionError::AuthMethodChanged);
+                }
+                Ok(Some(Action::Auth(a)))
+            }
             other @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)

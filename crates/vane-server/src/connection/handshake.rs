@@ -42,24 +42,35 @@ pub(crate) struct Accepted {
     pub seq: u64,
     pub kick: oneshot::Receiver<Kick>,
     pub session_present: bool,
+    /// Who the AUTH exchange authenticated, if the CONNECT used one.
+    pub authenticated: Option<super::auth::Authenticated>,
 }
 
-/// Reads packets until a whole one is decoded; the first one must be CONNECT [MQTT-3.1.0-1].
+/// Reads until a whole packet is decoded.
+pub(super) async fn read_packet<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    read_buf: &mut BytesMut,
+    decoder: &mut Decoder,
+) -> Result<Packet, HandshakeError> {
+    loop {
+        if let Some(packet) = decoder.decode(read_buf)? {
+            return Ok(packet);
+        }
+        if reader.read_buf(read_buf).await? == 0 {
+            return Err(HandshakeError::Closed);
+        }
+    }
+}
+
+/// Reads the first packet, which must be CONNECT [MQTT-3.1.0-1].
 pub(crate) async fn read_connect<R: AsyncRead + Unpin>(
     reader: &mut R,
     read_buf: &mut BytesMut,
     decoder: &mut Decoder,
 ) -> Result<Box<Connect>, HandshakeError> {
-    loop {
-        if let Some(packet) = decoder.decode(read_buf)? {
-            return match packet {
-                Packet::Connect(c) => Ok(c),
-                other => Err(HandshakeError::NotConnect(other.packet_type())),
-            };
-        }
-        if reader.read_buf(read_buf).await? == 0 {
-            return Err(HandshakeError::Closed);
-        }
+    match read_packet(reader, read_buf, decoder).await? {
+        Packet::Connect(c) => Ok(c),
+        other => Err(HandshakeError::NotConnect(other.packet_type())),
     }
 }
 
@@ -102,10 +113,6 @@ fn client_identifier(
 
 /// Refusals that depend on the CONNECT's content, before any session is touched.
 fn check_connect(broker: &Broker, connect: &Connect) -> Result<(), ConnAckReason> {
-    if connect.properties.authentication_method.is_some() {
-        // No extended authentication method is configured.
-        return Err(ConnAckReason::BadAuthenticationMethod);
-    }
     if let Some(will) = &connect.will {
         if will.qos > broker.session_config.max_qos {
             return Err(ConnAckReason::QoSNotSupported);
@@ -122,7 +129,7 @@ fn check_connect(broker: &Broker, connect: &Connect) -> Result<(), ConnAckReason
 
 /// Writes a refusing CONNACK and returns the error that ends the connection. MQTT 5.0 clients
 /// that allow it (Request Problem Information, default on) get a reason string.
-async fn refuse<W: AsyncWrite + Unpin>(
+pub(super) async fn refuse<W: AsyncWrite + Unpin>(
     writer: &mut W,
     connect: &Connect,
     reason: ConnAckReason,
@@ -171,13 +178,28 @@ fn redirect(broker: &Broker) -> Option<(ConnAckReason, ByteString)> {
 
 /// Takes ownership of the client's session: kicks an older connection, waits for it to let go,
 /// resumes or discards the session as Clean Start asks, and sends CONNACK.
-pub(crate) async fn accept<W: AsyncWrite + Unpin>(
+/// The connection's transport and buffers, for the steps of the handshake that read.
+pub(crate) struct HandshakeIo<'a, R, W> {
+    pub reader: &'a mut R,
+    pub writer: &'a mut W,
+    pub read_buf: &'a mut BytesMut,
+    pub write_buf: &'a mut BytesMut,
+    pub decoder: &'a mut Decoder,
+}
+
+pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     broker: &Broker,
     connect: Box<Connect>,
-    writer: &mut W,
-    write_buf: &mut BytesMut,
+    io: HandshakeIo<'_, R, W>,
     now: Instant,
 ) -> Result<Accepted, HandshakeError> {
+    let HandshakeIo {
+        reader,
+        writer,
+        read_buf,
+        write_buf,
+        decoder,
+    } = io;
     let version = connect.protocol;
     // MQTT 5.0 section 4.11: a configured redirect turns every client away with its reference.
     if let Some((reason, reference)) = redirect(broker) {
@@ -189,6 +211,29 @@ pub(crate) async fn accept<W: AsyncWrite + Unpin>(
     let (client_id, assigned) = match client_identifier(broker, &connect) {
         Ok(id) => id,
         Err(reason) => return Err(refuse(writer, &connect, reason, None).await),
+    };
+    // MQTT 5.0 section 4.12: the AUTH exchange completes before the session is touched.
+    let authenticated = match &connect.properties.authentication_method {
+        None => None,
+        Some(method) => {
+            let io = super::auth::ExchangeIo {
+                reader,
+                writer,
+                read_buf,
+                decoder,
+            };
+            Some(
+                super::auth::authenticate(
+                    broker,
+                    &connect,
+                    method,
+                    &client_id,
+                    io,
+                    broker.config.mqtt.connect_timeout,
+                )
+                .await?,
+            )
+        }
     };
     let (slot, guard, seq) = loop {
         let slot = broker
@@ -245,6 +290,10 @@ pub(crate) async fn accept<W: AsyncWrite + Unpin>(
                 Some(ByteString::from(format!("{prefix}/{client_id}")));
         }
         properties.assigned_client_identifier = assigned.then_some(client_id);
+        if let Some(a) = &authenticated {
+            properties.authentication_method = Some(a.method.clone());
+            properties.authentication_data = a.data.clone().map(bytes::Bytes::from);
+        }
         connack.properties = properties;
     }
     // [MQTT-3.2.0-1] CONNACK is the first packet the server sends.
@@ -262,6 +311,7 @@ pub(crate) async fn accept<W: AsyncWrite + Unpin>(
         seq,
         kick,
         session_present,
+        authenticated,
     })
 }
 

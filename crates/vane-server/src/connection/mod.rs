@@ -2,6 +2,7 @@
 //! the socket becoming readable or writable, its mailbox, its keep-alive deadline, a takeover
 //! request and server shutdown.
 
+mod auth;
 mod handshake;
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use vane_proto::{DecodeError, Decoder, Disconnect, DisconnectReason, Packet, Ret
 use crate::broker::{Broker, Subscriber};
 use crate::mailbox::Pull;
 use crate::registry::Kick;
-use handshake::{accept, read_connect, refuse_undecodable, Accepted, HandshakeError};
+use handshake::{accept, read_connect, refuse_undecodable, Accepted, HandshakeError, HandshakeIo};
 
 /// Bytes of unwritten output above which the task stops taking deliveries from its mailbox.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -47,6 +48,8 @@ enum End {
     TakenOver,
     /// The server is shutting down.
     Shutdown,
+    /// Re-authentication failed or broke the protocol.
+    Auth(DisconnectReason),
 }
 
 impl End {
@@ -58,6 +61,7 @@ impl End {
             End::Session(e) => Some(e.disconnect_reason()),
             End::TakenOver => Some(DisconnectReason::SessionTakenOver),
             End::Shutdown => Some(DisconnectReason::ServerShuttingDown),
+            End::Auth(reason) => Some(*reason),
         }
     }
 
@@ -69,6 +73,7 @@ impl End {
             End::Session(e) => e.to_string(),
             End::TakenOver => "another connection took over this session".into(),
             End::Shutdown => "the server is shutting down".into(),
+            End::Auth(_) => "re-authentication failed".into(),
         }
     }
 
@@ -76,7 +81,11 @@ impl End {
     /// has then already dropped it), not on shutdown, and on takeover only for MQTT 5.0.
     fn publishes_will(&self, v5: bool) -> bool {
         match self {
-            End::ClientDisconnect(_) | End::Closed(_) | End::Decode(_) | End::Session(_) => true,
+            End::ClientDisconnect(_)
+            | End::Closed(_)
+            | End::Decode(_)
+            | End::Session(_)
+            | End::Auth(_) => true,
             End::TakenOver => v5,
             End::Shutdown => false,
         }
@@ -120,7 +129,14 @@ pub(crate) async fn serve<R, W>(
         }
     };
     let now = Instant::now();
-    let accepted = match accept(&broker, connect, &mut writer, &mut write_buf, now).await {
+    let io = HandshakeIo {
+        reader: &mut reader,
+        writer: &mut writer,
+        read_buf: &mut read_buf,
+        write_buf: &mut write_buf,
+        decoder: &mut decoder,
+    };
+    let accepted = match accept(&broker, connect, io, now).await {
         Ok(a) => a,
         Err(e) => {
             info!(%peer, error = %e, "connection refused");
@@ -135,7 +151,9 @@ pub(crate) async fn serve<R, W>(
         read_buf,
         write_buf,
         decoder,
-        scratch: RouteScratch::default(),
+        scratch: RouteScratch::with_seed(rand::random()),
+        authenticated: None,
+        reauth: auth::Reauthentication::new(),
         retained_scratch: Vec::new(),
     };
     conn.run(accepted, shutdown).await;
@@ -150,6 +168,9 @@ struct Connection<R, W> {
     write_buf: BytesMut,
     decoder: Decoder,
     scratch: RouteScratch<Subscriber>,
+    /// Who the CONNECT's AUTH exchange authenticated, for re-authentication.
+    authenticated: Option<auth::Authenticated>,
+    reauth: auth::Reauthentication,
     retained_scratch: Vec<Arc<vane_core::Message>>,
 }
 
@@ -163,7 +184,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             seq,
             mut kick,
             session_present,
+            authenticated,
         } = accepted;
+        self.authenticated = authenticated;
         let dropped = slot.mailbox.set_online(true);
         info!(
             client_id = %session.client_id(),
@@ -244,6 +267,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             }
             End::Shutdown => {
                 debug!(%client_id, peer = %self.peer, "connection closed for shutdown")
+            }
+            End::Auth(reason) => {
+                warn!(%client_id, peer = %self.peer, ?reason, "re-authentication failed, connection closed")
             }
         }
         if dropped > 0 && !taken_over {
@@ -395,6 +421,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 }
             }
             Action::Disconnect { reason } => return Some(End::ClientDisconnect(reason)),
+            Action::Auth(auth) => {
+                let Some(original) = &self.authenticated else {
+                    return Some(End::Session(SessionError::UnexpectedAuth));
+                };
+                match self
+                    .reauth
+                    .handle(&self.broker, original, session.client_id(), auth)
+                {
+                    Ok(reply) => session.send(reply),
+                    Err(reason) => return Some(End::Auth(reason)),
+                }
+            }
         }
         None
     }
