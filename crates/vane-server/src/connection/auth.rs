@@ -3,15 +3,14 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
 use vane_auth::{AuthExchange, AuthStep};
 use vane_proto::{
-    Auth, AuthProperties, AuthReason, ByteString, ConnAckReason, Connect, Decoder,
-    DisconnectReason, Packet,
+    Auth, AuthProperties, AuthReason, ByteString, ConnAckReason, Connect, DisconnectReason, Packet,
 };
 
-use super::handshake::{read_packet, refuse, HandshakeError};
+use super::handshake::{read_packet, refuse, send_packet, HandshakeError, HandshakeIo};
 use crate::broker::Broker;
 
 /// Who an AUTH exchange authenticated.
@@ -21,14 +20,6 @@ pub(crate) struct Authenticated {
     /// Authentication Data for the CONNACK (SCRAM: the server-final-message).
     pub data: Option<Vec<u8>>,
     pub username: String,
-}
-
-/// The transport, for reading the client's AUTH packets during CONNECT.
-pub(crate) struct ExchangeIo<'a, R, W> {
-    pub reader: &'a mut R,
-    pub writer: &'a mut W,
-    pub read_buf: &'a mut BytesMut,
-    pub decoder: &'a mut Decoder,
 }
 
 fn auth_packet(reason: AuthReason, method: &ByteString, data: Option<Vec<u8>>) -> Packet {
@@ -50,19 +41,15 @@ pub(crate) async fn authenticate<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     connect: &Connect,
     method: &ByteString,
     client_id: &str,
-    io: ExchangeIo<'_, R, W>,
+    io: &mut HandshakeIo<'_, R, W>,
     timeout: Duration,
 ) -> Result<Authenticated, HandshakeError> {
-    let ExchangeIo {
-        reader,
-        writer,
-        read_buf,
-        decoder,
-    } = io;
     let data = connect.properties.authentication_data.as_deref();
     let (mut exchange, mut step) = match broker.authenticators.begin(method, client_id, data) {
         Ok(started) => started,
-        Err(unknown) => return Err(refuse(writer, connect, unknown.connack_reason(), None).await),
+        Err(unknown) => {
+            return Err(refuse(io.writer, connect, unknown.connack_reason(), None).await)
+        }
     };
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -77,23 +64,20 @@ pub(crate) async fn authenticate<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             }
             AuthStep::Failure(f) => {
                 tracing::info!(client_id, method = %method, error = %f, "authentication failed");
-                return Err(refuse(writer, connect, f.connack_reason(), None).await);
+                return Err(refuse(io.writer, connect, f.connack_reason(), None).await);
             }
             AuthStep::Continue(data) => {
-                let mut buf = BytesMut::new();
-                if let Err(e) = auth_packet(AuthReason::ContinueAuthentication, method, Some(data))
-                    .encode(connect.protocol, &mut buf)
+                let packet = auth_packet(AuthReason::ContinueAuthentication, method, Some(data));
+                send_packet(io.writer, connect.protocol, packet).await?;
+                let packet = match tokio::time::timeout_at(
+                    deadline,
+                    read_packet(io.reader, io.read_buf, io.decoder),
+                )
+                .await
                 {
-                    return Err(HandshakeError::Io(std::io::Error::other(e.to_string())));
-                }
-                writer.write_all(&buf).await?;
-                let packet =
-                    match tokio::time::timeout_at(deadline, read_packet(reader, read_buf, decoder))
-                        .await
-                    {
-                        Ok(packet) => packet?,
-                        Err(_) => return Err(HandshakeError::Closed),
-                    };
+                    Ok(packet) => packet?,
+                    Err(_) => return Err(HandshakeError::Closed),
+                };
                 match packet {
                     Packet::Auth(a)
                         if a.reason == AuthReason::ContinueAuthentication
@@ -104,7 +88,7 @@ pub(crate) async fn authenticate<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     _ => {
                         // MQTT 5.0 section 4.12: only AUTH 0x18 with the same method may follow.
                         return Err(
-                            refuse(writer, connect, ConnAckReason::ProtocolError, None).await
+                            refuse(io.writer, connect, ConnAckReason::ProtocolError, None).await,
                         );
                     }
                 }

@@ -129,6 +129,19 @@ fn check_connect(broker: &Broker, connect: &Connect) -> Result<(), ConnAckReason
 
 /// Writes a refusing CONNACK and returns the error that ends the connection. MQTT 5.0 clients
 /// that allow it (Request Problem Information, default on) get a reason string.
+/// Encodes one packet for the client's version and writes it.
+pub(super) async fn send_packet<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    version: ProtocolVersion,
+    packet: Packet,
+) -> std::io::Result<()> {
+    let mut buf = BytesMut::new();
+    packet
+        .encode(version, &mut buf)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    writer.write_all(&buf).await
+}
+
 pub(super) async fn refuse<W: AsyncWrite + Unpin>(
     writer: &mut W,
     connect: &Connect,
@@ -140,13 +153,7 @@ pub(super) async fn refuse<W: AsyncWrite + Unpin>(
     if connect.properties.request_problem_information != Some(false) {
         connack.properties.reason_string = Some(ByteString::from(refusal_text(reason)));
     }
-    let mut buf = BytesMut::new();
-    if Packet::ConnAck(connack)
-        .encode(connect.protocol, &mut buf)
-        .is_ok()
-    {
-        let _ = writer.write_all(&buf).await;
-    }
+    let _ = send_packet(writer, connect.protocol, Packet::ConnAck(connack)).await;
     HandshakeError::Refused(reason)
 }
 
@@ -193,45 +200,27 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     io: HandshakeIo<'_, R, W>,
     now: Instant,
 ) -> Result<Accepted, HandshakeError> {
-    let HandshakeIo {
-        reader,
-        writer,
-        read_buf,
-        write_buf,
-        decoder,
-    } = io;
+    let mut io = io;
     let version = connect.protocol;
     // MQTT 5.0 section 4.11: a configured redirect turns every client away with its reference.
     if let Some((reason, reference)) = redirect(broker) {
-        return Err(refuse(writer, &connect, reason, Some(reference)).await);
+        return Err(refuse(io.writer, &connect, reason, Some(reference)).await);
     }
     if let Err(reason) = check_connect(broker, &connect) {
-        return Err(refuse(writer, &connect, reason, None).await);
+        return Err(refuse(io.writer, &connect, reason, None).await);
     }
     let (client_id, assigned) = match client_identifier(broker, &connect) {
         Ok(id) => id,
-        Err(reason) => return Err(refuse(writer, &connect, reason, None).await),
+        Err(reason) => return Err(refuse(io.writer, &connect, reason, None).await),
     };
     // MQTT 5.0 section 4.12: the AUTH exchange completes before the session is touched.
     let authenticated = match &connect.properties.authentication_method {
         None => None,
         Some(method) => {
-            let io = super::auth::ExchangeIo {
-                reader,
-                writer,
-                read_buf,
-                decoder,
-            };
+            let timeout = broker.config.mqtt.connect_timeout;
             Some(
-                super::auth::authenticate(
-                    broker,
-                    &connect,
-                    method,
-                    &client_id,
-                    io,
-                    broker.config.mqtt.connect_timeout,
-                )
-                .await?,
+                super::auth::authenticate(broker, &connect, method, &client_id, &mut io, timeout)
+                    .await?,
             )
         }
     };
@@ -301,7 +290,7 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     // [MQTT-4.4.0-1] a resumed session resends what was in flight.
     session.resend_inflight();
     session
-        .write_transmits(now, write_buf)
+        .write_transmits(now, io.write_buf)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(Accepted {
         connect,
