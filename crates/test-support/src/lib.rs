@@ -24,6 +24,8 @@ use vane_proto::{
 };
 use vane_server::Server;
 
+pub mod enhanced_auth;
+
 pub use vane_config;
 pub use vane_proto;
 

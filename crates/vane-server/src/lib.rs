@@ -3,7 +3,7 @@
 
 #![warn(missing_docs)]
 
-mod auth;
+pub mod auth;
 mod broker;
 mod connection;
 mod expiry;

@@ -27,6 +27,9 @@ pub enum Command {
     },
     /// Load generators that measure a broker (this one or another).
     Bench(crate::bench::BenchArgs),
+    /// Add, replace or delete a user in a password file (`--scram`: the SCRAM-SHA-256
+    /// credentials file of `[auth] scram_credentials`).
+    Passwd(crate::passwd::PasswdArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,9 +1,10 @@
 //! The `vane` binary: `serve` (the default) runs the broker; `config default` prints the
-//! default configuration.
+//! default configuration; `passwd` edits a password file.
 
 mod bench;
 mod cli;
 mod logging;
+mod passwd;
 mod serve;
 
 use clap::Parser;
@@ -13,6 +14,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(cli::Command::Serve(cli.serve)) {
         cli::Command::Serve(args) => serve::run(args),
         cli::Command::Bench(args) => bench::run(args),
+        cli::Command::Passwd(args) => passwd::run(args),
         cli::Command::Config {
             action: cli::ConfigAction::Default,
         } => {

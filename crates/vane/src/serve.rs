@@ -28,6 +28,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.validate()?;
     if args.check {
+        vane_server::auth::check(&config.auth)
+            .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
         println!("configuration is valid");
         return Ok(());
     }

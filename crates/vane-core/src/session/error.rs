@@ -14,7 +14,9 @@ pub enum SessionError {
     #[error("[MQTT-2.1.2] {0:?} may only be sent by a server")]
     ServerOnlyPacket(PacketType),
     /// AUTH without an authentication method in CONNECT.
-    #[error("[MQTT-4.12.0-1] AUTH without an authentication method")]
+    #[error(
+        "MQTT 5.0 section 4.12: AUTH on a connection whose CONNECT named no authentication method"
+    )]
     UnexpectedAuth,
     /// AUTH with another method than the CONNECT's.
     #[error("[MQTT-4.12.1-1] AUTH with a different authentication method than CONNECT")]

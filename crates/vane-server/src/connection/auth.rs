@@ -85,6 +85,8 @@ pub(crate) async fn authenticate<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     {
                         step = exchange.step(a.properties.authentication_data.as_deref());
                     }
+                    // [MQTT-3.1.2-30] the client may give up with DISCONNECT before CONNACK.
+                    Packet::Disconnect(_) => return Err(HandshakeError::Closed),
                     _ => {
                         // MQTT 5.0 section 4.12: only AUTH 0x18 with the same method may follow.
                         return Err(
