@@ -13,81 +13,25 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
+import os
 import socket
 import struct
 import sys
-import threading
 import time
-import traceback
 import uuid
 
-try:
-    import paho.mqtt
-    import paho.mqtt.client as mqtt
-except ImportError:  # pragma: no cover - reported by run.sh
-    print("FAIL paho_import: paho-mqtt is not installed (pip install 'paho-mqtt>=2,<3')")
-    sys.exit(1)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # harness.py, whatever the cwd
 
-if int(paho.mqtt.__version__.split(".")[0]) != 2:
-    print(f"FAIL paho_import: paho-mqtt 2.x required, found {paho.mqtt.__version__}")
-    sys.exit(1)
+import harness  # noqa: E402
+from harness import (  # noqa: E402
+    CONNECT_TIMEOUT, RES, RUN_ID, BaseClient, Msg, ScenarioError, cfg, check, note, topic_maker, uniq,
+)
 
-HOST = "127.0.0.1"
-PORT = 1883
-RUN_ID = uuid.uuid4().hex[:10]
-CONNECT_TIMEOUT = 5.0
-QUIRKS = ""  # "mosquitto": tolerate known mosquitto 2.0.x deviations (printed as NOTE lines)
+harness.require_paho("paho_import")
 
+import paho.mqtt.client as mqtt  # noqa: E402
 
-def note(name: str, text: str) -> None:
-    print(f"NOTE {name}: {text}", flush=True)
-
-
-class ScenarioError(Exception):
-    pass
-
-
-def check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ScenarioError(msg)
-
-
-def uniq(tag: str) -> str:
-    return f"{tag}-{RUN_ID}-{uuid.uuid4().hex[:6]}"
-
-
-def topic(*parts: str) -> str:
-    return "/".join(("interop", RUN_ID) + parts)
-
-
-# ---------------------------------------------------------------------------
-# Resource tracking, so a scenario that times out cannot leak live clients
-# into the next one.
-# ---------------------------------------------------------------------------
-
-
-class Resources:
-    def __init__(self) -> None:
-        self.items: list = []
-        self.lock = threading.Lock()
-
-    def add(self, item):
-        with self.lock:
-            self.items.append(item)
-        return item
-
-    def close_all(self) -> None:
-        with self.lock:
-            items, self.items = self.items, []
-        for item in reversed(items):
-            try:
-                item.close()
-            except Exception:
-                pass
-
-
-RES = Resources()
+topic = topic_maker("interop")
 
 
 # ---------------------------------------------------------------------------
@@ -95,20 +39,7 @@ RES = Resources()
 # ---------------------------------------------------------------------------
 
 
-class Msg:
-    __slots__ = ("topic", "payload", "qos", "retain")
-
-    def __init__(self, m: mqtt.MQTTMessage) -> None:
-        self.topic = m.topic
-        self.payload = bytes(m.payload)
-        self.qos = m.qos
-        self.retain = bool(m.retain)
-
-    def __repr__(self) -> str:
-        return f"Msg({self.topic!r}, {self.payload[:40]!r}, qos={self.qos}, retain={self.retain})"
-
-
-class PahoClient:
+class PahoClient(BaseClient):
     """A paho client running its network loop in a background thread.
 
     Automatic reconnection is disabled so that disconnects (e.g. takeover)
@@ -123,78 +54,22 @@ class PahoClient:
         will: tuple | None = None,
         keepalive: int = 30,
     ) -> None:
-        self.cond = threading.Condition()
-        self.messages: list[Msg] = []
-        self.connack: tuple | None = None  # (reason_code, session_present)
-        self.disconnected = threading.Event()
-        self.subacks: dict[int, list] = {}
-        self.keepalive = keepalive
-        self.c = mqtt.Client(
+        c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=clean_session,
             protocol=protocol,
             reconnect_on_failure=False,
         )
-        self.c.max_inflight_messages_set(20)
-        self.c.max_queued_messages_set(0)
+        super().__init__(c, keepalive)
         if will is not None:
             w_topic, w_payload, w_qos, w_retain = will
             self.c.will_set(w_topic, w_payload, w_qos, w_retain)
-        self.c.on_connect = self._on_connect
-        self.c.on_disconnect = self._on_disconnect
-        self.c.on_message = self._on_message
-        self.c.on_subscribe = self._on_subscribe
-        self._started = False
-        self._closed = False
-        RES.add(self)
-
-    # callbacks ----------------------------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
-        with self.cond:
-            self.connack = (reason_code, bool(flags.session_present))
-            self.cond.notify_all()
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self.disconnected.set()
-        with self.cond:
-            self.cond.notify_all()
-
-    def _on_message(self, client, userdata, message):
-        with self.cond:
-            self.messages.append(Msg(message))
-            self.cond.notify_all()
-
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
-        with self.cond:
-            self.subacks[mid] = list(reason_codes)
-            self.cond.notify_all()
-
-    # helpers -------------------------------------------------------------
-    def _wait(self, pred, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while not pred():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.cond.wait(min(left, 0.1))
-            return True
 
     def connect(self, expect_ok: bool = True) -> tuple:
         """Connect and wait for CONNACK; returns (reason_code, session_present)."""
-        with self.cond:
-            self.connack = None
-        self.disconnected.clear()
-        self.c.connect(HOST, PORT, keepalive=self.keepalive)
-        if not self._started:
-            self.c.loop_start()
-            self._started = True
-        ok = self._wait(lambda: self.connack is not None, CONNECT_TIMEOUT)
-        check(ok, f"no CONNACK within {CONNECT_TIMEOUT}s")
-        rc, sp = self.connack
-        if expect_ok:
-            check(not rc.is_failure, f"CONNACK refused: {rc}")
+        rc, sp, _ = self._connect(lambda: self.c.connect(cfg.host, cfg.port, keepalive=self.keepalive),
+                                  expect_ok, stop_on_disconnect=False)
         return rc, sp
 
     def reconnect(self) -> tuple:
@@ -221,38 +96,6 @@ class PahoClient:
             info.wait_for_publish(timeout)
             check(info.is_published(), f"publish to {t} (qos {qos}) not acknowledged within {timeout}s")
         return info
-
-    def wait_messages(self, n: int, timeout: float) -> list[Msg]:
-        self._wait(lambda: len(self.messages) >= n, timeout)
-        with self.cond:
-            return list(self.messages)
-
-    def take_messages(self) -> list[Msg]:
-        with self.cond:
-            msgs, self.messages = self.messages, []
-            return msgs
-
-    def disconnect(self, timeout: float = 5.0) -> None:
-        """Clean DISCONNECT, wait for the socket to be closed."""
-        self.c.disconnect()
-        check(self.disconnected.wait(timeout), "on_disconnect not called after disconnect()")
-        self.c.loop_stop()
-        self._started = False
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if not self.disconnected.is_set():
-                self.c.disconnect()
-                self.disconnected.wait(2.0)
-        except Exception:
-            pass
-        try:
-            self.c.loop_stop()
-        except Exception:
-            pass
 
 
 def connected(client_id: str = "", **kw) -> PahoClient:
@@ -305,7 +148,7 @@ class RawClient:
         vh = _enc_str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive)
         body = vh + payload
         pkt = b"\x10" + _enc_len(len(body)) + body
-        self.sock = socket.create_connection((HOST, PORT), timeout=CONNECT_TIMEOUT)
+        self.sock = socket.create_connection((cfg.host, cfg.port), timeout=CONNECT_TIMEOUT)
         self.sock.sendall(pkt)
         connack = self._recv_exact(4)
         check(connack[0] == 0x20 and connack[1] == 2, f"bad CONNACK bytes {connack!r}")
@@ -457,7 +300,7 @@ def scenario_overlapping_subscriptions():
     check(set(payloads) == {f"o-{i}".encode() for i in range(n)}, f"missing messages: got {payloads}")
     check(len(msgs) == n, f"received {len(msgs)} copies for {n} messages (expected one copy each)")
     qos = [m.qos for m in msgs]
-    if QUIRKS == "mosquitto" and all(q == 0 for q in qos):
+    if cfg.quirks == "mosquitto" and all(q == 0 for q in qos):
         note("overlapping_subscriptions", "mosquitto delivers the single copy at the QoS of the "
              "non-wildcard subscription (0), not the max QoS (1) required by MQTT-3.3.5-1; tolerated")
     else:
@@ -596,7 +439,7 @@ def scenario_keepalive_will():
     t0 = time.monotonic()
     # go silent (socket stays open): the broker must drop us after 1.5 x keepalive
     limit = 3.5
-    if QUIRKS == "mosquitto":
+    if cfg.quirks == "mosquitto":
         limit = 10.0  # mosquitto 2.0.x checks keep-alives coarsely: observed 3.6-6.8 s for keepalive=1
     msgs = watcher.wait_messages(1, limit)
     elapsed = time.monotonic() - t0
@@ -604,7 +447,7 @@ def scenario_keepalive_will():
           f"no will within {limit} s of a silent keepalive=1 client: {msgs}")
     check(elapsed >= 0.9, f"will arrived too early ({elapsed:.2f}s): keep-alive enforced too strictly")
     if elapsed > 3.5:
-        note("keepalive_will", f"will arrived after {elapsed:.1f}s (> 1.5 x keepalive + 2 s); tolerated for {QUIRKS}")
+        note("keepalive_will", f"will arrived after {elapsed:.1f}s (> 1.5 x keepalive + 2 s); tolerated for {cfg.quirks}")
     # the broker should have closed our socket
     assert raw.sock is not None
     raw.sock.settimeout(2.0)
@@ -795,68 +638,5 @@ SCENARIOS = [
 ]
 
 
-def run_one(name: str, fn, timeout: float) -> tuple[bool, str]:
-    result: dict = {}
-
-    def target():
-        try:
-            fn()
-            result["ok"] = True
-        except ScenarioError as e:
-            result["err"] = str(e)
-        except Exception as e:  # unexpected error: include a short traceback
-            tb = traceback.format_exc().strip().splitlines()
-            result["err"] = f"{type(e).__name__}: {e} [{' | '.join(tb[-3:])}]"
-
-    th = threading.Thread(target=target, name=f"scenario-{name}", daemon=True)
-    th.start()
-    th.join(timeout)
-    RES.close_all()
-    if th.is_alive():
-        return False, f"timed out after {timeout}s"
-    if result.get("ok"):
-        return True, ""
-    return False, result.get("err", "unknown error")
-
-
-def main() -> int:
-    global HOST, PORT, QUIRKS
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int)
-    ap.add_argument("--no-vane", action="store_true",
-                    help="broker is not Vane: skip Vane-only scenarios (p2p)")
-    ap.add_argument("--quirks", choices=["", "mosquitto"], default="",
-                    help="tolerate known deviations of this reference broker (reported as NOTE lines)")
-    ap.add_argument("--only", nargs="*", help="run only these scenarios")
-    ap.add_argument("--list", action="store_true", help="list scenarios and exit")
-    args = ap.parse_args()
-    if args.list:
-        for name, _, _, vane_only in SCENARIOS:
-            print(name + ("  (vane only)" if vane_only else ""))
-        return 0
-    if args.port is None:
-        ap.error("--port is required")
-    HOST, PORT, QUIRKS = args.host, args.port, args.quirks
-
-    failed = passed = 0
-    t_start = time.monotonic()
-    for name, fn, timeout, vane_only in SCENARIOS:
-        if args.only and name not in args.only:
-            continue
-        if vane_only and args.no_vane:
-            print(f"SKIP {name}: Vane-only scenario (broker override in use)", flush=True)
-            continue
-        ok, err = run_one(name, fn, timeout)
-        if ok:
-            passed += 1
-            print(f"PASS {name}", flush=True)
-        else:
-            failed += 1
-            print(f"FAIL {name}: {err}", flush=True)
-    print(f"# paho: {passed} passed, {failed} failed in {time.monotonic() - t_start:.1f}s", flush=True)
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(SCENARIOS, doc=__doc__, label="paho"))

@@ -20,63 +20,30 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import socket
 import sys
-import threading
 import time
-import traceback
 import uuid
 
-try:
-    import paho.mqtt
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-    from paho.mqtt.subscribeoptions import SubscribeOptions
-except ImportError:  # pragma: no cover - reported by run.sh
-    print("FAIL paho_v5_import: paho-mqtt is not installed (pip install 'paho-mqtt>=2,<3')")
-    sys.exit(1)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # harness.py, whatever the cwd
 
-if int(paho.mqtt.__version__.split(".")[0]) != 2:
-    print(f"FAIL paho_v5_import: paho-mqtt 2.x required, found {paho.mqtt.__version__}")
-    sys.exit(1)
+import harness  # noqa: E402
+from harness import RUN_ID, ScenarioSkip, cfg, check, note, topic_maker, uniq  # noqa: E402
+
+harness.require_paho("paho_v5_import")
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
+from paho.mqtt.subscribeoptions import SubscribeOptions  # noqa: E402
 
 # Scenarios for features Vane does not implement yet: name -> reason.
 # Reported as PENDING and not run unless --all is given.
 PENDING: dict = {}
 
-HOST = "127.0.0.1"
-PORT = 1883
-RUN_ID = uuid.uuid4().hex[:10]
-CONNECT_TIMEOUT = 5.0
-QUIRKS = ""  # "mosquitto": tolerate known mosquitto 2.0.x deviations (printed as NOTE lines)
-
-
-def note(name: str, text: str) -> None:
-    print(f"NOTE {name}: {text}", flush=True)
-
-
-class ScenarioError(Exception):
-    pass
-
-
-class ScenarioSkip(Exception):
-    """The broker under test legitimately lacks an optional feature (reported as SKIP)."""
-
-
-def check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ScenarioError(msg)
-
-
-def uniq(tag: str) -> str:
-    return f"{tag}-{RUN_ID}-{uuid.uuid4().hex[:6]}"
-
-
-def topic(*parts: str) -> str:
-    return "/".join(("interop5", RUN_ID) + parts)
+topic = topic_maker("interop5")
 
 
 def props(packet_type, **values) -> Properties | None:
@@ -97,165 +64,77 @@ def pget(p, name: str):
 
 
 # ---------------------------------------------------------------------------
-# Resource tracking, so a scenario that times out cannot leak live clients
-# into the next one.
-# ---------------------------------------------------------------------------
-
-
-class Resources:
-    def __init__(self) -> None:
-        self.items: list = []
-        self.lock = threading.Lock()
-
-    def add(self, item):
-        with self.lock:
-            self.items.append(item)
-        return item
-
-    def close_all(self) -> None:
-        with self.lock:
-            items, self.items = self.items, []
-        for item in reversed(items):
-            try:
-                item.close()
-            except Exception:
-                pass
-
-
-RES = Resources()
-
-
-# ---------------------------------------------------------------------------
 # paho wrapper
 # ---------------------------------------------------------------------------
 
 
-class Msg:
-    __slots__ = ("topic", "payload", "qos", "retain", "props", "at")
+class Msg(harness.Msg):
+    """A received message with its MQTT 5.0 properties and arrival time."""
+
+    __slots__ = ("props", "at")
 
     def __init__(self, m: mqtt.MQTTMessage) -> None:
         self.at = time.monotonic()
-        self.topic = m.topic
-        self.payload = bytes(m.payload)
-        self.qos = m.qos
-        self.retain = bool(m.retain)
+        super().__init__(m)
         self.props = getattr(m, "properties", None)
 
     def prop(self, name: str):
         return pget(self.props, name)
 
-    def __repr__(self) -> str:
-        extra = ""
+    def _repr_extra(self) -> str:
         if self.props is not None:
-            extra = f", props={self.props}"
-        return f"Msg({self.topic!r}, {self.payload[:40]!r}, qos={self.qos}, retain={self.retain}{extra})"
+            return f", props={self.props}"
+        return ""
 
 
-class Client:
+class Client(harness.BaseClient):
     """A paho client (MQTT 5.0 unless told otherwise) with its network loop in
     a background thread.  Automatic reconnection is disabled."""
+
+    msg_class = Msg
 
     def __init__(self, client_id: str = "", protocol=mqtt.MQTTv5, will: dict | None = None,
                  keepalive: int = 30) -> None:
         self.protocol = protocol
-        self.cond = threading.Condition()
-        self.messages: list[Msg] = []
-        self.connack: tuple | None = None  # (reason_code, session_present, properties)
-        self.disconnected = threading.Event()
-        self.disconnect_reason = None
-        self.subacks: dict[int, list] = {}
         self.pub_reasons: dict[int, int] = {}
-        self.handler = None  # optional callable(Client, Msg), run in the network thread
-        self.keepalive = keepalive
         kw = {}
         if protocol != mqtt.MQTTv5:
             kw["clean_session"] = True
-        self.c = mqtt.Client(
+        c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=protocol,
             reconnect_on_failure=False,
             **kw,
         )
-        self.c.max_inflight_messages_set(20)
-        self.c.max_queued_messages_set(0)
+        super().__init__(c, keepalive)
         if will is not None:
             wp = None
             if will.get("props"):
                 wp = props(PacketTypes.WILLMESSAGE, **will["props"])
             self.c.will_set(will["topic"], will["payload"], will.get("qos", 1), will.get("retain", False),
                             properties=wp)
-        self.c.on_connect = self._on_connect
-        self.c.on_disconnect = self._on_disconnect
-        self.c.on_message = self._on_message
-        self.c.on_subscribe = self._on_subscribe
         self.c.on_publish = self._on_publish
-        self._started = False
-        self._closed = False
-        RES.add(self)
 
     # callbacks ----------------------------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
-        with self.cond:
-            self.connack = (reason_code, bool(flags.session_present), properties)
-            self.cond.notify_all()
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self.disconnect_reason = reason_code
-        self.disconnected.set()
-        with self.cond:
-            self.cond.notify_all()
-
-    def _on_message(self, client, userdata, message):
-        m = Msg(message)
-        with self.cond:
-            self.messages.append(m)
-            self.cond.notify_all()
-        if self.handler is not None:
-            self.handler(self, m)
-
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
-        with self.cond:
-            self.subacks[mid] = list(reason_codes)
-            self.cond.notify_all()
-
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         with self.cond:
             self.pub_reasons[mid] = getattr(reason_code, "value", reason_code)
             self.cond.notify_all()
 
     # helpers -------------------------------------------------------------
-    def _wait(self, pred, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while not pred():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.cond.wait(min(left, 0.1))
-            return True
-
     def connect(self, clean_start: bool = True, expect_ok: bool = True, **connect_props) -> tuple:
         """Connect and wait for CONNACK; returns (reason_code, session_present, properties).
         Keyword arguments are CONNECT properties (paho names, e.g. SessionExpiryInterval=60)."""
-        with self.cond:
-            self.connack = None
-        self.disconnected.clear()
-        if self.protocol == mqtt.MQTTv5:
-            self.c.connect(HOST, PORT, keepalive=self.keepalive, clean_start=clean_start,
-                           properties=props(PacketTypes.CONNECT, **connect_props))
-        else:
-            self.c.connect(HOST, PORT, keepalive=self.keepalive)
-        if not self._started:
-            self.c.loop_start()
-            self._started = True
-        ok = self._wait(lambda: self.connack is not None or self.disconnected.is_set(), CONNECT_TIMEOUT)
-        check(ok, f"no CONNACK within {CONNECT_TIMEOUT}s")
-        check(self.connack is not None, f"connection closed before CONNACK ({self.disconnect_reason})")
-        rc, sp, p = self.connack
-        if expect_ok:
-            check(not rc.is_failure, f"CONNACK refused: {rc}")
-        return rc, sp, p
+
+        def do_connect():
+            if self.protocol == mqtt.MQTTv5:
+                self.c.connect(cfg.host, cfg.port, keepalive=self.keepalive, clean_start=clean_start,
+                               properties=props(PacketTypes.CONNECT, **connect_props))
+            else:
+                self.c.connect(cfg.host, cfg.port, keepalive=self.keepalive)
+
+        return self._connect(do_connect, expect_ok, stop_on_disconnect=True)
 
     def subscribe(self, filt: str, qos: int = 1, no_local: bool = False, rap: bool = False, rh: int = 0,
                   sub_id: int | None = None, timeout: float = 5.0, expect_ok: bool = True) -> list[int]:
@@ -291,31 +170,15 @@ class Client:
                 return self.pub_reasons.get(info.mid)
         return None
 
-    def wait_messages(self, n: int, timeout: float) -> list[Msg]:
-        self._wait(lambda: len(self.messages) >= n, timeout)
-        with self.cond:
-            return list(self.messages)
-
     def wait_for(self, pred, timeout: float) -> list[Msg]:
         """Wait until a message satisfying pred arrived; returns all messages so far."""
         self._wait(lambda: any(pred(m) for m in self.messages), timeout)
         with self.cond:
             return list(self.messages)
 
-    def take_messages(self) -> list[Msg]:
-        with self.cond:
-            msgs, self.messages = self.messages, []
-            return msgs
-
     def disconnect(self, timeout: float = 5.0, **disconnect_props) -> None:
         """Clean DISCONNECT (reason 0), wait for the socket to be closed."""
-        if disconnect_props:
-            self.c.disconnect(properties=props(PacketTypes.DISCONNECT, **disconnect_props))
-        else:
-            self.c.disconnect()
-        check(self.disconnected.wait(timeout), "on_disconnect not called after disconnect()")
-        self.c.loop_stop()
-        self._started = False
+        super().disconnect(timeout, props(PacketTypes.DISCONNECT, **disconnect_props))
 
     def abort(self) -> None:
         """Drop the TCP connection without a DISCONNECT packet."""
@@ -333,21 +196,6 @@ class Client:
         except OSError:
             pass
         self.disconnected.set()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if not self.disconnected.is_set():
-                self.c.disconnect()
-                self.disconnected.wait(2.0)
-        except Exception:
-            pass
-        try:
-            self.c.loop_stop()
-        except Exception:
-            pass
 
 
 def connected(client_id: str | None = None, tag: str = "c", **connect_props) -> Client:
@@ -844,7 +692,7 @@ def scenario_server_topic_alias():
             check(t != "", f"empty topic without a topic alias: {m}")
         resolved.append((t, m.payload))
     check(resolved == expected, f"resolved messages {resolved}, expected {expected}")
-    if used == 0 and QUIRKS == "mosquitto":
+    if used == 0 and cfg.quirks == "mosquitto":
         # using topic aliases towards a client is optional (MQTT 5.0 §3.3.2.3.4): mosquitto 2.0 never does
         raise ScenarioSkip("mosquitto 2.0 does not send topic aliases to clients (optional feature)")
     check(used > 0, f"no PUBLISH used a topic alias although the client allowed 10 ({len(msgs)} messages)")
@@ -875,84 +723,5 @@ SCENARIOS = [
 assert set(PENDING) <= {s[0] for s in SCENARIOS}, "PENDING names an unknown scenario"
 
 
-def run_one(name: str, fn, timeout: float) -> tuple[bool | None, str]:
-    """(True, "") passed, (False, reason) failed, (None, reason) skipped."""
-    result: dict = {}
-
-    def target():
-        try:
-            fn()
-            result["ok"] = True
-        except ScenarioError as e:
-            result["err"] = str(e)
-        except ScenarioSkip as e:
-            result["skip"] = str(e)
-        except Exception as e:  # unexpected error: include a short traceback
-            tb = traceback.format_exc().strip().splitlines()
-            result["err"] = f"{type(e).__name__}: {e} [{' | '.join(tb[-3:])}]"
-
-    th = threading.Thread(target=target, name=f"scenario-{name}", daemon=True)
-    th.start()
-    th.join(timeout)
-    RES.close_all()
-    if th.is_alive():
-        return False, f"timed out after {timeout}s"
-    if result.get("ok"):
-        return True, ""
-    if "skip" in result:
-        return None, result["skip"]
-    return False, result.get("err", "unknown error")
-
-
-def main() -> int:
-    global HOST, PORT, QUIRKS
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int)
-    ap.add_argument("--all", action="store_true", help="also run the PENDING scenarios, as real tests")
-    ap.add_argument("--no-vane", action="store_true",
-                    help="broker is not Vane: skip Vane-only scenarios")
-    ap.add_argument("--quirks", choices=["", "mosquitto"], default="",
-                    help="tolerate known deviations of this reference broker (reported as NOTE lines)")
-    ap.add_argument("--only", nargs="*", help="run only these scenarios (PENDING ones only with --all)")
-    ap.add_argument("--list", action="store_true", help="list scenarios and exit")
-    args = ap.parse_args()
-    if args.list:
-        for name, _, _, vane_only in SCENARIOS:
-            extra = "  (vane only)" if vane_only else ""
-            if name in PENDING:
-                extra += f"  (PENDING: {PENDING[name]})"
-            print(name + extra)
-        return 0
-    if args.port is None:
-        ap.error("--port is required")
-    HOST, PORT, QUIRKS = args.host, args.port, args.quirks
-
-    failed = passed = pending = 0
-    t_start = time.monotonic()
-    for name, fn, timeout, vane_only in SCENARIOS:
-        if args.only and name not in args.only:
-            continue
-        if name in PENDING and not args.all:
-            pending += 1
-            print(f"PENDING {name}: {PENDING[name]} (not run; --all runs it)", flush=True)
-            continue
-        if vane_only and args.no_vane:
-            print(f"SKIP {name}: Vane-only scenario (broker override in use)", flush=True)
-            continue
-        ok, err = run_one(name, fn, timeout)
-        if ok is None:
-            print(f"SKIP {name}: {err}", flush=True)
-        elif ok:
-            passed += 1
-            print(f"PASS {name}", flush=True)
-        else:
-            failed += 1
-            print(f"FAIL {name}: {err}", flush=True)
-    print(f"# paho v5: {passed} passed, {failed} failed, {pending} pending in {time.monotonic() - t_start:.1f}s",
-          flush=True)
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(SCENARIOS, doc=__doc__, label="paho v5", pending=PENDING))
