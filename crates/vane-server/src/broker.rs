@@ -11,8 +11,29 @@ use vane_core::{
 };
 use vane_proto::QoS;
 
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, Pushed};
 use crate::registry::{SessionRegistry, SessionSlot};
+
+/// Where a published message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Routed {
+    /// Nobody subscribed (MQTT 5.0 acknowledgement 0x10).
+    NoReceivers,
+    /// At least one receiver took it, or kept it as its QoS allows.
+    Delivered,
+    /// Every receiver refused it because its queue was full (acknowledgement 0x97).
+    Refused,
+}
+
+impl Routed {
+    fn from_pushes(full: usize, total: usize) -> Routed {
+        match (total, full) {
+            (0, _) => Routed::NoReceivers,
+            (t, f) if f == t => Routed::Refused,
+            _ => Routed::Delivered,
+        }
+    }
+}
 
 /// A subscriber as the index sees it: the slot whose mailbox receives deliveries.
 pub(crate) type Subscriber = Arc<SessionSlot>;
@@ -152,8 +173,12 @@ impl Broker {
         kept
     }
 
-    /// Routes a message to its receivers. Returns true when at least one receiver took it.
-    pub(crate) fn publish(&self, message: Message, scratch: &mut RouteScratch<Subscriber>) -> bool {
+    /// Routes a message to its receivers.
+    pub(crate) fn publish(
+        &self,
+        message: Message,
+        scratch: &mut RouteScratch<Subscriber>,
+    ) -> Routed {
         let message = Arc::new(message);
         if self.config.p2p.enabled {
             if let Some(target) = p2p_target(&message.topic) {
@@ -177,26 +202,31 @@ impl Broker {
             &mut scratch.matches,
             &mut scratch.shared,
         );
-        scratch.deliver_matches(&message, |slot, delivery| {
-            slot.mailbox.push(delivery);
-        }) > 0
+        let mut full = 0;
+        let total = scratch.deliver_matches(&message, |slot, delivery| {
+            if slot.mailbox.push(delivery) == Pushed::Full {
+                full += 1;
+            }
+        });
+        Routed::from_pushes(full, total)
     }
 
     /// Delivers a point-to-point message to the one client it names, online or parked; it is
     /// neither retained nor seen by subscribers.
-    fn publish_p2p(&self, target: &str, message: Arc<Message>) -> bool {
+    fn publish_p2p(&self, target: &str, message: Arc<Message>) -> Routed {
         let Some(slot) = self.registry.get(target) else {
             tracing::debug!(target_client = target, topic = %message.topic, "p2p message for unknown client dropped");
-            return false;
+            return Routed::NoReceivers;
         };
         let qos = message.qos.min(self.session_config.max_qos);
-        slot.mailbox.push(Delivery {
+        let pushed = slot.mailbox.push(Delivery {
             message,
             qos,
             retain: false,
             subscription_ids: Vec::new(),
             shared: None,
-        })
+        });
+        Routed::from_pushes(usize::from(pushed == Pushed::Full), 1)
     }
 }
 

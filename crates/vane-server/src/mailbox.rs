@@ -20,6 +20,17 @@ pub(crate) enum Pull {
     More,
 }
 
+/// What became of a pushed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued (possibly in place of the oldest one, under `drop-oldest`).
+    Queued,
+    /// Refused: the queue is full and its policy is `drop-newest`.
+    Full,
+    /// Not kept: QoS 0 for an offline session that does not queue it.
+    NotKept,
+}
+
 struct Inner {
     queue: MessageQueue,
     online: bool,
@@ -54,12 +65,12 @@ impl Mailbox {
         }
     }
 
-    /// Queues a delivery and wakes the connection task. Returns false when it was dropped.
-    pub(crate) fn push(&self, delivery: Delivery) -> bool {
+    /// Queues a delivery and wakes the connection task.
+    pub(crate) fn push(&self, delivery: Delivery) -> Pushed {
         let (offer, online) = {
             let mut inner = self.inner.lock();
             if !inner.online && delivery.qos == QoS::AtMostOnce && !self.queue_qos0_offline {
-                return false;
+                return Pushed::NotKept;
             }
             let was_empty = inner.queue.is_empty();
             let offer = inner.queue.offer(delivery);
@@ -71,7 +82,11 @@ impl Mailbox {
         if online {
             self.notify.notify_one();
         }
-        offer != Offer::Dropped
+        if offer == Offer::Dropped {
+            Pushed::Full
+        } else {
+            Pushed::Queued
+        }
     }
 
     /// Moves queued deliveries into the session until the queue is empty, the session's

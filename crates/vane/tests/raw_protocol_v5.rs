@@ -733,3 +733,33 @@ async fn redirect_at_shutdown_sends_connected_clients_on() {
         Some("mqtt2.example.com:1883")
     );
 }
+
+#[tokio::test]
+async fn publish_refused_by_every_full_queue_gets_0x97() {
+    // MQTT 5.0 section 3.4.2.1, PUBACK 0x97 Quota exceeded: with `queue.overflow = drop-newest`,
+    // a message no receiver could queue is reported to its publisher instead of acknowledged.
+    let broker = TestBroker::start(|c| {
+        c.queue.max_messages = 2;
+        c.queue.overflow = vane_config::OverflowPolicy::DropNewest;
+    })
+    .await;
+    let mut sub = TestClient::connect(broker.addr(), connect_v5_persistent("quota-sub")).await;
+    sub.send(subscribe(1, "quota/t", 1)).await;
+    sub.expect(suback(1, &[1])).await;
+    sub.disconnect().await;
+    let mut publisher = v5(broker.addr(), "quota-pub").await;
+    for id in 1..=3u16 {
+        publisher.send(publish("quota/t", 1, id, "x")).await;
+        match publisher.recv().await {
+            Some(Packet::PubAck(ack)) => {
+                let expected = if id <= 2 {
+                    vane_proto::PubAckReason::Success
+                } else {
+                    vane_proto::PubAckReason::QuotaExceeded
+                };
+                assert_eq!(ack.reason, expected, "publish {id}");
+            }
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+}

@@ -15,9 +15,11 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use vane_core::session::{Action, NewSubscription};
 use vane_core::{Delivery, RouteScratch, Session, SessionError, Subscription};
-use vane_proto::{DecodeError, Decoder, Disconnect, DisconnectReason, Packet, RetainHandling};
+use vane_proto::{
+    DecodeError, Decoder, Disconnect, DisconnectReason, Packet, PubAckReason, RetainHandling,
+};
 
-use crate::broker::{Broker, Subscriber};
+use crate::broker::{Broker, Routed, Subscriber};
 use crate::mailbox::Pull;
 use crate::registry::Kick;
 use handshake::{accept, read_connect, refuse_undecodable, Accepted, HandshakeError, HandshakeIo};
@@ -389,9 +391,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     ) -> Option<End> {
         match action {
             Action::Publish { message, ack } => {
-                let matched = self.broker.publish(message, &mut self.scratch);
+                let routed = self.broker.publish(message, &mut self.scratch);
                 if let Some(ack) = ack {
-                    session.publish_routed(ack, matched);
+                    match routed {
+                        Routed::Delivered => session.publish_routed(ack, true),
+                        Routed::NoReceivers => session.publish_routed(ack, false),
+                        // Every receiver's queue is full and refuses new messages: the
+                        // publisher hears it (MQTT 5.0; a 3.x publisher gets a plain ack).
+                        Routed::Refused => {
+                            session.publish_refused(ack, PubAckReason::QuotaExceeded)
+                        }
+                    }
                 }
             }
             Action::Subscribe(subs) => {
