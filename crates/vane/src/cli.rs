@@ -30,6 +30,10 @@ pub enum Command {
     /// Add, replace or delete a user in a password file (`--scram`: the SCRAM-SHA-256
     /// credentials file of `[auth] scram_credentials`).
     Passwd(crate::passwd::PasswdArgs),
+    /// Publish messages, like mosquitto_pub (`-h` is the host; `--help` prints help).
+    Pub(crate::pub_cmd::PubArgs),
+    /// Subscribe and print messages, like mosquitto_sub (`-h` is the host; `--help` prints help).
+    Sub(crate::sub_cmd::SubArgs),
 }
 
 #[derive(Debug, Subcommand)]

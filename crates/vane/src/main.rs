@@ -3,9 +3,12 @@
 
 mod bench;
 mod cli;
+mod client;
 mod logging;
 mod passwd;
+mod pub_cmd;
 mod serve;
+mod sub_cmd;
 
 use clap::Parser;
 
@@ -15,6 +18,8 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Serve(args) => serve::run(args),
         cli::Command::Bench(args) => bench::run(args),
         cli::Command::Passwd(args) => passwd::run(args),
+        cli::Command::Pub(args) => pub_cmd::run(args),
+        cli::Command::Sub(args) => sub_cmd::run(args),
         cli::Command::Config {
             action: cli::ConfigAction::Default,
         } => {

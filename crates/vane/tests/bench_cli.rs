@@ -1,5 +1,6 @@
-//! `vane bench fanin` end to end: against a `vane serve` child process, at each QoS, a short
-//! run reports received messages as JSON and exits 0 by itself.
+//! `vane bench` end to end: against a `vane serve` child process, a short run of each scenario
+//! (fanin at each QoS, fanout, pairs, conn, latency, retained) reports sane JSON and exits 0 by
+//! itself.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
@@ -52,47 +53,55 @@ fn serve(addr: SocketAddr) -> Proc {
 
 /// Runs `vane bench fanin` and returns its JSON result.
 fn bench(port: u16, qos: u8) -> serde_json::Value {
-    let child = Command::new(VANE)
-        .args([
-            "bench",
-            "fanin",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ])
-        .args([
+    let qos = qos.to_string();
+    run_bench(
+        port,
+        "fanin",
+        &[
             "--publishers",
             "2",
             "--qos",
-            &qos.to_string(),
+            &qos,
             "--window",
             "8",
-        ])
-        .args([
             "--duration",
             "1s",
             "--warmup",
             "0s",
             "--drain",
             "1s",
-            "--json",
-            "--quiet",
+        ],
+    )
+}
+
+/// Runs `vane bench <scenario> <args> --json --quiet`, checks that it stops by itself with
+/// exit status 0, and returns its JSON result.
+fn run_bench(port: u16, scenario: &str, args: &[&str]) -> serde_json::Value {
+    let child = Command::new(VANE)
+        .args([
+            "bench",
+            scenario,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
         ])
+        .args(args)
+        .args(["--json", "--quiet"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start vane bench");
     let mut run = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = run.0.try_wait().expect("poll") {
             break status;
         }
         assert!(
             Instant::now() < deadline,
-            "vane bench fanin did not stop by itself"
+            "vane bench {scenario} did not stop by itself"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -105,9 +114,12 @@ fn bench(port: u16, qos: u8) -> serde_json::Value {
     }
     assert!(
         status.success(),
-        "vane bench fanin --qos {qos} failed ({status}): {err}"
+        "vane bench {scenario} {args:?} failed ({status}): {err}"
     );
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    let result: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    assert_eq!(result["scenario"], scenario, "{result}");
+    result
 }
 
 #[test]
@@ -142,4 +154,137 @@ fn fanin_reports_received_messages_at_every_qos() {
             assert_eq!(totals["duplicates"], 0, "QoS {qos}: {result}");
         }
     }
+}
+
+#[test]
+fn fanout_reports_deliveries_to_every_subscriber() {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _broker = serve(addr);
+    let result = run_bench(
+        addr.port(),
+        "fanout",
+        &[
+            "--subscribers",
+            "3",
+            "--qos",
+            "1",
+            "--window",
+            "8",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--drain",
+            "1s",
+        ],
+    );
+    let result = &result;
+    assert_eq!(result["subscribers"], 3, "{result}");
+    assert!(
+        result["received_per_sec"].as_f64().is_some_and(|r| r > 0.0),
+        "{result}"
+    );
+    assert!(
+        result["subscriber_received_min"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{result}"
+    );
+    assert!(result["totals"]["lost"].is_u64(), "{result}");
+    assert_eq!(
+        result["errors"].as_array().map(Vec::len),
+        Some(0),
+        "{result}"
+    );
+}
+
+#[test]
+fn pairs_reports_received_messages() {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _broker = serve(addr);
+    let result = run_bench(
+        addr.port(),
+        "pairs",
+        &[
+            "--pairs",
+            "4",
+            "--qos",
+            "0",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+        ],
+    );
+    assert_eq!(result["publishers"], 4, "{result}");
+    assert_eq!(result["subscribers"], 4, "{result}");
+    assert!(
+        result["received_per_sec"].as_f64().is_some_and(|r| r > 0.0),
+        "{result}"
+    );
+    assert_eq!(result["totals"]["foreign"], 0, "{result}");
+}
+
+#[test]
+fn conn_opens_holds_and_closes_connections() {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _broker = serve(addr);
+    let result = run_bench(
+        addr.port(),
+        "conn",
+        &["--connections", "50", "--rate", "500", "--hold", "1s"],
+    );
+    assert_eq!(result["opened"], 50, "{result}");
+    assert_eq!(result["failed"], 0, "{result}");
+    assert_eq!(result["dropped_while_held"], 0, "{result}");
+    assert!(
+        result["connect_per_sec"].as_f64().is_some_and(|r| r > 0.0),
+        "{result}"
+    );
+}
+
+#[test]
+fn conn_refuses_more_connections_than_the_open_file_limit() {
+    let out = Command::new(VANE)
+        .args(["bench", "conn", "--port", "1", "--connections", "1000000"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vane bench conn");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("open files"), "{err}");
+}
+
+#[test]
+fn latency_reports_percentiles() {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _broker = serve(addr);
+    let result = run_bench(
+        addr.port(),
+        "latency",
+        &["--rate", "1000", "--duration", "1s", "--warmup", "0s"],
+    );
+    let lat = &result["latency_us"];
+    assert!(
+        result["recorded"].as_u64().is_some_and(|n| n > 500),
+        "{result}"
+    );
+    let p50 = lat["p50"].as_u64().expect("p50");
+    let p99 = lat["p99"].as_u64().expect("p99");
+    let max = lat["max"].as_u64().expect("max");
+    assert!(p50 > 0 && p50 <= p99 && p99 <= max, "{result}");
+}
+
+#[test]
+fn retained_delivers_every_stored_message() {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _broker = serve(addr);
+    let result = run_bench(
+        addr.port(),
+        "retained",
+        &["--messages", "500", "--window", "32", "--duration", "20s"],
+    );
+    assert_eq!(result["received"], 500, "{result}");
+    assert_eq!(result["missing"], 0, "{result}");
+    assert_eq!(result["cleared"], true, "{result}");
 }

@@ -3,14 +3,26 @@
 //! by themselves.
 
 mod client;
+mod common;
+mod conn;
 mod fanin;
+mod fanout;
+mod flow;
+mod latency;
+mod pairs;
+mod retained;
 mod seqset;
 
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+pub use conn::ConnArgs;
 pub use fanin::FaninArgs;
+pub use fanout::FanoutArgs;
+pub use latency::LatencyArgs;
+pub use pairs::PairsArgs;
+pub use retained::RetainedArgs;
 
 /// Arguments of `vane bench`.
 #[derive(Debug, Args)]
@@ -25,12 +37,32 @@ pub enum Scenario {
     /// Fan-in: many publishers, each on its own topic, one subscriber to all of them; measures
     /// the messages per second the subscriber receives.
     Fanin(FaninArgs),
+    /// Fan-out: one publisher, many subscribers on its topic; measures deliveries per second
+    /// summed over the subscribers.
+    Fanout(FanoutArgs),
+    /// Pairs: N publisher/subscriber pairs, each on its own topic; measures the messages per
+    /// second received in total.
+    Pairs(PairsArgs),
+    /// Connections: opens many idle connections at a target rate, holds them, closes them;
+    /// measures the connect rate and failures.
+    Conn(ConnArgs),
+    /// Latency: one publisher at a fixed rate to one subscriber; end-to-end latency
+    /// percentiles from timestamps in the payloads.
+    Latency(LatencyArgs),
+    /// Retained: stores many retained messages, then measures how long a new subscriber takes
+    /// to receive all of them.
+    Retained(RetainedArgs),
 }
 
 /// Runs one scenario.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
         Scenario::Fanin(args) => fanin::run(args),
+        Scenario::Fanout(args) => fanout::run(args),
+        Scenario::Pairs(args) => pairs::run(args),
+        Scenario::Conn(args) => conn::run(args),
+        Scenario::Latency(args) => latency::run(args),
+        Scenario::Retained(args) => retained::run(args),
     }
 }
 
