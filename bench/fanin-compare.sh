@@ -320,7 +320,7 @@ OUT="$SCRIPT_DIR/results/fanin-$(date -u +%Y%m%d-%H%M%S).md"
         echo "$failed run(s) failed and are left out."
     fi
     echo
-    echo "Machine: $NPROC CPUs, $CPU_MODEL, Linux $(uname -r). Mosquitto ${MOSQUITTO_VERSION:-?} (config: listener, allow_anonymous, no persistence; defaults otherwise: max_inflight_messages 20, max_queued_messages 1000). Vane $VANE_REV, binary built $(date -u -r "$VANE_BIN" +%Y-%m-%dT%H:%M:%SZ) (default config: max_inflight 32, queue 10000 messages, drop-oldest)."
+    echo "Machine: $NPROC CPUs, $CPU_MODEL, Linux $(uname -r). Mosquitto ${MOSQUITTO_VERSION:-?} (config: listener, allow_anonymous, no persistence; defaults otherwise: max_inflight_messages 20, max_queued_messages 1000). Vane $VANE_REV, binary built $(date -u -r "$VANE_BIN" +%Y-%m-%dT%H:%M:%SZ) (default config: max_inflight 1024, queue 10000 messages, drop-oldest, backpressure for QoS 1/2)."
     echo
     echo "CPU is the share of one CPU over the measured window (100% = one core busy). A load generator near 100% means the figure is bounded by the client, not the broker."
     echo

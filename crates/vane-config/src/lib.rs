@@ -99,7 +99,7 @@ impl Default for MqttConfig {
         MqttConfig {
             max_packet_size: ByteSize(1024 * 1024),
             connect_timeout: Duration::from_secs(10),
-            max_inflight: 32,
+            max_inflight: 1024,
             max_qos: 2,
             receive_maximum: 1024,
             topic_alias_maximum: 64,
@@ -132,6 +132,10 @@ pub struct QueueConfig {
     pub overflow: OverflowPolicy,
     /// Whether QoS 0 messages are queued for offline persistent sessions.
     pub queue_qos0_offline: bool,
+    /// Longest time publishers wait for an online client whose queue is full before QoS 1/2
+    /// messages to it fall under the overflow policy. 0: never wait (drop at once).
+    #[serde(with = "humantime_serde")]
+    pub backpressure_timeout: Duration,
 }
 
 impl Default for QueueConfig {
@@ -141,6 +145,7 @@ impl Default for QueueConfig {
             max_bytes: ByteSize(64 * 1024 * 1024),
             overflow: OverflowPolicy::DropOldest,
             queue_qos0_offline: false,
+            backpressure_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -70,15 +70,22 @@ impl MessageQueue {
 
     /// Offers a delivery; applies the overflow policy when full.
     pub fn offer(&mut self, delivery: Delivery) -> Offer {
+        self.offer_scaled(delivery, 1)
+    }
+
+    /// Offers a delivery to the queue as if its caps were `factor` times larger; the overflow
+    /// policy applies at those caps. Backpressure uses this to keep messages for an online
+    /// client beyond its caps while its publishers are paused.
+    pub fn offer_scaled(&mut self, delivery: Delivery, factor: usize) -> Offer {
+        let max_messages = self.limits.max_messages.saturating_mul(factor);
+        let max_bytes = self.limits.max_bytes.saturating_mul(factor);
         let size = delivery.size();
-        if size > self.limits.max_bytes || self.limits.max_messages == 0 {
+        if size > max_bytes || max_messages == 0 {
             self.dropped += 1;
             return Offer::Dropped;
         }
         let mut outcome = Offer::Queued;
-        while self.items.len() >= self.limits.max_messages
-            || self.bytes + size > self.limits.max_bytes
-        {
+        while self.items.len() >= max_messages || self.bytes + size > max_bytes {
             match self.limits.policy {
                 OverflowPolicy::DropNewest => {
                     self.dropped += 1;
@@ -96,6 +103,16 @@ impl MessageQueue {
         self.bytes += size;
         self.items.push_back(delivery);
         outcome
+    }
+
+    /// Whether a delivery of `size` bytes fits within the caps without dropping anything.
+    pub fn has_room_for(&self, size: usize) -> bool {
+        self.items.len() < self.limits.max_messages && self.bytes + size <= self.limits.max_bytes
+    }
+
+    /// Whether the queue holds at most half of each cap.
+    pub fn at_most_half_full(&self) -> bool {
+        self.items.len() <= self.limits.max_messages / 2 && self.bytes <= self.limits.max_bytes / 2
     }
 
     /// Takes the oldest delivery.
@@ -225,5 +242,28 @@ mod tests {
         assert_eq!(q.len(), 2);
         assert_eq!(q.bytes(), 20);
         assert_eq!(q.dropped(), 1);
+    }
+
+    #[test]
+    fn scaled_offer_keeps_beyond_the_caps_then_applies_the_policy() {
+        let mut q = MessageQueue::new(QueueLimits {
+            max_messages: 2,
+            max_bytes: 1000,
+            policy: OverflowPolicy::DropOldest,
+        });
+        q.offer(delivery(1));
+        q.offer(delivery(2));
+        assert!(!q.has_room_for(10));
+        assert_eq!(q.offer_scaled(delivery(3), 2), Offer::Queued);
+        assert_eq!(q.offer_scaled(delivery(4), 2), Offer::Queued);
+        assert_eq!(q.len(), 4);
+        // At twice the caps the policy drops one, not everything above the plain caps.
+        assert_eq!(q.offer_scaled(delivery(5), 2), Offer::QueuedDroppedOldest);
+        assert_eq!(q.len(), 4);
+        assert!(!q.at_most_half_full());
+        q.pop();
+        q.pop();
+        q.pop();
+        assert!(q.at_most_half_full());
     }
 }

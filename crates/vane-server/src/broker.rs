@@ -35,6 +35,15 @@ impl Routed {
     }
 }
 
+/// What routing a message did, and whom the publisher should wait for.
+#[derive(Clone)]
+pub(crate) struct Published {
+    pub routed: Routed,
+    /// A receiver whose queue took the message beyond its caps: the publisher stops reading
+    /// until it drains (backpressure).
+    pub congested: Option<Subscriber>,
+}
+
 /// A subscriber as the index sees it: the slot whose mailbox receives deliveries.
 pub(crate) type Subscriber = Arc<SessionSlot>;
 
@@ -98,6 +107,7 @@ impl Broker {
                 policy,
             },
             q.queue_qos0_offline,
+            q.backpressure_timeout,
         )
     }
 
@@ -178,7 +188,7 @@ impl Broker {
         &self,
         message: Message,
         scratch: &mut RouteScratch<Subscriber>,
-    ) -> Routed {
+    ) -> Published {
         let message = Arc::new(message);
         if self.config.p2p.enabled {
             if let Some(target) = p2p_target(&message.topic) {
@@ -203,20 +213,29 @@ impl Broker {
             &mut scratch.shared,
         );
         let mut full = 0;
+        let mut congested = None;
         let total = scratch.deliver_matches(&message, |slot, delivery| {
-            if slot.mailbox.push(delivery) == Pushed::Full {
-                full += 1;
+            match slot.mailbox.push(delivery) {
+                Pushed::Full => full += 1,
+                Pushed::Congested if congested.is_none() => congested = Some(slot),
+                _ => {}
             }
         });
-        Routed::from_pushes(full, total)
+        Published {
+            routed: Routed::from_pushes(full, total),
+            congested,
+        }
     }
 
     /// Delivers a point-to-point message to the one client it names, online or parked; it is
     /// neither retained nor seen by subscribers.
-    fn publish_p2p(&self, target: &str, message: Arc<Message>) -> Routed {
+    fn publish_p2p(&self, target: &str, message: Arc<Message>) -> Published {
         let Some(slot) = self.registry.get(target) else {
             tracing::debug!(target_client = target, topic = %message.topic, "p2p message for unknown client dropped");
-            return Routed::NoReceivers;
+            return Published {
+                routed: Routed::NoReceivers,
+                congested: None,
+            };
         };
         let qos = message.qos.min(self.session_config.max_qos);
         let pushed = slot.mailbox.push(Delivery {
@@ -226,7 +245,10 @@ impl Broker {
             subscription_ids: Vec::new(),
             shared: None,
         });
-        Routed::from_pushes(usize::from(pushed == Pushed::Full), 1)
+        Published {
+            routed: Routed::from_pushes(usize::from(pushed == Pushed::Full), 1),
+            congested: (pushed == Pushed::Congested).then_some(slot),
+        }
     }
 }
 

@@ -1,8 +1,11 @@
-//! A session's mailbox: the bounded queue publishers push deliveries into, and the wake-up
-//! its connection task waits on. Publishers never wait: a full mailbox applies its overflow
-//! policy and counts the drop.
+//! A session's mailbox: the bounded queue publishers push deliveries into, the wake-up its
+//! connection task waits on, and the backpressure that pauses publishers while an online
+//! client's queue is full of QoS 1/2 messages (instead of dropping what they were told is
+//! acknowledged). A mailbox that stays full past the backpressure timeout, or an offline one,
+//! applies its overflow policy and counts the drop.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -29,11 +32,37 @@ pub(crate) enum Pushed {
     Full,
     /// Not kept: QoS 0 for an offline session that does not queue it.
     NotKept,
+    /// Queued beyond the queue's caps: the publisher should pause until the queue drains.
+    Congested,
+}
+
+/// Whether a publisher should wait for this mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Congestion {
+    /// The queue has room (or backpressure does not apply): go on.
+    Clear,
+    /// The queue is over its caps: wait for it to drain, at most until this instant.
+    Until(Instant),
+    /// The wait ran out just now (reported once per episode): the client is not keeping up
+    /// and the overflow policy applies to it until its queue drains to half.
+    TimedOut,
 }
 
 struct Inner {
     queue: MessageQueue,
     online: bool,
+    /// When QoS 1/2 deliveries first went beyond the caps in this episode of backpressure.
+    congested_since: Option<Instant>,
+    /// The episode outlasted the backpressure timeout: publishers no longer wait.
+    stuck: bool,
+}
+
+impl Inner {
+    /// Ends an episode of backpressure; true if publishers may be waiting.
+    fn end_congestion(&mut self) -> bool {
+        self.stuck = false;
+        self.congested_since.take().is_some()
+    }
 }
 
 /// Deliveries waiting for one session.
@@ -41,6 +70,10 @@ pub(crate) struct Mailbox {
     // parking_lot Mutex, not tokio: pushes and drains are short and never await.
     inner: Mutex<Inner>,
     notify: Notify,
+    /// Wakes publishers paused by backpressure when the queue drains to half.
+    space: Notify,
+    /// 0: no backpressure, full queues apply their policy at once.
+    backpressure_timeout: Duration,
     queue_qos0_offline: bool,
     /// Mirrors of `Inner::online` and the queue length, read without the lock when a shared
     /// subscription picks a member.
@@ -51,13 +84,21 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
-    pub(crate) fn new(limits: QueueLimits, queue_qos0_offline: bool) -> Mailbox {
+    pub(crate) fn new(
+        limits: QueueLimits,
+        queue_qos0_offline: bool,
+        backpressure_timeout: Duration,
+    ) -> Mailbox {
         Mailbox {
             inner: Mutex::new(Inner {
                 queue: MessageQueue::new(limits),
                 online: false,
+                congested_since: None,
+                stuck: false,
             }),
             notify: Notify::new(),
+            space: Notify::new(),
+            backpressure_timeout,
             queue_qos0_offline,
             online: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
@@ -67,26 +108,85 @@ impl Mailbox {
 
     /// Queues a delivery and wakes the connection task.
     pub(crate) fn push(&self, delivery: Delivery) -> Pushed {
-        let (offer, online) = {
+        let (offer, online, congested) = {
             let mut inner = self.inner.lock();
             if !inner.online && delivery.qos == QoS::AtMostOnce && !self.queue_qos0_offline {
                 return Pushed::NotKept;
             }
             let was_empty = inner.queue.is_empty();
-            let offer = inner.queue.offer(delivery);
+            let congested = self.holds_back(&mut inner, &delivery);
+            let offer = if congested {
+                // Twice the caps bound what publishers already past their last check can
+                // add while they pause.
+                inner.queue.offer_scaled(delivery, 2)
+            } else {
+                inner.queue.offer(delivery)
+            };
             self.queued.store(inner.queue.len(), Ordering::Relaxed);
-            (offer, inner.online && was_empty)
+            (offer, inner.online && was_empty, congested)
         };
         // Only the push that makes the queue non-empty needs to wake the task: it drains
         // everything queued before it sleeps again.
         if online {
             self.notify.notify_one();
         }
-        if offer == Offer::Dropped {
-            Pushed::Full
-        } else {
-            Pushed::Queued
+        match offer {
+            Offer::Dropped => Pushed::Full,
+            _ if congested => Pushed::Congested,
+            _ => Pushed::Queued,
         }
+    }
+
+    /// Whether a delivery that finds the queue full is kept beyond the caps while publishers
+    /// pause: QoS 1/2, to an online client, within the backpressure timeout.
+    fn holds_back(&self, inner: &mut Inner, delivery: &Delivery) -> bool {
+        if delivery.qos == QoS::AtMostOnce
+            || !inner.online
+            || inner.stuck
+            || self.backpressure_timeout.is_zero()
+            || (inner.congested_since.is_none() && inner.queue.has_room_for(delivery.size()))
+        {
+            return false;
+        }
+        let since = *inner.congested_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.backpressure_timeout {
+            return true;
+        }
+        inner.stuck = true;
+        false
+    }
+
+    /// Whether a publisher whose message went beyond the caps should wait for this mailbox.
+    pub(crate) fn congestion(&self) -> Congestion {
+        let mut inner = self.inner.lock();
+        match inner.congested_since {
+            None => Congestion::Clear,
+            Some(_) if inner.stuck => Congestion::Clear,
+            Some(since) => {
+                let until = since + self.backpressure_timeout;
+                if Instant::now() < until {
+                    Congestion::Until(until)
+                } else {
+                    inner.stuck = true;
+                    drop(inner);
+                    self.space.notify_waiters();
+                    Congestion::TimedOut
+                }
+            }
+        }
+    }
+
+    /// Waits until the queue drains enough for publishers to go on, or `until`. Spurious
+    /// returns are fine: the caller asks [`Mailbox::congestion`] again.
+    pub(crate) async fn space_or(&self, until: Instant) {
+        let notified = self.space.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a drain between the two is not missed.
+        notified.as_mut().enable();
+        if !matches!(self.congestion(), Congestion::Until(_)) {
+            return;
+        }
+        let _ = tokio::time::timeout_at(until.into(), notified).await;
     }
 
     /// Moves queued deliveries into the session until the queue is empty, the session's
@@ -114,6 +214,11 @@ impl Mailbox {
             pull = Pull::Empty;
         }
         self.queued.store(inner.queue.len(), Ordering::Relaxed);
+        let release = inner.queue.at_most_half_full() && inner.end_congestion();
+        drop(inner);
+        if release {
+            self.space.notify_waiters();
+        }
         pull
     }
 
@@ -134,7 +239,12 @@ impl Mailbox {
         }
         self.queued.store(inner.queue.len(), Ordering::Relaxed);
         let dropped = inner.queue.dropped();
+        // Nobody waits for an offline client: its queue's policy applies from now on.
+        let release = !online && inner.end_congestion();
         drop(inner);
+        if release {
+            self.space.notify_waiters();
+        }
         if online {
             // Wake the new task so it drains what queued while the session was offline.
             self.notify.notify_one();
@@ -149,8 +259,14 @@ impl Mailbox {
 
     /// Empties the mailbox (the session ended).
     pub(crate) fn clear(&self) {
-        self.inner.lock().queue.clear();
+        let mut inner = self.inner.lock();
+        inner.queue.clear();
         self.queued.store(0, Ordering::Relaxed);
+        let release = inner.end_congestion();
+        drop(inner);
+        if release {
+            self.space.notify_waiters();
+        }
     }
 
     /// Takes out the queued deliveries that were picked for a shared subscription.

@@ -42,7 +42,7 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
-            max_inflight: 32,
+            max_inflight: 1024,
             max_qos: QoS::ExactlyOnce,
             receive_maximum: 1024,
             topic_alias_maximum: 64,
@@ -284,6 +284,12 @@ impl Session {
         let mut will = self.will.take()?;
         will.message.received = now;
         Some(will)
+    }
+
+    /// Notes that a packet arrived at `now` (for the keep alive) that the connection holds to
+    /// handle later, in order.
+    pub fn note_received(&mut self, now: Instant) {
+        self.last_received = now;
     }
 
     /// Handles one packet from the client.

@@ -5,6 +5,7 @@
 mod auth;
 mod handshake;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,7 +21,7 @@ use vane_proto::{
 };
 
 use crate::broker::{Broker, Routed, Subscriber};
-use crate::mailbox::Pull;
+use crate::mailbox::{Congestion, Pull};
 use crate::registry::Kick;
 use handshake::{accept, read_connect, refuse_undecodable, Accepted, HandshakeError, HandshakeIo};
 
@@ -34,6 +35,8 @@ const READ_PAUSE_WRITE_BACKLOG: usize = 256 * 1024;
 const READ_CHUNK: usize = 4 * 1024;
 /// Deliveries taken from the mailbox per lock.
 const DRAIN_BATCH: usize = 256;
+/// Bytes of packets held back while publishing is paused, above which reading stops.
+const DEFERRED_LIMIT: usize = 64 * 1024;
 
 /// Why a connection ended once accepted.
 #[derive(Debug)]
@@ -157,6 +160,9 @@ pub(crate) async fn serve<R, W>(
         authenticated: None,
         reauth: auth::Reauthentication::new(),
         retained_scratch: Vec::new(),
+        congested: None,
+        deferred: VecDeque::new(),
+        deferred_bytes: 0,
     };
     conn.run(accepted, shutdown).await;
 }
@@ -174,6 +180,14 @@ struct Connection<R, W> {
     authenticated: Option<auth::Authenticated>,
     reauth: auth::Reauthentication,
     retained_scratch: Vec<Arc<vane_core::Message>>,
+    /// A receiver whose full queue this client's messages went beyond: reading pauses until
+    /// it drains (backpressure), so QoS 1/2 messages are not acknowledged and then dropped.
+    congested: Option<Subscriber>,
+    /// Packets read while publishing is paused, handled in order once it resumes. Only
+    /// acknowledgements and pings pass them, so the client's own deliveries keep flowing and
+    /// two clients that publish to each other cannot wait on each other forever.
+    deferred: VecDeque<Packet>,
+    deferred_bytes: usize,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
@@ -288,6 +302,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
         loop {
+            let mut space_wait = self.congestion_wait(session);
+            if space_wait.is_none() && !self.deferred.is_empty() {
+                if let Some(end) = self.handle_deferred(session, slot, false) {
+                    return end;
+                }
+                space_wait = self.congestion_wait(session);
+            }
             let now = Instant::now();
             let pull = if self.write_buf.len() < WRITE_HIGH_WATER {
                 Self::pull_deliveries(session, slot, now)
@@ -300,7 +321,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             }
             let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
             let want_mailbox = pull == Pull::Empty;
-            let want_read = self.write_buf.len() < READ_PAUSE_WRITE_BACKLOG;
+            let want_read = self.write_buf.len() < READ_PAUSE_WRITE_BACKLOG
+                && self.deferred_bytes < DEFERRED_LIMIT;
             if want_read && self.read_buf.capacity() - self.read_buf.len() < 512 {
                 self.read_buf.reserve(READ_CHUNK);
             }
@@ -315,7 +337,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 }
                 res = self.reader.read_buf(&mut self.read_buf), if want_read => {
                     match res {
-                        Ok(0) => return End::Closed(None),
+                        Ok(0) => {
+                            // What the client sent before closing still counts, a DISCONNECT
+                            // above all (no will): handle it even past a congested receiver.
+                            if let Some(end) = self.handle_deferred(session, slot, true) {
+                                return end;
+                            }
+                            return End::Closed(None);
+                        }
                         Ok(_) => {
                             if let Some(end) = self.handle_input(session, slot) {
                                 return end;
@@ -329,6 +358,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                     }
                 }
                 _ = slot.mailbox.notified(), if want_mailbox => {}
+                _ = wait_for_space(self.congested.as_ref(), space_wait), if space_wait.is_some() => {}
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     if let Err(e) = session.handle_timeout(Instant::now()) {
                         return End::Session(e);
@@ -337,6 +367,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 _ = std::future::ready(()), if pull == Pull::More => {}
             }
         }
+    }
+
+    /// Until when reading stays paused for a congested receiver, if it does.
+    fn congestion_wait(&mut self, session: &Session) -> Option<Instant> {
+        let receiver = self.congested.as_ref()?;
+        match receiver.mailbox.congestion() {
+            Congestion::Until(until) => return Some(until),
+            Congestion::Clear => {}
+            Congestion::TimedOut => warn!(
+                client_id = %receiver.client_id,
+                publisher = %session.client_id(),
+                timeout = ?self.broker.config.queue.backpressure_timeout,
+                "client is not keeping up: its queue stayed full for the backpressure timeout; publishers go on and its queue's overflow policy applies"
+            ),
+        }
+        self.congested = None;
+        None
     }
 
     /// Moves a batch of deliveries into the session: first what the session itself owes
@@ -357,7 +404,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         slot.mailbox.drain_into(session, now, DRAIN_BATCH)
     }
 
-    /// Decodes and handles every complete packet in the read buffer.
+    /// Decodes and handles every complete packet in the read buffer; while publishing is
+    /// paused, holds back every packet but acknowledgements and pings.
     fn handle_input(
         &mut self,
         session: &mut Session,
@@ -370,15 +418,51 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 Ok(None) => return None,
                 Err(e) => return Some(End::Decode(e)),
             };
-            match session.handle_packet(packet, now) {
-                Ok(None) => {}
-                Ok(Some(action)) => {
-                    if let Some(end) = self.apply(session, slot, action, now) {
-                        return Some(end);
-                    }
-                }
-                Err(e) => return Some(End::Session(e)),
+            let paused = self.congested.is_some() || !self.deferred.is_empty();
+            if paused && !passes_deferred(&packet) {
+                session.note_received(now);
+                self.deferred_bytes += deferred_weight(&packet);
+                self.deferred.push_back(packet);
+                continue;
             }
+            if let Some(end) = self.handle_packet(session, slot, packet, now) {
+                return Some(end);
+            }
+        }
+    }
+
+    /// Handles held-back packets in order until none is left or, unless `all`, publishing
+    /// pauses again.
+    fn handle_deferred(
+        &mut self,
+        session: &mut Session,
+        slot: &Arc<crate::registry::SessionSlot>,
+        all: bool,
+    ) -> Option<End> {
+        let now = Instant::now();
+        while all || self.congested.is_none() {
+            let Some(packet) = self.deferred.pop_front() else {
+                break;
+            };
+            self.deferred_bytes -= deferred_weight(&packet);
+            if let Some(end) = self.handle_packet(session, slot, packet, now) {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    fn handle_packet(
+        &mut self,
+        session: &mut Session,
+        slot: &Arc<crate::registry::SessionSlot>,
+        packet: Packet,
+        now: Instant,
+    ) -> Option<End> {
+        match session.handle_packet(packet, now) {
+            Ok(None) => None,
+            Ok(Some(action)) => self.apply(session, slot, action, now),
+            Err(e) => Some(End::Session(e)),
         }
     }
 
@@ -391,9 +475,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     ) -> Option<End> {
         match action {
             Action::Publish { message, ack } => {
-                let routed = self.broker.publish(message, &mut self.scratch);
+                let published = self.broker.publish(message, &mut self.scratch);
+                if self.congested.is_none() {
+                    self.congested = published.congested;
+                }
                 if let Some(ack) = ack {
-                    match routed {
+                    match published.routed {
                         Routed::Delivered => session.publish_routed(ack, true),
                         Routed::NoReceivers => session.publish_routed(ack, false),
                         // Every receiver's queue is full and refuses new messages: the
@@ -522,6 +609,35 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             let _ = self.writer.shutdown().await;
         };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
+    }
+}
+
+/// Packets handled at once even while publishing is paused: they complete flows already under
+/// way and never route a message, and order relative to held-back packets does not matter.
+fn passes_deferred(packet: &Packet) -> bool {
+    matches!(
+        packet,
+        Packet::PubAck(_)
+            | Packet::PubRec(_)
+            | Packet::PubRel(_)
+            | Packet::PubComp(_)
+            | Packet::PingReq
+    )
+}
+
+/// What a held-back packet counts against [`DEFERRED_LIMIT`].
+fn deferred_weight(packet: &Packet) -> usize {
+    match packet {
+        Packet::Publish(p) => 16 + p.topic.len() + p.payload.len(),
+        _ => 64,
+    }
+}
+
+/// Waits for a congested receiver's queue to drain, or for the deadline.
+async fn wait_for_space(receiver: Option<&Subscriber>, until: Option<Instant>) {
+    match (receiver, until) {
+        (Some(r), Some(until)) => r.mailbox.space_or(until).await,
+        _ => std::future::pending().await,
     }
 }
 
