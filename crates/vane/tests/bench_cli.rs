@@ -1,9 +1,10 @@
 //! `vane bench` end to end: against a `vane serve` child process, a short run of each scenario
-//! (fanin at each QoS, fanout, pairs, conn, latency, retained) reports sane JSON and exits 0 by
-//! itself.
+//! (fanin at each QoS, fanout, pairs, pub and sub side by side, conn, latency, retained, and
+//! each with MQTT 5.0) reports sane JSON and exits 0 by itself; against a stub broker, the
+//! CONNECT carries the version asked for and comes from the source addresses asked for.
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,11 @@ fn bench(port: u16, qos: u8) -> serde_json::Value {
 /// Runs `vane bench <scenario> <args> --json --quiet`, checks that it stops by itself with
 /// exit status 0, and returns its JSON result.
 fn run_bench(port: u16, scenario: &str, args: &[&str]) -> serde_json::Value {
+    finish_bench(start_bench(port, scenario, args), scenario, args)
+}
+
+/// Starts `vane bench <scenario> <args> --json --quiet` against 127.0.0.1:`port`.
+fn start_bench(port: u16, scenario: &str, args: &[&str]) -> Proc {
     let child = Command::new(VANE)
         .args([
             "bench",
@@ -93,7 +99,12 @@ fn run_bench(port: u16, scenario: &str, args: &[&str]) -> serde_json::Value {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start vane bench");
-    let mut run = Proc(child);
+    Proc(child)
+}
+
+/// Waits for a `vane bench` started by [`start_bench`] to stop by itself with exit status 0,
+/// and returns its JSON result.
+fn finish_bench(mut run: Proc, scenario: &str, args: &[&str]) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = run.0.try_wait().expect("poll") {
@@ -287,4 +298,202 @@ fn retained_delivers_every_stored_message() {
     assert_eq!(result["received"], 500, "{result}");
     assert_eq!(result["missing"], 0, "{result}");
     assert_eq!(result["cleared"], true, "{result}");
+}
+
+#[test]
+fn pub_and_sub_run_side_by_side() {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _broker = serve(addr);
+    // The publishers run well past the subscribers' whole run, so that they see messages.
+    let pub_args = [
+        "--publishers",
+        "2",
+        "--rate",
+        "500",
+        "--qos",
+        "1",
+        "--duration",
+        "5s",
+        "--warmup",
+        "0s",
+    ];
+    let publishers = start_bench(addr.port(), "pub", &pub_args);
+    let sub_args = [
+        "--subscribers",
+        "2",
+        "--filter",
+        "bench/#",
+        "--qos",
+        "1",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+    ];
+    let sub = run_bench(addr.port(), "sub", &sub_args);
+    let publishing = finish_bench(publishers, "pub", &pub_args);
+
+    assert_eq!(sub["subscribers"], 2, "{sub}");
+    assert_eq!(sub["publishers"], 0, "{sub}");
+    assert_eq!(sub["filter"], "bench/#", "{sub}");
+    assert_eq!(sub["granted_qos"], 1, "{sub}");
+    assert!(sub["received"].as_u64().is_some_and(|n| n > 0), "{sub}");
+    assert!(
+        sub["received_per_sec"].as_f64().is_some_and(|r| r > 0.0),
+        "{sub}"
+    );
+    // Both subscribers are on the same filter: each received messages.
+    assert!(
+        sub["subscriber_received_min"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{sub}"
+    );
+    assert_eq!(sub["totals"]["duplicates"], 0, "{sub}");
+
+    assert_eq!(publishing["publishers"], 2, "{publishing}");
+    assert_eq!(publishing["subscribers"], 0, "{publishing}");
+    assert_eq!(publishing["rate_per_publisher"], 500.0, "{publishing}");
+    assert!(
+        publishing["sent"].as_u64().is_some_and(|n| n > 0),
+        "{publishing}"
+    );
+    assert!(
+        publishing["acked_per_sec"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0),
+        "{publishing}"
+    );
+    let totals = &publishing["totals"];
+    assert_eq!(totals["acked"], totals["sent"], "{publishing}");
+    assert_eq!(totals["refused"], 0, "{publishing}");
+    assert_eq!(totals["unacked_at_end"], 0, "{publishing}");
+    assert_eq!(
+        publishing["errors"].as_array().map(Vec::len),
+        Some(0),
+        "{publishing}"
+    );
+}
+
+#[test]
+fn pub_completes_every_qos2_exchange() {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _broker = serve(addr);
+    let result = run_bench(
+        addr.port(),
+        "pub",
+        &[
+            "--publishers",
+            "3",
+            "--qos",
+            "2",
+            "--window",
+            "8",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+        ],
+    );
+    assert_eq!(result["qos"], 2, "{result}");
+    assert!(result["granted_qos"].is_null(), "{result}");
+    let totals = &result["totals"];
+    assert!(totals["acked"].as_u64().is_some_and(|n| n > 0), "{result}");
+    assert_eq!(totals["acked"], totals["sent"], "{result}");
+    assert_eq!(totals["unacked_at_end"], 0, "{result}");
+    assert_eq!(totals["received"], 0, "{result}");
+}
+
+#[test]
+fn every_scenario_runs_over_mqtt_5() {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _broker = serve(addr);
+    let short = ["--duration", "1s", "--warmup", "0s"];
+    let runs: [(&str, &[&str]); 8] = [
+        ("fanin", &["--publishers", "2", "--qos", "1"]),
+        ("fanout", &["--subscribers", "2", "--qos", "2"]),
+        ("pairs", &["--pairs", "2", "--qos", "0"]),
+        ("pub", &["--publishers", "2", "--qos", "1"]),
+        ("sub", &["--subscribers", "2"]),
+        ("latency", &["--rate", "1000", "--qos", "1"]),
+        ("conn", &["--connections", "20", "--hold", "0s"]),
+        ("retained", &["--messages", "200", "--duration", "20s"]),
+    ];
+    for (scenario, extra) in runs {
+        let mut args = vec!["--mqtt-version", "5"];
+        args.extend_from_slice(extra);
+        if !matches!(scenario, "conn" | "retained") {
+            args.extend_from_slice(&short);
+        }
+        let result = run_bench(addr.port(), scenario, &args);
+        assert_eq!(result["mqtt_version"], "5.0", "{result}");
+        let worked = match scenario {
+            "conn" => result["opened"] == 20 && result["failed"] == 0,
+            "pub" => result["totals"]["acked"].as_u64().is_some_and(|n| n > 0),
+            // Nothing publishes alongside: the subscription is made and the run completes.
+            "sub" => result["granted_qos"] == 0 && result["errors"].as_array().is_some(),
+            _ => result["received"].as_u64().is_some_and(|n| n > 0),
+        };
+        assert!(worked, "{scenario}: {result}");
+    }
+}
+
+/// A stub broker for one connection: accepts it, keeps the CONNECT, answers with a successful
+/// CONNACK of the CONNECT's version and reads until the client closes. Returns the client's
+/// address and the CONNECT packet.
+fn stub_broker(listener: TcpListener) -> std::thread::JoinHandle<(SocketAddr, Vec<u8>)> {
+    std::thread::spawn(move || {
+        let (mut stream, peer) = listener.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        let mut connect = Vec::new();
+        let mut buf = [0u8; 1024];
+        // The CONNECTs here are short: a one-byte remaining length.
+        while connect.len() < 2 || connect.len() < 2 + usize::from(connect[1]) {
+            let n = stream.read(&mut buf).expect("read CONNECT");
+            assert!(n > 0, "closed before a whole CONNECT");
+            connect.extend_from_slice(&buf[..n]);
+        }
+        let connack: &[u8] = match connect.get(8) {
+            Some(5) => &[0x20, 3, 0, 0, 0],
+            _ => &[0x20, 2, 0, 0],
+        };
+        stream.write_all(connack).expect("write CONNACK");
+        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+        (peer, connect)
+    })
+}
+
+#[test]
+fn connects_with_the_version_and_source_address_asked_for() {
+    for (version, level, sources, source) in [
+        ("3.1.1", 4, "0", Ipv4Addr::LOCALHOST),
+        ("5", 5, "3", Ipv4Addr::new(127, 0, 0, 2)),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let stub = stub_broker(listener);
+        let args = [
+            "--connections",
+            "1",
+            "--hold",
+            "0s",
+            "--mqtt-version",
+            version,
+            "--sources",
+            sources,
+        ];
+        let result = run_bench(port, "conn", &args);
+        assert_eq!(result["opened"], 1, "{result}");
+        let (peer, connect) = stub.join().expect("stub broker");
+        assert_eq!(connect.first(), Some(&0x10), "not a CONNECT: {connect:?}");
+        assert_eq!(connect.get(2..8), Some(&b"\0\x04MQTT"[..]), "{connect:?}");
+        assert_eq!(
+            connect.get(8),
+            Some(&level),
+            "version {version}: {connect:?}"
+        );
+        assert_eq!(peer.ip(), IpAddr::V4(source), "version {version}");
+    }
 }

@@ -1,8 +1,9 @@
-//! A minimal raw MQTT 3.1.1 client over TCP for the load generators: CONNECT, SUBSCRIBE and
-//! packet encoding through `vane_proto`; the scenarios drive the socket themselves.
+//! A minimal raw MQTT 3.1.1 / 5.0 client over TCP for the load generators: CONNECT, SUBSCRIBE
+//! and packet encoding through `vane_proto`; the scenarios drive the socket themselves. A
+//! [`Dialer`] says where and how every connection of a run is made.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use anyhow::{bail, Context};
@@ -14,39 +15,51 @@ use vane_proto::{
     PublishProperties, PublishRef, QoS, Subscribe, SubscribeProperties, SubscriptionOptions,
 };
 
-/// Protocol version of every load-generator connection.
-pub(crate) const VERSION: ProtocolVersion = ProtocolVersion::V3_1_1;
 /// Largest packet the load generators accept from the broker.
 const MAX_PACKET: usize = 16 * 1024 * 1024;
 
-/// A connected MQTT session: the socket, undecoded input and the decoder.
-pub(crate) struct Client {
-    pub(crate) stream: TcpStream,
-    pub(crate) read_buf: BytesMut,
-    pub(crate) decoder: Decoder,
+/// How every connection of a run is made: the broker's address, the protocol version, and the
+/// local addresses the connections come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dialer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) version: ProtocolVersion,
+    /// Connection i comes from 127.0.0.(2 + i % sources); 0 lets the system choose.
+    sources: u8,
 }
 
-impl Client {
-    /// Opens a TCP connection to `addr`, sends CONNECT (clean session, keep alive disabled) and
-    /// waits for a successful CONNACK.
-    pub(crate) async fn connect(
-        addr: SocketAddr,
-        client_id: &str,
-        read_capacity: usize,
-    ) -> anyhow::Result<Client> {
-        Client::connect_from(addr, None, client_id, read_capacity, 0).await
+impl Dialer {
+    /// Connections to `addr` speaking `version`, spread over `sources` local addresses
+    /// (127.0.0.2 onwards) when the broker is on an IPv4 loopback address: each source address
+    /// has its own ephemeral port range, so tens of thousands of connections fit.
+    pub(crate) fn new(addr: SocketAddr, version: ProtocolVersion, sources: u8) -> Dialer {
+        let loopback = matches!(addr.ip(), IpAddr::V4(ip) if ip.is_loopback());
+        Dialer {
+            addr,
+            version,
+            sources: if loopback { sources } else { 0 },
+        }
     }
 
-    /// Like [`Client::connect`], from the local address `source` (any port) when given, and
-    /// with the keep alive `keep_alive` (seconds; 0 disables it).
-    pub(crate) async fn connect_from(
-        addr: SocketAddr,
-        source: Option<IpAddr>,
+    /// The local address of connection `i`, when the system does not choose it.
+    pub(crate) fn source(&self, i: usize) -> Option<IpAddr> {
+        (self.sources > 0).then(|| {
+            let host = 2 + (i % usize::from(self.sources)) as u8;
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, host))
+        })
+    }
+
+    /// Opens connection `i`: TCP from [`Dialer::source`], CONNECT (clean session, keep alive
+    /// `keep_alive` seconds, 0 disabling it) and a successful CONNACK.
+    pub(crate) async fn connect(
+        &self,
+        i: usize,
         client_id: &str,
         read_capacity: usize,
         keep_alive: u16,
     ) -> anyhow::Result<Client> {
-        let stream = match source {
+        let addr = self.addr;
+        let stream = match self.source(i) {
             None => TcpStream::connect(addr).await,
             Some(ip) => {
                 let socket = if addr.is_ipv4() {
@@ -62,24 +75,61 @@ impl Client {
         }
         .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
+        let version = self.version;
         let mut client = Client {
             stream,
             read_buf: BytesMut::with_capacity(read_capacity),
-            decoder: Decoder::with_version(VERSION, MAX_PACKET),
+            decoder: Decoder::with_version(version, MAX_PACKET),
+            version,
+            receive_maximum: u16::MAX,
+            maximum_qos: QoS::ExactlyOnce,
         };
-        let mut connect = Connect::new(VERSION, client_id);
+        let mut connect = Connect::new(version, client_id);
         // The load never pauses long enough to need PINGREQ; a disabled keep alive keeps an idle
         // QoS 0 subscriber from being timed out on long runs.
         connect.keep_alive = keep_alive;
+        if version.is_v5() {
+            connect.properties.maximum_packet_size = Some(MAX_PACKET as u32);
+        }
         client.send(&Packet::Connect(Box::new(connect))).await?;
         match client.next_packet().await? {
-            Packet::ConnAck(ack) if !ack.reason.is_error() => Ok(client),
+            Packet::ConnAck(ack) if !ack.reason.is_error() => {
+                let props = &ack.properties;
+                client.receive_maximum = props.receive_maximum.unwrap_or(u16::MAX).max(1);
+                client.maximum_qos = props.maximum_qos.unwrap_or(QoS::ExactlyOnce);
+                Ok(client)
+            }
             Packet::ConnAck(ack) => bail!("{client_id}: connection refused: {:?}", ack.reason),
             other => bail!(
                 "{client_id}: expected CONNACK, got {:?}",
                 other.packet_type()
             ),
         }
+    }
+}
+
+/// A connected MQTT session: the socket, undecoded input and the decoder.
+pub(crate) struct Client {
+    pub(crate) stream: TcpStream,
+    pub(crate) read_buf: BytesMut,
+    pub(crate) decoder: Decoder,
+    pub(crate) version: ProtocolVersion,
+    /// The broker's Receive Maximum (MQTT 5.0): QoS 1 and 2 publishes it takes unacknowledged.
+    pub(crate) receive_maximum: u16,
+    /// The highest QoS the broker accepts publishes at (MQTT 5.0).
+    pub(crate) maximum_qos: QoS,
+}
+
+impl Client {
+    /// Fails when the broker does not accept publishes at `qos` (MQTT 5.0 Maximum QoS).
+    pub(crate) fn check_qos(&self, qos: QoS) -> anyhow::Result<()> {
+        if qos > self.maximum_qos {
+            bail!(
+                "the broker accepts publishes at QoS {} at most",
+                self.maximum_qos.as_u8()
+            );
+        }
+        Ok(())
     }
 
     /// Sends SUBSCRIBE for one filter, packet id 1, without waiting for the SUBACK.
@@ -115,7 +165,7 @@ impl Client {
     /// Encodes and writes one packet.
     pub(crate) async fn send(&mut self, packet: &Packet) -> anyhow::Result<()> {
         let mut buf = BytesMut::new();
-        packet.encode(VERSION, &mut buf)?;
+        packet.encode(self.version, &mut buf)?;
         self.stream.write_all(&buf).await?;
         Ok(())
     }
@@ -133,7 +183,10 @@ impl Client {
             stream,
             read_buf,
             decoder,
+            version,
+            ..
         } = self;
+        let version = *version;
         let (mut reader, mut writer) = stream.split();
         let mut out = BytesMut::with_capacity(16 * 1024);
         let read_min = (read_buf.capacity() / 4).max(4096);
@@ -158,12 +211,12 @@ impl Client {
                                     n += 1;
                                 }
                                 match (publish.qos, publish.packet_id) {
-                                    (QoS::AtLeastOnce, Some(id)) => encode_packet(&mut out, &Packet::PubAck(PubAck::new(id))),
-                                    (QoS::ExactlyOnce, Some(id)) => encode_packet(&mut out, &Packet::PubRec(PubRec::new(id))),
+                                    (QoS::AtLeastOnce, Some(id)) => encode_packet(&mut out, version, &Packet::PubAck(PubAck::new(id))),
+                                    (QoS::ExactlyOnce, Some(id)) => encode_packet(&mut out, version, &Packet::PubRec(PubRec::new(id))),
                                     _ => {}
                                 }
                             }
-                            Packet::PubRel(rel) => encode_packet(&mut out, &Packet::PubComp(PubComp::new(rel.packet_id))),
+                            Packet::PubRel(rel) => encode_packet(&mut out, version, &Packet::PubComp(PubComp::new(rel.packet_id))),
                             // A SUBACK when the subscription was sent without waiting for it.
                             Packet::PingResp | Packet::SubAck(_) => {}
                             other => bail!("unexpected {:?} from the broker", other.packet_type()),
@@ -195,6 +248,7 @@ impl Client {
 /// Appends one PUBLISH of `payload` to `topic` with no properties.
 pub(crate) fn encode_publish(
     buf: &mut BytesMut,
+    version: ProtocolVersion,
     topic: &str,
     qos: QoS,
     retain: bool,
@@ -216,11 +270,11 @@ pub(crate) fn encode_publish(
     };
     // Encoding fails only on a topic longer than 64 KiB or a packet id that does not match the
     // QoS, both excluded by construction.
-    let _ = publish.encode(VERSION, buf);
+    let _ = publish.encode(version, buf);
 }
 
 /// Appends one packet (an acknowledgement) to `buf`.
-pub(crate) fn encode_packet(buf: &mut BytesMut, packet: &Packet) {
+pub(crate) fn encode_packet(buf: &mut BytesMut, version: ProtocolVersion, packet: &Packet) {
     // Acknowledgements without properties always encode.
-    let _ = packet.encode(VERSION, buf);
+    let _ = packet.encode(version, buf);
 }

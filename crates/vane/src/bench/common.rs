@@ -1,17 +1,16 @@
 //! Pieces every scenario shares: target arguments, the hard-deadline watchdog, the runtime,
-//! address resolution, connecting many clients, the progress ticker and the result output
-//! (a table on stdout, or one JSON object).
+//! address resolution, connecting many clients, pacing at a fixed rate, the progress ticker
+//! and the result output (a table on stdout, or one JSON object).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
-use vane_proto::{Disconnect, DisconnectReason, Packet};
+use vane_proto::{Disconnect, DisconnectReason, Packet, ProtocolVersion};
 
-use super::client::Client;
+use super::client::{Client, Dialer};
 
 /// Where to connect and how to report, common to every scenario.
 #[derive(Debug, Clone, Args)]
@@ -22,12 +21,39 @@ pub struct Target {
     /// Broker port.
     #[arg(long, default_value_t = 1883)]
     pub port: u16,
+    /// MQTT version of every connection.
+    #[arg(long, value_enum, default_value_t = MqttVersion::V3_1_1)]
+    pub mqtt_version: MqttVersion,
+    /// Against a broker on 127.x, spread the connections over this many source addresses,
+    /// 127.0.0.2 onwards, each with its own ephemeral port range; 0 lets the system choose.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=250))]
+    pub sources: u8,
     /// Print the result as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
     /// No progress lines on stderr.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `--mqtt-version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MqttVersion {
+    /// MQTT 3.1.1.
+    #[value(name = "3.1.1", alias = "4")]
+    V3_1_1,
+    /// MQTT 5.0.
+    #[value(name = "5", alias = "5.0")]
+    V5,
+}
+
+impl MqttVersion {
+    pub(crate) fn protocol(self) -> ProtocolVersion {
+        match self {
+            MqttVersion::V3_1_1 => ProtocolVersion::V3_1_1,
+            MqttVersion::V5 => ProtocolVersion::V5,
+        }
+    }
 }
 
 /// Time allowed to connect every client before the load starts.
@@ -48,18 +74,24 @@ pub(crate) fn watchdog(budget: Duration) -> anyhow::Result<()> {
 }
 
 /// Runs a scenario: arms the watchdog for `budget`, runs `scenario` on a runtime of `threads`
-/// threads and prints its result through `render` (JSON or table).
+/// threads and prints its result through `render` (JSON or table), with the MQTT version of
+/// `target` added.
 pub(crate) fn execute<R>(
     budget: Duration,
     threads: u16,
-    json: bool,
+    target: &Target,
     scenario: impl std::future::Future<Output = anyhow::Result<R>>,
     render: impl FnOnce(&R) -> (serde_json::Value, Table),
 ) -> anyhow::Result<()> {
     watchdog(budget)?;
     let report = runtime(threads)?.block_on(scenario)?;
-    let (value, table) = render(&report);
-    emit(json, &value, &table)
+    let (mut value, mut table) = render(&report);
+    let version = target.mqtt_version.protocol().to_string();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("mqtt_version".into(), version.clone().into());
+    }
+    table.row("MQTT version", version);
+    emit(target.json, &value, &table)
 }
 
 /// A current-thread runtime for one thread, a multi-thread one otherwise.
@@ -77,13 +109,19 @@ pub(crate) fn runtime(threads: u16) -> anyhow::Result<tokio::runtime::Runtime> {
     })
 }
 
-/// The first address of `host:port`.
-pub(crate) async fn resolve(target: &Target) -> anyhow::Result<SocketAddr> {
-    tokio::net::lookup_host((target.host.as_str(), target.port))
+/// How to reach the target: the first address of `host:port`, with the version and source
+/// addresses asked for.
+pub(crate) async fn dialer(target: &Target) -> anyhow::Result<Dialer> {
+    let addr = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
         .with_context(|| format!("resolving {}", target.host))?
         .next()
-        .with_context(|| format!("{} has no address", target.host))
+        .with_context(|| format!("{} has no address", target.host))?;
+    Ok(Dialer::new(
+        addr,
+        target.mqtt_version.protocol(),
+        target.sources,
+    ))
 }
 
 /// Client identifiers start with this, so that concurrent runs do not take each other over.
@@ -101,7 +139,7 @@ pub(crate) fn run_id() -> [u8; 8] {
 
 /// Connects `n` clients named `<prefix><i>`, a few at a time, in index order.
 pub(crate) async fn connect_many(
-    addr: SocketAddr,
+    dialer: Dialer,
     prefix: &str,
     n: usize,
     read_capacity: usize,
@@ -113,7 +151,7 @@ pub(crate) async fn connect_many(
         let mut set = JoinSet::new();
         for i in next..(next + CONNECT_CONCURRENCY).min(n) {
             let id = format!("{prefix}{i}");
-            set.spawn(async move { (i, Client::connect(addr, &id, read_capacity).await) });
+            set.spawn(async move { (i, dialer.connect(i, &id, read_capacity, 0).await) });
         }
         let mut chunk = Vec::new();
         while let Some(joined) = timeout_at(deadline, set.join_next())
@@ -133,6 +171,42 @@ pub(crate) async fn connect_many(
 pub(crate) async fn disconnect(client: &mut Client) {
     let packet = Packet::Disconnect(Disconnect::new(DisconnectReason::NormalDisconnection));
     let _ = tokio::time::timeout(Duration::from_millis(200), client.send(&packet)).await;
+}
+
+/// Messages at a fixed rate from a start: message k (from 0) is due at `start + k / rate`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pace {
+    start: Instant,
+    /// Messages per second, above zero.
+    rate: f64,
+}
+
+impl Pace {
+    /// None when `rate` is 0 (no pacing).
+    pub(crate) fn new(start: Instant, rate: f64) -> Option<Pace> {
+        (rate > 0.0).then_some(Pace { start, rate })
+    }
+
+    /// The same rate, starting `intervals` message intervals later.
+    pub(crate) fn shifted(self, intervals: f64) -> Pace {
+        Pace {
+            start: self.start + Duration::from_secs_f64(intervals.max(0.0) / self.rate),
+            rate: self.rate,
+        }
+    }
+
+    /// Messages due by `at`, counting from the start (none before it).
+    pub(crate) fn due(&self, at: Instant) -> u64 {
+        if at < self.start {
+            return 0;
+        }
+        ((at - self.start).as_secs_f64() * self.rate) as u64 + 1
+    }
+
+    /// When message `k` is due.
+    pub(crate) fn at(&self, k: u64) -> Instant {
+        self.start + Duration::from_secs_f64(k as f64 / self.rate)
+    }
 }
 
 /// Calls `line` once a second from `start` until `end` and prints what it returns on stderr
@@ -216,4 +290,26 @@ pub(crate) fn open_files_limit() -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_spreads_messages_evenly() {
+        let start = Instant::now();
+        let pace = Pace::new(start, 1000.0).expect("a rate");
+        assert_eq!(pace.due(start - Duration::from_millis(1)), 0);
+        assert_eq!(pace.due(start), 1);
+        assert_eq!(pace.due(start + Duration::from_micros(999)), 1);
+        assert_eq!(pace.due(start + Duration::from_millis(1)), 2);
+        assert_eq!(pace.due(start + Duration::from_secs(1)), 1001);
+        assert_eq!(pace.at(0), start);
+        assert_eq!(pace.at(500), start + Duration::from_millis(500));
+        let later = pace.shifted(0.5);
+        assert_eq!(later.due(start), 0);
+        assert_eq!(later.at(0), start + Duration::from_micros(500));
+        assert!(Pace::new(start, 0.0).is_none());
+    }
 }

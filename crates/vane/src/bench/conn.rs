@@ -1,9 +1,8 @@
 //! `vane bench conn`: opens N idle MQTT connections at a target rate, holds them, then closes
-//! them. Against a loopback broker the connections come from 127.0.0.2, 127.0.0.3, ... in turn,
-//! so that tens of thousands fit in the ephemeral port range. Reports the connect rate, connect
+//! them. Against a loopback broker the connections come from 127.0.0.2, 127.0.0.3, ... in turn
+//! (`--sources`), so that tens of thousands fit in the ephemeral port range. Reports the connect rate, connect
 //! times and failures. The process's open-file limit is checked up front.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,9 +43,6 @@ pub struct ConnArgs {
     /// Longest time for one connection attempt (TCP and CONNACK).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// Source addresses to spread over (127.0.0.2 onwards), against a 127.x broker.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=250))]
-    pub sources: u16,
 }
 
 /// File descriptors kept free for the runtime, stdio and the like.
@@ -72,7 +68,7 @@ pub fn run(args: ConnArgs) -> anyhow::Result<()> {
     common::execute(
         open_budget + args.connect_timeout * 2 + args.hold + Duration::from_secs(60),
         1,
-        args.target.json,
+        &args.target,
         run_async(&args),
         |report| (report.to_json(&args), report.to_table(&args)),
     )
@@ -91,8 +87,7 @@ struct Report {
 }
 
 async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
-    let addr = common::resolve(&args.target).await?;
-    let loopback = matches!(addr.ip(), IpAddr::V4(ip) if ip.is_loopback());
+    let dialer = common::dialer(&args.target).await?;
     let prefix = format!("{}-c", common::client_prefix());
     let n = args.connections as usize;
     let opened = Arc::new(AtomicU64::new(0));
@@ -124,14 +119,6 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
             sleep_until(start + Duration::from_secs_f64(i as f64 / f64::from(args.rate))).await;
         }
         let permit = limit.clone().acquire_owned().await?;
-        let source = loopback.then(|| {
-            IpAddr::V4(Ipv4Addr::new(
-                127,
-                0,
-                0,
-                2 + (i % usize::from(args.sources)) as u8,
-            ))
-        });
         let (id, opened, failed, errors) = (
             format!("{prefix}{i}"),
             opened.clone(),
@@ -141,7 +128,7 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
         let (keepalive, connect_timeout) = (args.keepalive, args.connect_timeout);
         set.spawn(async move {
             let began = Instant::now();
-            let attempt = Client::connect_from(addr, source, &id, 256, keepalive);
+            let attempt = dialer.connect(i, &id, 256, keepalive);
             let result = match timeout(connect_timeout, attempt).await {
                 Ok(r) => r,
                 Err(_) => Err(anyhow::anyhow!("no CONNACK within {connect_timeout:?}")),
@@ -202,7 +189,7 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
     holders.abort_all();
     let errors = errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Ok(Report {
-        broker: addr.to_string(),
+        broker: dialer.addr.to_string(),
         opened: opened.load(Relaxed),
         failed: failed.load(Relaxed),
         errors,

@@ -4,7 +4,7 @@
 
 use clap::Args;
 
-use super::flow::{self, FlowArgs, Shape};
+use super::flow::{self, FlowArgs, PublishArgs, Shape};
 
 /// Arguments of `vane bench fanin`.
 #[derive(Debug, Args)]
@@ -14,8 +14,14 @@ pub struct FaninArgs {
     pub publishers: u32,
     #[command(flatten)]
     pub flow: FlowArgs,
+    #[command(flatten)]
+    pub publish: PublishArgs,
 }
 
 pub fn run(args: FaninArgs) -> anyhow::Result<()> {
-    flow::run(Shape::Fanin(args.publishers as usize), &args.flow)
+    flow::run(
+        Shape::Fanin(args.publishers as usize),
+        &args.flow,
+        Some(&args.publish),
+    )
 }

@@ -5,7 +5,7 @@
 
 use clap::Args;
 
-use super::flow::{self, FlowArgs, Shape};
+use super::flow::{self, FlowArgs, PublishArgs, Shape};
 
 /// Arguments of `vane bench fanout`.
 #[derive(Debug, Args)]
@@ -15,8 +15,14 @@ pub struct FanoutArgs {
     pub subscribers: u32,
     #[command(flatten)]
     pub flow: FlowArgs,
+    #[command(flatten)]
+    pub publish: PublishArgs,
 }
 
 pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
-    flow::run(Shape::Fanout(args.subscribers as usize), &args.flow)
+    flow::run(
+        Shape::Fanout(args.subscribers as usize),
+        &args.flow,
+        Some(&args.publish),
+    )
 }

@@ -1,11 +1,14 @@
-//! The publish/subscribe load engine behind `fanin`, `fanout` and `pairs`: publishers, each
-//! publishing to `<prefix>/<i>` as fast as the broker takes it, and subscribers, each with one
-//! filter. The result is the rate at which the subscribers together receive messages during the
-//! measured window, after a warmup.
+//! The publish/subscribe load engine behind `fanin`, `fanout`, `pairs`, `pub` and `sub`:
+//! publishers, each publishing to `<prefix>/<i>` as fast as the broker takes it or at
+//! `--rate`, and subscribers, each with one filter. The result is the rate at which the
+//! subscribers together receive messages during the measured window, after a warmup, and the
+//! rates at which the publishers sent and got acknowledgements. `pub` has no subscribers and
+//! `sub` no publishers: something else subscribes or publishes.
 //!
 //! Publishers encode `--batch` publishes into one buffer per write. At QoS 1 and 2 each keeps at
-//! most `--window` publishes unacknowledged and completes the handshakes (PUBACK; PUBREC,
-//! PUBREL, PUBCOMP); the subscribers acknowledge what they receive. Every payload starts with a
+//! most `--window` publishes unacknowledged (and no more than the broker's MQTT 5.0 Receive
+//! Maximum) and completes the handshakes (PUBACK; PUBREC, PUBREL, PUBCOMP); the subscribers
+//! acknowledge what they receive. Every payload starts with a
 //! sequence number (8 bytes, big endian) and this run's id (8 bytes), room permitting: at QoS 1
 //! and 2 the run checks that every message the broker acknowledged reached every subscriber
 //! that expects it, and messages left over from an earlier run on the same topics are not
@@ -27,10 +30,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
-use vane_proto::{Packet, PacketId, PubAck, PubComp, PubRec, PubRel, Publish, QoS};
+use vane_proto::{
+    Packet, PacketId, ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS,
+};
 
-use super::client::{encode_packet, encode_publish, Client};
-use super::common::{self, disconnect, Table, Target, SETUP_TIMEOUT};
+use super::client::{encode_packet, encode_publish, Client, Dialer};
+use super::common::{self, disconnect, Pace, Table, Target, SETUP_TIMEOUT};
 use super::seqset::SeqSet;
 use super::{parse_duration, thousands};
 
@@ -42,17 +47,25 @@ pub struct FlowArgs {
     /// QoS of the publishes and of the subscriptions.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos: u8,
-    /// Payload size in bytes. The first 8 carry a sequence number and the next 8 the run's id,
-    /// as far as there is room.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
-    pub payload: u32,
     /// Measured time, after the warmup.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Load before the measured time, not counted.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Publishes encoded into one buffer per write.
+}
+
+/// How the publishers publish: every publish/subscribe scenario but `sub`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Payload size in bytes. The first 8 carry a sequence number and the next 8 the run's id,
+    /// as far as there is room.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub payload: u32,
+    /// Publishes per second of each publisher; 0 publishes as fast as the broker takes them.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub rate: f64,
+    /// Publishes encoded into one buffer per write (at most; fewer at a low --rate).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_535))]
     pub batch: u32,
     /// Unacknowledged publishes per publisher at QoS 1 and 2.
@@ -70,30 +83,50 @@ pub struct FlowArgs {
     pub prefix: String,
 }
 
+/// `--rate`: a finite number of messages per second, 0 or more.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate (messages per second, 0 or more)"
+        )),
+    }
+}
+
 /// Who publishes and who subscribes to what.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Shape {
+pub(crate) enum Shape<'a> {
     /// N publishers, one subscriber to PREFIX/#.
     Fanin(usize),
     /// One publisher, N subscribers to PREFIX/0.
     Fanout(usize),
     /// N publishers, subscriber i to PREFIX/i.
     Pairs(usize),
+    /// N publishers and no subscriber here.
+    Pub(usize),
+    /// N subscribers to a filter and no publisher here: every message counts.
+    Sub(usize, &'a str),
 }
 
-impl Shape {
+impl Shape<'_> {
     fn name(self) -> &'static str {
         match self {
             Shape::Fanin(_) => "fanin",
             Shape::Fanout(_) => "fanout",
             Shape::Pairs(_) => "pairs",
+            Shape::Pub(_) => "pub",
+            Shape::Sub(..) => "sub",
         }
     }
 
-    fn publishers(self) -> usize {
+    /// Publishers and subscribers.
+    fn counts(self) -> (usize, usize) {
         match self {
-            Shape::Fanin(n) | Shape::Pairs(n) => n,
-            Shape::Fanout(_) => 1,
+            Shape::Fanin(n) => (n, 1),
+            Shape::Fanout(n) => (1, n),
+            Shape::Pairs(n) => (n, n),
+            Shape::Pub(n) => (n, 0),
+            Shape::Sub(n, _) => (0, n),
         }
     }
 
@@ -103,6 +136,30 @@ impl Shape {
             Shape::Fanin(n) => vec![(format!("{prefix}/#"), (0..n).collect())],
             Shape::Fanout(n) => vec![(format!("{prefix}/0"), vec![0]); n],
             Shape::Pairs(n) => (0..n).map(|i| (format!("{prefix}/{i}"), vec![i])).collect(),
+            Shape::Pub(_) => Vec::new(),
+            Shape::Sub(n, filter) => vec![(filter.to_string(), Vec::new()); n],
+        }
+    }
+
+    /// Copies of each published message the subscribers here should receive together; None
+    /// when the other side is elsewhere.
+    fn copies(self) -> Option<usize> {
+        match self {
+            Shape::Fanout(n) => Some(n),
+            Shape::Fanin(_) | Shape::Pairs(_) => Some(1),
+            Shape::Pub(_) | Shape::Sub(..) => None,
+        }
+    }
+
+    /// Who talks to whom, for the table heading.
+    fn describe(self, prefix: &str) -> String {
+        let (p, s) = self.counts();
+        match self {
+            Shape::Fanin(_) => format!("{p} publishers -> 1 subscriber ({prefix}/#)"),
+            Shape::Fanout(_) => format!("1 publisher -> {s} subscribers ({prefix}/0)"),
+            Shape::Pairs(_) => format!("{p} publishers -> {s} subscribers ({prefix}/<i>)"),
+            Shape::Pub(_) => format!("{p} publishers to {prefix}/<i>"),
+            Shape::Sub(_, filter) => format!("{s} subscribers to {filter}"),
         }
     }
 }
@@ -121,6 +178,8 @@ struct Counters {
     acked: AtomicU64,
     /// Publishes received by the subscribers, together.
     received: AtomicU64,
+    /// Publishes the broker refused (MQTT 5.0 PUBACK or PUBREC with an error reason code).
+    refused: AtomicU64,
     /// Publishers whose connection failed during the run.
     failed: AtomicU64,
 }
@@ -146,12 +205,14 @@ impl Counters {
 
 /// The run's fixed parameters.
 struct Plan {
-    addr: SocketAddr,
+    dialer: Dialer,
     publishers: usize,
     /// Each subscriber's filter and the publishers it expects messages from.
     subscribers: Vec<(String, Vec<usize>)>,
     qos: QoS,
     payload: usize,
+    /// Publishes per second of each publisher; 0 for as fast as possible.
+    rate: f64,
     batch: usize,
     window: usize,
     prefix: String,
@@ -163,7 +224,10 @@ struct Plan {
 impl Plan {
     /// Whether payloads carry sequence numbers that the subscribers track.
     fn tracks_sequences(&self) -> bool {
-        self.qos != QoS::AtMostOnce && self.payload >= 8
+        self.qos != QoS::AtMostOnce
+            && self.payload >= 8
+            && self.publishers > 0
+            && !self.subscribers.is_empty()
     }
 }
 
@@ -176,39 +240,57 @@ struct Timeline {
     drain_end: Instant,
 }
 
-pub(crate) fn run(shape: Shape, args: &FlowArgs) -> anyhow::Result<()> {
+/// Runs a scenario of `shape`; `publish` is None when it has no publishers (`sub`).
+pub(crate) fn run(
+    shape: Shape,
+    args: &FlowArgs,
+    publish: Option<&PublishArgs>,
+) -> anyhow::Result<()> {
     if args.duration.is_zero() {
         bail!("--duration must be above zero");
     }
-    if args.prefix.is_empty() || args.prefix.contains(['+', '#']) {
-        bail!("--prefix must be a non-empty topic name without wildcards");
+    if let Some(p) = publish {
+        if p.prefix.is_empty() || p.prefix.contains(['+', '#']) {
+            bail!("--prefix must be a non-empty topic name without wildcards");
+        }
     }
-    let drain = if args.qos == 0 {
-        Duration::ZERO
-    } else {
-        args.drain
+    let drain = match publish {
+        Some(p) if args.qos > 0 => p.drain,
+        _ => Duration::ZERO,
     };
     common::execute(
         2 * SETUP_TIMEOUT + args.warmup + args.duration + drain + Duration::from_secs(10),
-        args.threads,
-        args.target.json,
-        run_async(shape, args, drain),
-        |report| (report.to_json(shape, args), report.to_table(shape, args)),
+        publish.map_or(1, |p| p.threads),
+        &args.target,
+        run_async(shape, args, publish, drain),
+        |report| {
+            (
+                report.to_json(shape, args, publish),
+                report.to_table(shape, args, publish),
+            )
+        },
     )
 }
 
-async fn run_async(shape: Shape, args: &FlowArgs, drain: Duration) -> anyhow::Result<Report> {
+async fn run_async(
+    shape: Shape<'_>,
+    args: &FlowArgs,
+    publish: Option<&PublishArgs>,
+    drain: Duration,
+) -> anyhow::Result<Report> {
     let setup_deadline = Instant::now() + SETUP_TIMEOUT;
-    let addr = common::resolve(&args.target).await?;
+    let dialer = common::dialer(&args.target).await?;
+    let prefix = publish.map_or("", |p| &p.prefix);
     let plan = Arc::new(Plan {
-        addr,
-        publishers: shape.publishers(),
-        subscribers: shape.subscribers(&args.prefix),
+        dialer,
+        publishers: shape.counts().0,
+        subscribers: shape.subscribers(prefix),
         qos: QoS::from_u8(args.qos).context("--qos")?,
-        payload: args.payload as usize,
-        batch: args.batch as usize,
-        window: args.window as usize,
-        prefix: args.prefix.clone(),
+        payload: publish.map_or(0, |p| p.payload as usize),
+        rate: publish.map_or(0.0, |p| p.rate),
+        batch: publish.map_or(1, |p| p.batch as usize),
+        window: publish.map_or(1, |p| p.window as usize),
+        prefix: prefix.to_string(),
         client_prefix: common::client_prefix(),
         run_id: common::run_id(),
     });
@@ -244,13 +326,16 @@ async fn run_async(shape: Shape, args: &FlowArgs, drain: Duration) -> anyhow::Re
     };
 
     let clients = common::connect_many(
-        plan.addr,
+        plan.dialer,
         &format!("{}-p", plan.client_prefix),
         plan.publishers,
         4096,
         Instant::now() + SETUP_TIMEOUT,
     )
     .await?;
+    if let Some(client) = clients.first() {
+        client.check_qos(plan.qos)?;
+    }
     let start = Instant::now();
     let warm_end = start + args.warmup;
     let end = warm_end + args.duration;
@@ -264,7 +349,7 @@ async fn run_async(shape: Shape, args: &FlowArgs, drain: Duration) -> anyhow::Re
     for (i, client) in clients.into_iter().enumerate() {
         let (plan, counters) = (plan.clone(), counters.clone());
         publishers.spawn(async move {
-            let mut publisher = Publisher::new(&plan, i, counters);
+            let mut publisher = Publisher::new(&plan, i, counters, &client, start);
             let result = if plan.qos == QoS::AtMostOnce {
                 publisher.run_qos0(client, timeline).await
             } else {
@@ -277,7 +362,7 @@ async fn run_async(shape: Shape, args: &FlowArgs, drain: Duration) -> anyhow::Re
         });
     }
 
-    let window = monitor(&counters, timeline, args.target.quiet).await;
+    let window = monitor(&counters, timeline, shape, args.target.quiet).await;
 
     // QoS 0 stops at the end of the window; QoS 1 and 2 wait for acknowledgements and deliveries.
     if plan.qos == QoS::AtMostOnce {
@@ -349,7 +434,8 @@ struct Window {
 }
 
 /// Prints a progress line every second and snapshots the counters at the window's ends.
-async fn monitor(counters: &Counters, t: Timeline, quiet: bool) -> Window {
+async fn monitor(counters: &Counters, t: Timeline, shape: Shape<'_>, quiet: bool) -> Window {
+    let (publishers, subscribers) = shape.counts();
     let second = Duration::from_secs(1);
     let mut prev = counters.snapshot();
     let mut first = (t.warm_end <= t.start).then_some(prev);
@@ -374,12 +460,22 @@ async fn monitor(counters: &Counters, t: Timeline, quiet: bool) -> Window {
             }
             if !quiet {
                 let mut line = format!(
-                    "[{:>4.0}s {}] received {:>11} msg/s   sent {:>11} msg/s",
+                    "[{:>4.0}s {}]",
                     (snap.at - t.start).as_secs_f64(),
                     if measuring { "measure" } else { "warmup " },
-                    thousands(rate(prev.received, snap.received) as u64),
-                    thousands(rate(prev.sent, snap.sent) as u64),
                 );
+                if subscribers > 0 {
+                    line += &format!(
+                        " received {:>11} msg/s  ",
+                        thousands(rate(prev.received, snap.received) as u64)
+                    );
+                }
+                if publishers > 0 {
+                    line += &format!(
+                        " sent {:>11} msg/s",
+                        thousands(rate(prev.sent, snap.sent) as u64)
+                    );
+                }
                 let acked = snap.acked - prev.acked;
                 if acked > 0 {
                     line += &format!(
@@ -422,6 +518,8 @@ struct Publisher {
     window: usize,
     payload: Vec<u8>,
     seq: u64,
+    /// When each publish is due, at a fixed --rate.
+    pace: Option<Pace>,
     track: bool,
     /// The sequence number in flight under each packet id (index = id; 0 unused).
     in_flight: Vec<Option<u64>>,
@@ -430,12 +528,22 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn new(plan: &Plan, index: usize, counters: Arc<Counters>) -> Publisher {
+    /// Publisher `index` of the plan on `client`, publishing from `start`.
+    fn new(
+        plan: &Plan,
+        index: usize,
+        counters: Arc<Counters>,
+        client: &Client,
+        start: Instant,
+    ) -> Publisher {
         let window = if plan.qos == QoS::AtMostOnce {
             0
         } else {
-            plan.window
+            plan.window.min(usize::from(client.receive_maximum))
         };
+        // Paced publishers start spread over one interval, not all at once.
+        let pace = Pace::new(start, plan.rate)
+            .map(|pace| pace.shifted(index as f64 / plan.publishers as f64));
         let mut payload = vec![b'v'; plan.payload];
         let room = run_id_room(payload.len());
         if room > 0 {
@@ -449,6 +557,7 @@ impl Publisher {
             window,
             payload,
             seq: 0,
+            pace,
             track: plan.tracks_sequences(),
             in_flight: vec![None; window + 1],
             // Popped from the end: ids are used from 1 up.
@@ -461,12 +570,41 @@ impl Publisher {
         std::mem::take(&mut self.outcome)
     }
 
+    /// Publishes allowed now, at most `max`: all of them unless paced.
+    fn allowed(&self, max: usize) -> usize {
+        match self.pace {
+            None => max,
+            Some(pace) => pace
+                .due(Instant::now())
+                .saturating_sub(self.seq)
+                .min(max as u64) as usize,
+        }
+    }
+
+    /// When the next publish is due, if paced.
+    fn next_due(&self) -> Option<Instant> {
+        self.pace.map(|pace| pace.at(self.seq))
+    }
+
     /// Appends the next publish to `buf`, under `packet_id` at QoS 1 and 2.
-    fn encode_next(&mut self, buf: &mut BytesMut, packet_id: Option<PacketId>) {
+    fn encode_next(
+        &mut self,
+        buf: &mut BytesMut,
+        version: ProtocolVersion,
+        packet_id: Option<PacketId>,
+    ) {
         if let Some(head) = self.payload.get_mut(..8) {
             head.copy_from_slice(&self.seq.to_be_bytes());
         }
-        encode_publish(buf, &self.topic, self.qos, false, packet_id, &self.payload);
+        encode_publish(
+            buf,
+            version,
+            &self.topic,
+            self.qos,
+            false,
+            packet_id,
+            &self.payload,
+        );
         if let Some(id) = packet_id {
             self.in_flight[usize::from(id.get())] = Some(self.seq);
         }
@@ -480,9 +618,18 @@ impl Publisher {
         let end = sleep_until(t.end);
         tokio::pin!(end);
         loop {
+            let n = self.allowed(self.batch);
+            if n == 0 {
+                let due = self.next_due().unwrap_or(t.end);
+                tokio::select! {
+                    biased;
+                    _ = &mut end => break,
+                    _ = sleep_until(due) => continue,
+                }
+            }
             buf.clear();
-            for _ in 0..self.batch {
-                self.encode_next(&mut buf, None);
+            for _ in 0..n {
+                self.encode_next(&mut buf, client.version, None);
             }
             tokio::select! {
                 biased;
@@ -491,7 +638,7 @@ impl Publisher {
                 _ = &mut end => return Ok(()),
                 written = client.stream.write_all(&buf) => written?,
             }
-            self.counters.sent.fetch_add(self.batch as u64, Relaxed);
+            self.counters.sent.fetch_add(n as u64, Relaxed);
             if Instant::now() >= t.end {
                 break;
             }
@@ -507,7 +654,10 @@ impl Publisher {
             stream,
             read_buf: rbuf,
             decoder,
+            version,
+            ..
         } = &mut client;
+        let version = *version;
         let (mut reader, mut writer) = stream.split();
         let low_water = self.batch * (self.payload.len() + self.topic.len() + 8);
         let mut out = BytesMut::with_capacity(2 * low_water);
@@ -518,16 +668,23 @@ impl Publisher {
         // that acknowledges one packet per segment would otherwise get one small write each.
         let refill = (self.batch.min(self.window) / 4).max(1);
         let mut publishing = true;
+        // Acknowledged packet ids, and whether the broker accepted the message.
         let mut acked_packets = Vec::new();
         loop {
+            // When paced and nothing is due yet: when the next publish is.
+            let mut wake = None;
             if publishing && out.len() < low_water && self.free_ids.len() >= refill {
+                let allowed = self.allowed(self.batch);
                 let mut n = 0;
-                while n < self.batch {
+                while n < allowed {
                     let Some(id) = self.free_ids.pop() else { break };
-                    self.encode_next(&mut out, PacketId::new(id));
+                    self.encode_next(&mut out, version, PacketId::new(id));
                     n += 1;
                 }
                 self.counters.sent.fetch_add(n as u64, Relaxed);
+                if allowed == 0 {
+                    wake = self.next_due();
+                }
             }
             if !publishing && out.is_empty() && self.free_ids.len() == self.window {
                 break;
@@ -540,26 +697,37 @@ impl Publisher {
                     }
                     while let Some(packet) = decoder.decode(rbuf)? {
                         match packet {
-                            Packet::PubAck(PubAck { packet_id, .. }) if self.qos == QoS::AtLeastOnce => {
-                                acked_packets.push(packet_id);
+                            Packet::PubAck(PubAck { packet_id, reason, .. }) if self.qos == QoS::AtLeastOnce => {
+                                acked_packets.push((packet_id, !reason.is_error()));
                             }
-                            Packet::PubRec(PubRec { packet_id, .. }) if self.qos == QoS::ExactlyOnce => {
-                                encode_packet(&mut out, &Packet::PubRel(PubRel::new(packet_id)));
+                            // A refused QoS 2 publish ends at the PUBREC [MQTT-4.3.3].
+                            Packet::PubRec(PubRec { packet_id, reason, .. }) if self.qos == QoS::ExactlyOnce => {
+                                if reason.is_error() {
+                                    acked_packets.push((packet_id, false));
+                                } else {
+                                    encode_packet(&mut out, version, &Packet::PubRel(PubRel::new(packet_id)));
+                                }
                             }
                             Packet::PubComp(PubComp { packet_id, .. }) if self.qos == QoS::ExactlyOnce => {
-                                acked_packets.push(packet_id);
+                                acked_packets.push((packet_id, true));
                             }
                             other => bail!("unexpected {:?} from the broker", other.packet_type()),
                         }
                     }
-                    for id in acked_packets.drain(..) {
-                        let seq = self.in_flight[usize::from(id.get())]
-                            .take()
+                    for (id, accepted) in acked_packets.drain(..) {
+                        let seq = self
+                            .in_flight
+                            .get_mut(usize::from(id.get()))
+                            .and_then(Option::take)
                             .with_context(|| format!("acknowledgement for packet id {id}, which is not in flight"))?;
+                        self.free_ids.push(id.get());
+                        if !accepted {
+                            self.counters.refused.fetch_add(1, Relaxed);
+                            continue;
+                        }
                         if self.track {
                             self.outcome.acked.insert(seq);
                         }
-                        self.free_ids.push(id.get());
                         self.counters.acked.fetch_add(1, Relaxed);
                     }
                     if rbuf.capacity() - rbuf.len() < 1024 {
@@ -572,6 +740,7 @@ impl Publisher {
                 }
                 _ = &mut end, if publishing => publishing = false,
                 _ = &mut drain_end => break,
+                _ = sleep_until(wake.unwrap_or(t.drain_end)), if wake.is_some() => {}
             }
         }
         self.outcome.unacked = (self.window - self.free_ids.len()) as u64;
@@ -585,6 +754,8 @@ impl Publisher {
 /// What each subscriber hands back.
 #[derive(Debug, Default)]
 struct SubscriberOutcome {
+    /// This run's publishes received over the whole run.
+    received: u64,
     /// Publishes received from each publisher over the whole run.
     per_publisher: Vec<u64>,
     /// Sequence numbers received from each publisher (QoS 1 and 2).
@@ -601,26 +772,24 @@ struct SubscriberOutcome {
 async fn subscribers(
     plan: Arc<Plan>,
     counters: Arc<Counters>,
-    ready: oneshot::Sender<anyhow::Result<QoS>>,
+    ready: oneshot::Sender<anyhow::Result<Option<QoS>>>,
     stop: watch::Receiver<bool>,
 ) -> Vec<SubscriberOutcome> {
     let n = plan.subscribers.len();
     let connected = async {
-        let read_buf = (SUB_READ_BUF / n).max(16 * 1024);
+        let read_buf = (SUB_READ_BUF / n.max(1)).max(16 * 1024);
         let mut clients = common::connect_many(
-            plan.addr,
+            plan.dialer,
             &format!("{}-s", plan.client_prefix),
             n,
             read_buf,
             Instant::now() + SETUP_TIMEOUT,
         )
         .await?;
-        let mut granted = plan.qos;
-        for (i, (client, (filter, _))) in clients.iter_mut().zip(&plan.subscribers).enumerate() {
+        let mut granted = None;
+        for (client, (filter, _)) in clients.iter_mut().zip(&plan.subscribers) {
             let g = client.subscribe(filter, plan.qos).await?;
-            if i == 0 {
-                granted = g;
-            }
+            granted.get_or_insert(g);
         }
         anyhow::Ok((clients, granted))
     };
@@ -660,7 +829,7 @@ async fn subscribers(
             };
             let result = client
                 .receive(stopped, &counters.received, |publish| {
-                    on_publish(publish, &topic_prefix, &plan.run_id, &mut outcome)
+                    on_publish(publish, &topic_prefix, &plan, &mut outcome)
                 })
                 .await;
             match result {
@@ -684,13 +853,19 @@ async fn subscribers(
         .await
 }
 
-/// Accounts for one publish; false when it is not this run's.
+/// Accounts for one publish; false when it is not this run's. Without publishers here, every
+/// message is.
 fn on_publish(
     publish: &Publish,
     topic_prefix: &str,
-    run_id: &[u8; 8],
+    plan: &Plan,
     outcome: &mut SubscriberOutcome,
 ) -> bool {
+    if plan.publishers == 0 {
+        outcome.received += 1;
+        return true;
+    }
+    let run_id = &plan.run_id;
     let index = publish
         .topic
         .strip_prefix(topic_prefix)
@@ -703,6 +878,7 @@ fn on_publish(
         return false;
     };
     outcome.per_publisher[i] += 1;
+    outcome.received += 1;
     if let (Some(seqs), Some(head)) = (outcome.seqs.get_mut(i), publish.payload.get(..8)) {
         let mut seq = [0; 8];
         seq.copy_from_slice(head);
@@ -717,7 +893,8 @@ fn on_publish(
 struct Report {
     addr: SocketAddr,
     qos: QoS,
-    granted: QoS,
+    /// QoS granted to the first subscriber; None without subscribers.
+    granted: Option<QoS>,
     measured_secs: f64,
     received: u64,
     sent: u64,
@@ -726,6 +903,7 @@ struct Report {
     total_received: u64,
     total_sent: u64,
     total_acked: u64,
+    total_refused: u64,
     /// Acknowledged messages some subscriber expecting them never received (QoS 1 and 2 with
     /// sequence numbers), counted once per subscriber.
     lost: Option<u64>,
@@ -744,7 +922,7 @@ struct Report {
 impl Report {
     fn new(
         plan: &Plan,
-        granted: QoS,
+        granted: Option<QoS>,
         window: Window,
         subs: &[SubscriberOutcome],
         publishers: &[Option<PublisherOutcome>],
@@ -772,7 +950,7 @@ impl Report {
                 *total += n;
             }
         }
-        let per_sub: Vec<u64> = subs.iter().map(|s| s.per_publisher.iter().sum()).collect();
+        let per_sub: Vec<u64> = subs.iter().map(|s| s.received).collect();
         let mean = per_publisher.iter().sum::<u64>() as f64 / per_publisher.len().max(1) as f64;
         let share = |v: Option<&u64>| {
             if mean > 0.0 {
@@ -783,7 +961,7 @@ impl Report {
         };
         let (first, last) = (window.first, window.last);
         Report {
-            addr: plan.addr,
+            addr: plan.dialer.addr,
             qos: plan.qos,
             granted,
             measured_secs: (last.at - first.at).as_secs_f64(),
@@ -794,6 +972,7 @@ impl Report {
             total_received: totals.received,
             total_sent: totals.sent,
             total_acked: totals.acked,
+            total_refused: counters.refused.load(Relaxed),
             lost,
             duplicates: subs.iter().map(|s| s.duplicates).sum(),
             unacked: publishers.iter().flatten().map(|p| p.unacked).sum(),
@@ -810,25 +989,39 @@ impl Report {
         common::per_sec(n, self.measured_secs)
     }
 
-    /// Received over sent, with every subscriber expecting one copy of its publishers' messages.
-    fn delivered_ratio(&self, copies: usize) -> Option<f64> {
+    /// Received over sent, with every subscriber expecting one copy of its publishers' messages;
+    /// None when the messages are not all published and received here.
+    fn delivered_ratio(&self, shape: Shape) -> Option<f64> {
+        let copies = shape.copies()?;
         (self.sent > 0).then(|| self.received as f64 / (self.sent as f64 * copies as f64))
     }
 
-    fn to_json(&self, shape: Shape, args: &FlowArgs) -> serde_json::Value {
-        let acked = self.qos != QoS::AtMostOnce;
-        let (publishers, subscribers) = counts(shape);
+    fn to_json(
+        &self,
+        shape: Shape,
+        args: &FlowArgs,
+        publish: Option<&PublishArgs>,
+    ) -> serde_json::Value {
+        let (publishers, subscribers) = shape.counts();
+        let (has_pubs, has_subs) = (publishers > 0, subscribers > 0);
+        let acked = self.qos != QoS::AtMostOnce && has_pubs;
+        let shares = has_pubs && has_subs;
         json!({
             "scenario": shape.name(),
             "broker": self.addr.to_string(),
             "publishers": publishers,
             "subscribers": subscribers,
+            "filter": match shape {
+                Shape::Sub(_, filter) => Some(filter),
+                _ => None,
+            },
             "qos": self.qos.as_u8(),
-            "granted_qos": self.granted.as_u8(),
-            "payload_bytes": args.payload,
-            "batch": args.batch,
-            "window": acked.then_some(args.window),
-            "threads": args.threads,
+            "granted_qos": self.granted.map(QoS::as_u8),
+            "payload_bytes": publish.map(|p| p.payload),
+            "rate_per_publisher": publish.map(|p| p.rate).filter(|&r| r > 0.0),
+            "batch": publish.map(|p| p.batch),
+            "window": publish.filter(|_| acked).map(|p| p.window),
+            "threads": publish.map(|p| p.threads),
             "warmup_secs": args.warmup.as_secs_f64(),
             "duration_secs": args.duration.as_secs_f64(),
             "measured_secs": self.measured_secs,
@@ -838,15 +1031,16 @@ impl Report {
             "sent_per_sec": self.rate(self.sent),
             "acked": acked.then_some(self.acked),
             "acked_per_sec": acked.then(|| self.rate(self.acked)),
-            "delivered_ratio": self.delivered_ratio(copies(shape)),
+            "delivered_ratio": self.delivered_ratio(shape),
             "received_per_sec_samples": self.samples,
-            "publisher_share_min": self.share_min,
-            "publisher_share_max": self.share_max,
-            "subscriber_received_min": self.sub_min,
-            "subscriber_received_max": self.sub_max,
+            "publisher_share_min": shares.then_some(self.share_min),
+            "publisher_share_max": shares.then_some(self.share_max),
+            "subscriber_received_min": has_subs.then_some(self.sub_min),
+            "subscriber_received_max": has_subs.then_some(self.sub_max),
             "totals": {
                 "sent": self.total_sent,
                 "acked": acked.then_some(self.total_acked),
+                "refused": acked.then_some(self.total_refused),
                 "received": self.total_received,
                 "lost": self.lost,
                 "duplicates": self.duplicates,
@@ -857,35 +1051,44 @@ impl Report {
         })
     }
 
-    fn to_table(&self, shape: Shape, args: &FlowArgs) -> Table {
-        let (publishers, subscribers) = counts(shape);
-        let mut t = Table::new(format!(
-            "vane bench {}: {publishers} publishers -> {subscribers} subscribers ({}), {}, QoS {} (granted {}), {} B payload, batch {}\n\
-             measured {:.2} s after {:?} warmup",
+    fn to_table(&self, shape: Shape, args: &FlowArgs, publish: Option<&PublishArgs>) -> Table {
+        let (publishers, subscribers) = shape.counts();
+        let mut heading = format!(
+            "vane bench {}: {}, {}, QoS {}",
             shape.name(),
-            match shape {
-                Shape::Fanin(_) => format!("{}/#", args.prefix),
-                Shape::Fanout(_) => format!("{}/0", args.prefix),
-                Shape::Pairs(_) => format!("{}/<i>", args.prefix),
-            },
+            shape.describe(publish.map_or("", |p| &p.prefix)),
             self.addr,
             self.qos.as_u8(),
-            self.granted.as_u8(),
-            args.payload,
-            args.batch,
-            self.measured_secs,
-            args.warmup,
-        ));
+        );
+        if let Some(granted) = self.granted {
+            heading += &format!(" (granted {})", granted.as_u8());
+        }
+        if let Some(p) = publish {
+            heading += &format!(", {} B payload, batch {}", p.payload, p.batch);
+            if p.rate > 0.0 {
+                heading += &format!(", {} msg/s per publisher", p.rate);
+            }
+        }
+        heading += &format!(
+            "\nmeasured {:.2} s after {:?} warmup",
+            self.measured_secs, args.warmup
+        );
+        let mut t = Table::new(heading);
         let per_sec = |n: u64| format!("{} msg/s", thousands(self.rate(n).round() as u64));
-        t.row("received (all subscribers)", per_sec(self.received));
-        t.row("sent", per_sec(self.sent));
-        if self.qos != QoS::AtMostOnce {
+        let acked = self.qos != QoS::AtMostOnce && publishers > 0;
+        if subscribers > 0 {
+            t.row("received (all subscribers)", per_sec(self.received));
+        }
+        if publishers > 0 {
+            t.row("sent", per_sec(self.sent));
+        }
+        if acked {
             t.row("acked", per_sec(self.acked));
         }
-        if let Some(r) = self.delivered_ratio(copies(shape)) {
+        if let Some(r) = self.delivered_ratio(shape) {
             t.row("received / expected", format!("{:.1} %", r * 100.0));
         }
-        if !self.samples.is_empty() {
+        if subscribers > 0 && !self.samples.is_empty() {
             let min = self.samples.iter().copied().fold(f64::INFINITY, f64::min);
             let max = self.samples.iter().copied().fold(0.0, f64::max);
             t.row(
@@ -897,7 +1100,7 @@ impl Report {
                 ),
             );
         }
-        if publishers > 1 {
+        if publishers > 1 && subscribers > 0 {
             t.row(
                 "publisher share",
                 format!(
@@ -916,45 +1119,35 @@ impl Report {
                 ),
             );
         }
-        t.row(
-            "messages (whole run)",
-            format!(
-                "sent {}, received {}",
-                thousands(self.total_sent),
-                thousands(self.total_received)
-            ),
-        );
-        if self.qos != QoS::AtMostOnce {
+        let mut whole = Vec::new();
+        if publishers > 0 {
+            whole.push(format!("sent {}", thousands(self.total_sent)));
+        }
+        if subscribers > 0 {
+            whole.push(format!("received {}", thousands(self.total_received)));
+        }
+        t.row("messages (whole run)", whole.join(", "));
+        if acked {
             t.row("acked (whole run)", thousands(self.total_acked));
-            t.row(
-                "lost (acked, not received by the end of the drain)",
-                self.lost
-                    .map_or("not tracked (payload < 8 bytes)".into(), thousands),
-            );
-            t.row("duplicates", thousands(self.duplicates));
+            if self.total_refused > 0 {
+                t.row("refused by the broker", thousands(self.total_refused));
+            }
+            if subscribers > 0 {
+                t.row(
+                    "lost (acked, not received by the end of the drain)",
+                    self.lost
+                        .map_or("not tracked (payload < 8 bytes)".into(), thousands),
+                );
+                t.row("duplicates", thousands(self.duplicates));
+            }
             t.row("unacked at the end", thousands(self.unacked));
         }
         if self.foreign > 0 {
             t.row("foreign messages", thousands(self.foreign));
         }
-        t.row("publisher errors", self.errors.len().to_string());
+        if publishers > 0 {
+            t.row("publisher errors", self.errors.len().to_string());
+        }
         t
-    }
-}
-
-/// Publishers and subscribers of a shape.
-fn counts(shape: Shape) -> (usize, usize) {
-    match shape {
-        Shape::Fanin(n) => (n, 1),
-        Shape::Fanout(n) => (1, n),
-        Shape::Pairs(n) => (n, n),
-    }
-}
-
-/// Copies of each published message the subscribers should receive together.
-fn copies(shape: Shape) -> usize {
-    match shape {
-        Shape::Fanout(n) => n,
-        Shape::Fanin(_) | Shape::Pairs(_) => 1,
     }
 }

@@ -18,7 +18,7 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 use vane_proto::{Packet, PacketId, QoS};
 
 use super::client::{encode_publish, Client};
-use super::common::{self, disconnect, per_sec, Table, Target, SETUP_TIMEOUT};
+use super::common::{self, disconnect, per_sec, Pace, Table, Target, SETUP_TIMEOUT};
 use super::{parse_duration, thousands};
 
 /// Arguments of `vane bench latency`.
@@ -65,7 +65,7 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<()> {
     common::execute(
         SETUP_TIMEOUT + args.warmup + args.duration + DRAIN + Duration::from_secs(10),
         1,
-        args.target.json,
+        &args.target,
         run_async(&args),
         |report| (report.to_json(&args), report.to_table(&args)),
     )
@@ -83,23 +83,24 @@ struct Report {
 }
 
 async fn run_async(args: &LatencyArgs) -> anyhow::Result<Report> {
-    let addr = common::resolve(&args.target).await?;
+    let dialer = common::dialer(&args.target).await?;
     let qos = QoS::from_u8(args.qos).context("--qos")?;
     let prefix = common::client_prefix();
     let run_id = common::run_id();
     let setup = Instant::now() + SETUP_TIMEOUT;
     let mut sub = timeout_at(
         setup,
-        Client::connect(addr, &format!("{prefix}-ls"), 256 * 1024),
+        dialer.connect(0, &format!("{prefix}-ls"), 256 * 1024, 0),
     )
     .await
     .context("subscriber: no CONNACK in time")??;
     let granted = timeout_at(setup, sub.subscribe(&args.topic, qos))
         .await
         .context("no SUBACK in time")??;
-    let publisher = timeout_at(setup, Client::connect(addr, &format!("{prefix}-lp"), 4096))
+    let publisher = timeout_at(setup, dialer.connect(1, &format!("{prefix}-lp"), 4096, 0))
         .await
         .context("publisher: no CONNACK in time")??;
+    publisher.check_qos(qos)?;
 
     let base = std::time::Instant::now();
     let start = Instant::now();
@@ -189,7 +190,7 @@ async fn run_async(args: &LatencyArgs) -> anyhow::Result<Report> {
         Err(_) => bail!("the subscriber thread panicked"),
     };
     Ok(Report {
-        broker: addr.to_string(),
+        broker: dialer.addr.to_string(),
         granted,
         sent: counters.sent.load(Relaxed),
         received: counters.received.load(Relaxed),
@@ -214,6 +215,8 @@ async fn publish_at_rate(
 ) -> anyhow::Result<()> {
     let rate = f64::from(args.rate);
     let tick = Duration::from_micros(100).max(Duration::from_secs_f64(1.0 / rate));
+    let pace = Pace::new(start, rate).context("--rate must be above zero")?;
+    let total = pace.due(end) - 1;
     let mut payload = vec![b'v'; args.payload as usize];
     payload[8..16].copy_from_slice(&run_id);
     let mut out = BytesMut::with_capacity(64 * 1024);
@@ -223,7 +226,10 @@ async fn publish_at_rate(
         stream,
         read_buf,
         decoder,
+        version,
+        ..
     } = &mut client;
+    let version = *version;
     let (mut reader, mut writer) = stream.split();
     let mut next = start;
     while next < end {
@@ -244,8 +250,7 @@ async fn publish_at_rate(
             _ = sleep_until(next) => {}
         }
         let now = Instant::now();
-        let due = ((now - start).as_secs_f64() * rate) as u64 + 1;
-        let due = due.min(((end - start).as_secs_f64() * rate) as u64);
+        let due = pace.due(now).min(total);
         while seq < due {
             let sent_at = base.elapsed().as_nanos() as u64;
             payload[..8].copy_from_slice(&sent_at.to_be_bytes());
@@ -255,7 +260,7 @@ async fn publish_at_rate(
                 next_id = next_id.checked_add(1).unwrap_or(1);
                 PacketId::new(next_id)
             };
-            encode_publish(&mut out, &args.topic, qos, false, id, &payload);
+            encode_publish(&mut out, version, &args.topic, qos, false, id, &payload);
             seq += 1;
         }
         let n = seq - counters.sent.load(Relaxed);

@@ -10,8 +10,10 @@ mod fanout;
 mod flow;
 mod latency;
 mod pairs;
+mod publish;
 mod retained;
 mod seqset;
+mod subscribe;
 
 use std::time::Duration;
 
@@ -22,7 +24,9 @@ pub use fanin::FaninArgs;
 pub use fanout::FanoutArgs;
 pub use latency::LatencyArgs;
 pub use pairs::PairsArgs;
+pub use publish::PubArgs;
 pub use retained::RetainedArgs;
+pub use subscribe::SubArgs;
 
 /// Arguments of `vane bench`.
 #[derive(Debug, Args)]
@@ -43,6 +47,13 @@ pub enum Scenario {
     /// Pairs: N publisher/subscriber pairs, each on its own topic; measures the messages per
     /// second received in total.
     Pairs(PairsArgs),
+    /// Publish: many publishers, each on its own topic, at a fixed rate or as fast as the
+    /// broker takes them, and no subscriber; measures publishes and acknowledgements per
+    /// second. Run `sub` (or any subscriber) alongside.
+    Pub(PubArgs),
+    /// Subscribe: many subscribers to one filter, and no publisher; measures the messages per
+    /// second they receive while something else publishes (`pub`, for example).
+    Sub(SubArgs),
     /// Connections: opens many idle connections at a target rate, holds them, closes them;
     /// measures the connect rate and failures.
     Conn(ConnArgs),
@@ -60,6 +71,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Fanin(args) => fanin::run(args),
         Scenario::Fanout(args) => fanout::run(args),
         Scenario::Pairs(args) => pairs::run(args),
+        Scenario::Pub(args) => publish::run(args),
+        Scenario::Sub(args) => subscribe::run(args),
         Scenario::Conn(args) => conn::run(args),
         Scenario::Latency(args) => latency::run(args),
         Scenario::Retained(args) => retained::run(args),

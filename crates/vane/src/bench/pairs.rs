@@ -4,7 +4,7 @@
 
 use clap::Args;
 
-use super::flow::{self, FlowArgs, Shape};
+use super::flow::{self, FlowArgs, PublishArgs, Shape};
 
 /// Arguments of `vane bench pairs`.
 #[derive(Debug, Args)]
@@ -14,8 +14,14 @@ pub struct PairsArgs {
     pub pairs: u32,
     #[command(flatten)]
     pub flow: FlowArgs,
+    #[command(flatten)]
+    pub publish: PublishArgs,
 }
 
 pub fn run(args: PairsArgs) -> anyhow::Result<()> {
-    flow::run(Shape::Pairs(args.pairs as usize), &args.flow)
+    flow::run(
+        Shape::Pairs(args.pairs as usize),
+        &args.flow,
+        Some(&args.publish),
+    )
 }

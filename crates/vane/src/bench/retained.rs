@@ -57,7 +57,7 @@ pub fn run(args: RetainedArgs) -> anyhow::Result<()> {
     common::execute(
         SETUP_TIMEOUT + args.duration * 3 + Duration::from_secs(15),
         1,
-        args.target.json,
+        &args.target,
         run_async(&args),
         |report| (report.to_json(&args), report.to_table(&args)),
     )
@@ -77,7 +77,7 @@ struct Report {
 }
 
 async fn run_async(args: &RetainedArgs) -> anyhow::Result<Report> {
-    let addr = common::resolve(&args.target).await?;
+    let dialer = common::dialer(&args.target).await?;
     let qos = QoS::from_u8(args.qos).context("--qos")?;
     let client_prefix = common::client_prefix();
     let run = u64::from_be_bytes(common::run_id());
@@ -87,7 +87,7 @@ async fn run_async(args: &RetainedArgs) -> anyhow::Result<Report> {
 
     let mut publisher = timeout_at(
         Instant::now() + SETUP_TIMEOUT,
-        Client::connect(addr, &format!("{client_prefix}-rp"), 64 * 1024),
+        dialer.connect(0, &format!("{client_prefix}-rp"), 64 * 1024, 0),
     )
     .await
     .context("publisher: no CONNACK in time")??;
@@ -115,7 +115,7 @@ async fn run_async(args: &RetainedArgs) -> anyhow::Result<Report> {
     // The new subscriber: SUBSCRIBE and count distinct topics until all arrived.
     let mut sub = timeout_at(
         Instant::now() + SETUP_TIMEOUT,
-        Client::connect(addr, &format!("{client_prefix}-rs"), 1024 * 1024),
+        dialer.connect(1, &format!("{client_prefix}-rs"), 1024 * 1024, 0),
     )
     .await
     .context("subscriber: no CONNACK in time")??;
@@ -188,7 +188,7 @@ async fn run_async(args: &RetainedArgs) -> anyhow::Result<Report> {
     };
     disconnect(&mut publisher).await;
     Ok(Report {
-        broker: addr.to_string(),
+        broker: dialer.addr.to_string(),
         granted: qos,
         store_secs,
         receive_secs,
@@ -210,7 +210,8 @@ async fn publish_all(
     args: &RetainedArgs,
     deadline: Instant,
 ) -> anyhow::Result<()> {
-    let window = args.window as usize;
+    // No more unacknowledged than the broker's MQTT 5.0 Receive Maximum.
+    let window = (args.window as usize).min(usize::from(client.receive_maximum));
     let mut free: Vec<u16> = (1..=window as u16).rev().collect();
     let (mut next, mut acked) = (0u64, 0u64);
     let mut out = BytesMut::with_capacity(64 * 1024);
@@ -218,7 +219,10 @@ async fn publish_all(
         stream,
         read_buf,
         decoder,
+        version,
+        ..
     } = client;
+    let version = *version;
     let (mut reader, mut writer) = stream.split();
     while acked < n {
         while next < n && out.len() < 64 * 1024 {
@@ -226,6 +230,7 @@ async fn publish_all(
             let topic = format!("{base}/{next}");
             encode_publish(
                 &mut out,
+                version,
                 &topic,
                 QoS::AtLeastOnce,
                 true,
