@@ -438,42 +438,81 @@ fn every_scenario_runs_over_mqtt_5() {
     }
 }
 
-/// A stub broker for one connection: accepts it, keeps the CONNECT, answers with a successful
-/// CONNACK of the CONNECT's version and reads until the client closes. Returns the client's
-/// address and the CONNECT packet.
-fn stub_broker(listener: TcpListener) -> std::thread::JoinHandle<(SocketAddr, Vec<u8>)> {
+/// Reads one MQTT packet: its first byte and its body; None at the end of the stream.
+fn read_packet(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte).ok()?;
+    let first = byte[0];
+    let (mut len, mut shift) = (0usize, 0);
+    loop {
+        stream.read_exact(&mut byte).ok()?;
+        len |= usize::from(byte[0] & 0x7f) << shift;
+        shift += 7;
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).ok()?;
+    Some((first, body))
+}
+
+/// What a stub broker saw of its one client.
+struct Seen {
+    peer: SocketAddr,
+    /// The CONNECT's body.
+    connect: Vec<u8>,
+    /// The first byte of every packet after CONNECT.
+    packets: Vec<u8>,
+}
+
+/// A stub broker for one connection: accepts it, answers CONNECT with `connack` (a whole
+/// CONNACK packet), SUBSCRIBE with a SUBACK granting QoS 0 and PINGREQ with PINGRESP, and
+/// reads until the client closes.
+fn stub_broker(listener: TcpListener, connack: Vec<u8>) -> std::thread::JoinHandle<Seen> {
     std::thread::spawn(move || {
         let (mut stream, peer) = listener.accept().expect("accept");
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .expect("read timeout");
-        let mut connect = Vec::new();
-        let mut buf = [0u8; 1024];
-        // The CONNECTs here are short: a one-byte remaining length.
-        while connect.len() < 2 || connect.len() < 2 + usize::from(connect[1]) {
-            let n = stream.read(&mut buf).expect("read CONNECT");
-            assert!(n > 0, "closed before a whole CONNECT");
-            connect.extend_from_slice(&buf[..n]);
+        let (first, connect) = read_packet(&mut stream).expect("CONNECT");
+        assert_eq!(first, 0x10, "not a CONNECT");
+        let v5 = connect.get(6) == Some(&5);
+        stream.write_all(&connack).expect("write CONNACK");
+        let mut packets = Vec::new();
+        while let Some((first, body)) = read_packet(&mut stream) {
+            packets.push(first);
+            let reply = match first {
+                0x82 if v5 => vec![0x90, 4, body[0], body[1], 0, 0],
+                0x82 => vec![0x90, 3, body[0], body[1], 0],
+                0xc0 => vec![0xd0, 0],
+                _ => continue,
+            };
+            stream.write_all(&reply).expect("reply");
         }
-        let connack: &[u8] = match connect.get(8) {
-            Some(5) => &[0x20, 3, 0, 0, 0],
-            _ => &[0x20, 2, 0, 0],
-        };
-        stream.write_all(connack).expect("write CONNACK");
-        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
-        (peer, connect)
+        Seen {
+            peer,
+            connect,
+            packets,
+        }
     })
 }
 
 #[test]
 fn connects_with_the_version_and_source_address_asked_for() {
-    for (version, level, sources, source) in [
-        ("3.1.1", 4, "0", Ipv4Addr::LOCALHOST),
-        ("5", 5, "3", Ipv4Addr::new(127, 0, 0, 2)),
+    for (version, level, connack, sources, source) in [
+        ("3.1.1", 4, vec![0x20, 2, 0, 0], "0", Ipv4Addr::LOCALHOST),
+        (
+            "5",
+            5,
+            vec![0x20, 3, 0, 0, 0],
+            "3",
+            Ipv4Addr::new(127, 0, 0, 2),
+        ),
     ] {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("address").port();
-        let stub = stub_broker(listener);
+        let stub = stub_broker(listener, connack);
         let args = [
             "--connections",
             "1",
@@ -486,14 +525,46 @@ fn connects_with_the_version_and_source_address_asked_for() {
         ];
         let result = run_bench(port, "conn", &args);
         assert_eq!(result["opened"], 1, "{result}");
-        let (peer, connect) = stub.join().expect("stub broker");
-        assert_eq!(connect.first(), Some(&0x10), "not a CONNECT: {connect:?}");
-        assert_eq!(connect.get(2..8), Some(&b"\0\x04MQTT"[..]), "{connect:?}");
+        let seen = stub.join().expect("stub broker");
+        let connect = &seen.connect;
+        assert_eq!(connect.get(..6), Some(&b"\0\x04MQTT"[..]), "{connect:?}");
         assert_eq!(
-            connect.get(8),
+            connect.get(6),
             Some(&level),
             "version {version}: {connect:?}"
         );
-        assert_eq!(peer.ip(), IpAddr::V4(source), "version {version}");
+        // The longest keep alive: brokers that refuse 0 (rumqttd) accept it.
+        assert_eq!(connect.get(8..10), Some(&[0xff, 0xff][..]), "{connect:?}");
+        assert_eq!(seen.peer.ip(), IpAddr::V4(source), "version {version}");
     }
+}
+
+#[test]
+fn a_silent_subscriber_pings_within_the_brokers_server_keep_alive() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    // MQTT 5.0 CONNACK with Server Keep Alive (0x13) = 2 s: PINGREQ is due every second.
+    let stub = stub_broker(listener, vec![0x20, 6, 0, 0, 3, 0x13, 0, 2]);
+    let result = run_bench(
+        port,
+        "sub",
+        &[
+            "--subscribers",
+            "1",
+            "--mqtt-version",
+            "5",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+        ],
+    );
+    assert_eq!(result["received"], 0, "{result}");
+    let seen = stub.join().expect("stub broker");
+    assert_eq!(seen.packets.first(), Some(&0x82), "no SUBSCRIBE first");
+    assert!(
+        seen.packets.contains(&0xc0),
+        "no PINGREQ: {:x?}",
+        seen.packets
+    );
 }

@@ -5,11 +5,13 @@
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{sleep, Instant};
 use vane_proto::{
     Connect, Decoder, Packet, PacketId, ProtocolVersion, PubAck, PubComp, PubRec, Publish,
     PublishProperties, PublishRef, QoS, Subscribe, SubscribeProperties, SubscriptionOptions,
@@ -17,6 +19,10 @@ use vane_proto::{
 
 /// Largest packet the load generators accept from the broker.
 const MAX_PACKET: usize = 16 * 1024 * 1024;
+/// Keep alive asked for unless said otherwise: the longest there is, so that no run lasts long
+/// enough to need PINGREQ (an idle QoS 0 subscriber sends nothing), while brokers that refuse
+/// 0 (rumqttd) accept it.
+pub(crate) const KEEP_ALIVE: u16 = u16::MAX;
 
 /// How every connection of a run is made: the broker's address, the protocol version, and the
 /// local addresses the connections come from.
@@ -26,6 +32,8 @@ pub(crate) struct Dialer {
     pub(crate) version: ProtocolVersion,
     /// Connection i comes from 127.0.0.(2 + i % sources); 0 lets the system choose.
     sources: u8,
+    /// Keep alive asked for in CONNECT, seconds; 0 disables it.
+    keep_alive: u16,
 }
 
 impl Dialer {
@@ -38,6 +46,15 @@ impl Dialer {
             addr,
             version,
             sources: if loopback { sources } else { 0 },
+            keep_alive: KEEP_ALIVE,
+        }
+    }
+
+    /// The same, asking for a keep alive of `secs` seconds (0 disables it).
+    pub(crate) fn with_keep_alive(self, secs: u16) -> Dialer {
+        Dialer {
+            keep_alive: secs,
+            ..self
         }
     }
 
@@ -49,14 +66,13 @@ impl Dialer {
         })
     }
 
-    /// Opens connection `i`: TCP from [`Dialer::source`], CONNECT (clean session, keep alive
-    /// `keep_alive` seconds, 0 disabling it) and a successful CONNACK.
+    /// Opens connection `i`: TCP from [`Dialer::source`], CONNECT (clean session) and a
+    /// successful CONNACK.
     pub(crate) async fn connect(
         &self,
         i: usize,
         client_id: &str,
         read_capacity: usize,
-        keep_alive: u16,
     ) -> anyhow::Result<Client> {
         let addr = self.addr;
         let stream = match self.source(i) {
@@ -81,13 +97,12 @@ impl Dialer {
             read_buf: BytesMut::with_capacity(read_capacity),
             decoder: Decoder::with_version(version, MAX_PACKET),
             version,
+            keep_alive: self.keep_alive,
             receive_maximum: u16::MAX,
             maximum_qos: QoS::ExactlyOnce,
         };
         let mut connect = Connect::new(version, client_id);
-        // The load never pauses long enough to need PINGREQ; a disabled keep alive keeps an idle
-        // QoS 0 subscriber from being timed out on long runs.
-        connect.keep_alive = keep_alive;
+        connect.keep_alive = self.keep_alive;
         if version.is_v5() {
             connect.properties.maximum_packet_size = Some(MAX_PACKET as u32);
         }
@@ -96,6 +111,7 @@ impl Dialer {
             Packet::ConnAck(ack) if !ack.reason.is_error() => {
                 let props = &ack.properties;
                 client.receive_maximum = props.receive_maximum.unwrap_or(u16::MAX).max(1);
+                client.keep_alive = props.server_keep_alive.unwrap_or(client.keep_alive);
                 client.maximum_qos = props.maximum_qos.unwrap_or(QoS::ExactlyOnce);
                 Ok(client)
             }
@@ -114,6 +130,8 @@ pub(crate) struct Client {
     pub(crate) read_buf: BytesMut,
     pub(crate) decoder: Decoder,
     pub(crate) version: ProtocolVersion,
+    /// Keep alive in force, seconds (the broker's Server Keep Alive, if it sent one); 0: none.
+    pub(crate) keep_alive: u16,
     /// The broker's Receive Maximum (MQTT 5.0): QoS 1 and 2 publishes it takes unacknowledged.
     pub(crate) receive_maximum: u16,
     /// The highest QoS the broker accepts publishes at (MQTT 5.0).
@@ -170,15 +188,22 @@ impl Client {
         Ok(())
     }
 
+    /// Half the keep alive: how often an otherwise silent client sends PINGREQ.
+    pub(crate) fn ping_interval(&self) -> Option<Duration> {
+        (self.keep_alive > 0).then(|| Duration::from_secs(u64::from(self.keep_alive)) / 2)
+    }
+
     /// The subscriber's loop until `stop` completes: reads as much as there is, decodes every
     /// packet, acknowledges publishes and hands each to `on_publish`, which says whether it
-    /// counts; the count goes to `received` after each read.
+    /// counts; the count goes to `received` after each read. PINGREQ goes out every
+    /// [`Client::ping_interval`].
     pub(crate) async fn receive(
         &mut self,
         stop: impl Future<Output = ()>,
         received: &AtomicU64,
         mut on_publish: impl FnMut(&Publish) -> bool,
     ) -> anyhow::Result<()> {
+        let ping_every = self.ping_interval();
         let Client {
             stream,
             read_buf,
@@ -187,11 +212,12 @@ impl Client {
             ..
         } = self;
         let version = *version;
+        let ping = sleep(ping_every.unwrap_or(Duration::MAX));
         let (mut reader, mut writer) = stream.split();
         let mut out = BytesMut::with_capacity(16 * 1024);
         let read_min = (read_buf.capacity() / 4).max(4096);
         let read_grow = read_buf.capacity().max(16 * 1024);
-        tokio::pin!(stop);
+        tokio::pin!(stop, ping);
         loop {
             if read_buf.capacity() - read_buf.len() < read_min {
                 read_buf.reserve(read_grow);
@@ -227,6 +253,12 @@ impl Client {
                 written = writer.write(&out), if !out.is_empty() => {
                     let n = written?;
                     out.advance(n);
+                }
+                () = &mut ping, if ping_every.is_some() => {
+                    encode_packet(&mut out, version, &Packet::PingReq);
+                    if let Some(every) = ping_every {
+                        ping.as_mut().reset(Instant::now() + every);
+                    }
                 }
             }
         }

@@ -151,7 +151,7 @@ pub(crate) async fn connect_many(
         let mut set = JoinSet::new();
         for i in next..(next + CONNECT_CONCURRENCY).min(n) {
             let id = format!("{prefix}{i}");
-            set.spawn(async move { (i, dialer.connect(i, &id, read_capacity, 0).await) });
+            set.spawn(async move { (i, dialer.connect(i, &id, read_capacity).await) });
         }
         let mut chunk = Vec::new();
         while let Some(joined) = timeout_at(deadline, set.join_next())

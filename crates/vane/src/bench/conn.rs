@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::client::Client;
+use super::client::{Client, KEEP_ALIVE};
 use super::common::{self, disconnect, per_sec, Table, Target};
 use super::{parse_duration, thousands};
 
@@ -33,9 +33,10 @@ pub struct ConnArgs {
     /// How long to hold the connections once all are open.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub hold: Duration,
-    /// MQTT keep alive in seconds; 0 disables it. Otherwise the held connections send PINGREQ
-    /// at half this interval.
-    #[arg(long, default_value_t = 0)]
+    /// MQTT keep alive in seconds; 0 disables it (some brokers, rumqttd for one, refuse 0).
+    /// The held connections send PINGREQ at half this interval, or at half the broker's Server
+    /// Keep Alive (MQTT 5.0).
+    #[arg(long, default_value_t = KEEP_ALIVE)]
     pub keepalive: u16,
     /// Connection attempts in flight at once.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_535))]
@@ -87,7 +88,9 @@ struct Report {
 }
 
 async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
-    let dialer = common::dialer(&args.target).await?;
+    let dialer = common::dialer(&args.target)
+        .await?
+        .with_keep_alive(args.keepalive);
     let prefix = format!("{}-c", common::client_prefix());
     let n = args.connections as usize;
     let opened = Arc::new(AtomicU64::new(0));
@@ -125,10 +128,10 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
             failed.clone(),
             errors.clone(),
         );
-        let (keepalive, connect_timeout) = (args.keepalive, args.connect_timeout);
+        let connect_timeout = args.connect_timeout;
         set.spawn(async move {
             let began = Instant::now();
-            let attempt = dialer.connect(i, &id, 256, keepalive);
+            let attempt = dialer.connect(i, &id, 256);
             let result = match timeout(connect_timeout, attempt).await {
                 Ok(r) => r,
                 Err(_) => Err(anyhow::anyhow!("no CONNACK within {connect_timeout:?}")),
@@ -174,9 +177,9 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
     let dropped = Arc::new(AtomicU64::new(0));
     let mut holders = JoinSet::new();
     for mut client in clients {
-        let (dropped, keepalive) = (dropped.clone(), args.keepalive);
+        let dropped = dropped.clone();
         holders.spawn(async move {
-            if hold(&mut client, hold_end, keepalive).await.is_err() {
+            if hold(&mut client, hold_end).await.is_err() {
                 dropped.fetch_add(1, Relaxed);
                 return;
             }
@@ -201,15 +204,11 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
 }
 
 /// Keeps one connection until `end`; fails when the broker closes it.
-async fn hold(client: &mut Client, end: Instant, keepalive: u16) -> anyhow::Result<()> {
-    let ping = Duration::from_secs(u64::from(keepalive.max(1))) / 2;
-    let mut next_ping = Instant::now() + ping;
+async fn hold(client: &mut Client, end: Instant) -> anyhow::Result<()> {
+    let ping = client.ping_interval();
+    let mut next_ping = ping.map(|p| Instant::now() + p);
     loop {
-        let wake = if keepalive > 0 {
-            next_ping.min(end)
-        } else {
-            end
-        };
+        let wake = next_ping.map_or(end, |p| p.min(end));
         let woke = tokio::select! {
             _ = sleep_until(wake) => true,
             packet = client.next_packet() => { packet?; false }
@@ -219,7 +218,7 @@ async fn hold(client: &mut Client, end: Instant, keepalive: u16) -> anyhow::Resu
                 return Ok(());
             }
             client.send(&vane_proto::Packet::PingReq).await?;
-            next_ping += ping;
+            next_ping = next_ping.zip(ping).map(|(at, p)| at + p);
         }
     }
 }

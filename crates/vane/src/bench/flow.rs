@@ -663,7 +663,9 @@ impl Publisher {
         let mut out = BytesMut::with_capacity(2 * low_water);
         let end = sleep_until(t.end);
         let drain_end = sleep_until(t.drain_end);
-        tokio::pin!(end, drain_end);
+        // When paced: wakes the loop when the next publish is due.
+        let due = sleep_until(t.drain_end);
+        tokio::pin!(end, drain_end, due);
         // Refill once a quarter of the window is free, not on every acknowledgement: a broker
         // that acknowledges one packet per segment would otherwise get one small write each.
         let refill = (self.batch.min(self.window) / 4).max(1);
@@ -671,8 +673,8 @@ impl Publisher {
         // Acknowledged packet ids, and whether the broker accepted the message.
         let mut acked_packets = Vec::new();
         loop {
-            // When paced and nothing is due yet: when the next publish is.
-            let mut wake = None;
+            // Paced, with nothing due yet: wait for the next publish's time.
+            let mut waiting = false;
             if publishing && out.len() < low_water && self.free_ids.len() >= refill {
                 let allowed = self.allowed(self.batch);
                 let mut n = 0;
@@ -682,8 +684,9 @@ impl Publisher {
                     n += 1;
                 }
                 self.counters.sent.fetch_add(n as u64, Relaxed);
-                if allowed == 0 {
-                    wake = self.next_due();
+                if let (0, Some(at)) = (allowed, self.next_due()) {
+                    due.as_mut().reset(at);
+                    waiting = true;
                 }
             }
             if !publishing && out.is_empty() && self.free_ids.len() == self.window {
@@ -740,7 +743,7 @@ impl Publisher {
                 }
                 _ = &mut end, if publishing => publishing = false,
                 _ = &mut drain_end => break,
-                _ = sleep_until(wake.unwrap_or(t.drain_end)), if wake.is_some() => {}
+                _ = &mut due, if waiting => {}
             }
         }
         self.outcome.unacked = (self.window - self.free_ids.len()) as u64;

@@ -90,14 +90,14 @@ async fn run_async(args: &LatencyArgs) -> anyhow::Result<Report> {
     let setup = Instant::now() + SETUP_TIMEOUT;
     let mut sub = timeout_at(
         setup,
-        dialer.connect(0, &format!("{prefix}-ls"), 256 * 1024, 0),
+        dialer.connect(0, &format!("{prefix}-ls"), 256 * 1024),
     )
     .await
     .context("subscriber: no CONNACK in time")??;
     let granted = timeout_at(setup, sub.subscribe(&args.topic, qos))
         .await
         .context("no SUBACK in time")??;
-    let publisher = timeout_at(setup, dialer.connect(1, &format!("{prefix}-lp"), 4096, 0))
+    let publisher = timeout_at(setup, dialer.connect(1, &format!("{prefix}-lp"), 4096))
         .await
         .context("publisher: no CONNACK in time")??;
     publisher.check_qos(qos)?;

@@ -87,7 +87,7 @@ async fn run_async(args: &RetainedArgs) -> anyhow::Result<Report> {
 
     let mut publisher = timeout_at(
         Instant::now() + SETUP_TIMEOUT,
-        dialer.connect(0, &format!("{client_prefix}-rp"), 64 * 1024, 0),
+        dialer.connect(0, &format!("{client_prefix}-rp"), 64 * 1024),
     )
     .await
     .context("publisher: no CONNACK in time")??;
@@ -115,7 +115,7 @@ async fn run_async(args: &RetainedArgs) -> anyhow::Result<Report> {
     // The new subscriber: SUBSCRIBE and count distinct topics until all arrived.
     let mut sub = timeout_at(
         Instant::now() + SETUP_TIMEOUT,
-        dialer.connect(1, &format!("{client_prefix}-rs"), 1024 * 1024, 0),
+        dialer.connect(1, &format!("{client_prefix}-rs"), 1024 * 1024),
     )
     .await
     .context("subscriber: no CONNACK in time")??;
