@@ -51,6 +51,7 @@ impl TestBroker {
         let mut config = Config {
             listeners: vec![ListenerConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..Default::default()
             }],
             ..Config::default()
         };

@@ -56,12 +56,16 @@ impl Default for Config {
 pub struct ListenerConfig {
     /// Address and port to listen on.
     pub bind: SocketAddr,
+    /// Connections the kernel holds for the accept loop (listen backlog; the kernel caps it
+    /// at net.core.somaxconn).
+    pub backlog: u32,
 }
 
 impl Default for ListenerConfig {
     fn default() -> Self {
         ListenerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            backlog: 4096,
         }
     }
 }
@@ -317,6 +321,11 @@ impl Config {
         let m = &self.mqtt;
         if m.max_packet_size.0 < 64 || m.max_packet_size.0 > 268_435_460 {
             problems.push("mqtt.max_packet_size: must be between 64 B and 256 MiB".into());
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.backlog == 0 {
+                problems.push(format!("listeners[{i}].backlog: must be at least 1"));
+            }
         }
         if m.connect_timeout.is_zero() {
             problems.push("mqtt.connect_timeout: must be more than 0s".into());

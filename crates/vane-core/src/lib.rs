@@ -16,7 +16,7 @@ mod routing;
 pub mod session;
 mod subscription_index;
 
-pub use message::{Delivery, Message};
+pub use message::{detach, Delivery, Message};
 pub use queue::{MessageQueue, Offer, OverflowPolicy, QueueLimits};
 pub use retained::{RetainedMessages, RetainedStore};
 pub use routing::RouteScratch;

@@ -197,7 +197,7 @@ impl Broker {
             }
         }
         if message.retain {
-            self.retained.write().set(message.clone());
+            self.retained.write().set(Arc::new(message.detached()));
         }
         let picker = Picker {
             policy: self.share_policy,

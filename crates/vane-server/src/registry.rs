@@ -27,13 +27,15 @@ pub(crate) struct SessionSlot {
     pub mailbox: Mailbox,
     /// The session. Held (tokio mutex, owned guard) by the connection task that serves it for
     /// as long as it serves it: the lock is an ownership token, handed over on takeover.
-    state: Arc<tokio::sync::Mutex<Option<Session>>>,
+    state: Arc<tokio::sync::Mutex<Option<Box<Session>>>>,
     /// Bumped by every connection that wants this session; the highest one wins.
     connect_seq: AtomicU64,
     owner: Mutex<Option<oneshot::Sender<Kick>>>,
 }
 
-pub(crate) type SessionGuard = OwnedMutexGuard<Option<Session>>;
+// Boxed: an empty slot (a connected session lives in its task) then costs a pointer, not a
+// whole `Session`, for every connection.
+pub(crate) type SessionGuard = OwnedMutexGuard<Option<Box<Session>>>;
 
 impl SessionSlot {
     /// Registers interest in the session and asks the current owner to let go.

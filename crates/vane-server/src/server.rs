@@ -41,12 +41,10 @@ impl Server {
         let authenticators = crate::auth::load(&config.auth).map_err(ServerError::Auth)?;
         let mut listeners = Vec::new();
         for l in &config.listeners {
-            let listener = TcpListener::bind(l.bind)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: l.bind,
-                    source,
-                })?;
+            let listener = bind_tcp(l.bind, l.backlog).map_err(|source| ServerError::Bind {
+                addr: l.bind,
+                source,
+            })?;
             listeners.push(listener);
         }
         Ok(Server {
@@ -85,4 +83,20 @@ impl Server {
         // Give connection tasks a moment to send their DISCONNECT and flush.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A TCP listener with the configured backlog (tokio's `TcpListener::bind` uses 128, which a
+/// burst of connecting devices overflows: the kernel drops their SYNs and they retry a second
+/// later).
+fn bind_tcp(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std and tokio do for listeners: a restarted broker can bind while old connections
+    // linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }

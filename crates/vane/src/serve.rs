@@ -17,7 +17,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.listeners = args
             .bind
             .iter()
-            .map(|&bind| ListenerConfig { bind })
+            .map(|&bind| ListenerConfig {
+                bind,
+                ..ListenerConfig::default()
+            })
             .collect();
     }
     if let Some(f) = args.log_format {

@@ -666,6 +666,7 @@ async fn an_unparsable_credentials_file_stops_the_broker_naming_the_line() {
     let mut config = test_support::vane_config::Config {
         listeners: vec![test_support::vane_config::ListenerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Default::default()
         }],
         ..Default::default()
     };

@@ -218,7 +218,13 @@ impl Session {
         let client_window = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         self.send_window = self.config.max_inflight.min(client_window).max(1);
         self.client_max_packet_size = connect.properties.maximum_packet_size;
-        self.auth_method = connect.properties.authentication_method.clone();
+        // Detached: the CONNECT shares its connection's read buffer, which must not live on
+        // for as long as the session does.
+        self.auth_method = connect
+            .properties
+            .authentication_method
+            .as_deref()
+            .map(crate::message::detach);
         self.session_expiry = match connect.protocol {
             ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
             _ if connect.clean_start => 0,
@@ -241,7 +247,8 @@ impl Session {
                 },
                 origin: self.id,
                 received: now,
-            },
+            }
+            .detached(),
             delay: w.properties.will_delay_interval.unwrap_or(0),
         });
     }

@@ -38,7 +38,7 @@ pub(crate) struct Accepted {
     pub connect: Box<Connect>,
     pub slot: Arc<SessionSlot>,
     pub guard: SessionGuard,
-    pub session: Session,
+    pub session: Box<Session>,
     pub seq: u64,
     pub kick: oneshot::Receiver<Kick>,
     pub session_present: bool,
@@ -107,7 +107,8 @@ fn client_identifier(
             let salt: u32 = rand::random();
             Ok((ByteString::from(format!("vane-{n:x}-{salt:08x}")), true))
         }
-        _ => Ok((id.clone(), false)),
+        // A copy: the CONNECT shares the read buffer, which must not live as long as the id.
+        _ => Ok((vane_core::detach(id), false)),
     }
 }
 
@@ -252,12 +253,12 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 broker.discard_session(&slot, &mut old);
             }
             (
-                Session::new(
+                Box::new(Session::new(
                     slot.id,
                     client_id.clone(),
                     broker.session_config.clone(),
                     now,
-                ),
+                )),
                 false,
             )
         }

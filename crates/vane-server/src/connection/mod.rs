@@ -33,6 +33,9 @@ const READ_PAUSE_WRITE_BACKLOG: usize = 256 * 1024;
 /// Read buffer growth step. Every complete packet is decoded after each read, so what stays
 /// in the buffer is at most one partial packet (up to `mqtt.max_packet_size`).
 const READ_CHUNK: usize = 4 * 1024;
+/// A read or write smaller than this that leaves its buffer empty gives the buffer back: an
+/// idle connection then holds no buffers, while a busy one keeps reusing its own.
+const KEEP_BUFFER_AFTER: usize = 1024;
 /// Deliveries taken from the mailbox per lock.
 const DRAIN_BATCH: usize = 256;
 /// Bytes of packets held back while publishing is paused, above which reading stops.
@@ -97,6 +100,41 @@ impl End {
     }
 }
 
+/// A byte stream that can wait until it is readable without being handed a buffer, so an idle
+/// connection holds no read buffer while it waits.
+pub(crate) trait Readable: AsyncRead + Unpin {
+    /// Waits until a read would make progress; a spurious wake-up is fine.
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Readable for tokio::net::tcp::OwnedReadHalf {
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        self.readable()
+    }
+}
+
+/// Reads into `buf`, taking buffer space only once the stream is readable (when no partial
+/// packet is waiting for its rest).
+async fn read_when_ready<R: Readable>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if buf.is_empty() {
+        reader.wait_readable().await?;
+    }
+    if buf.capacity() - buf.len() < 512 {
+        buf.reserve(READ_CHUNK);
+    }
+    reader.read_buf(buf).await
+}
+
+/// Gives an emptied buffer's memory back when the I/O that emptied it was small.
+fn release_if_idle(buf: &mut BytesMut, moved: usize) {
+    if buf.is_empty() && moved < KEEP_BUFFER_AFTER && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
+}
+
 /// Serves one client connection from its first byte to its close.
 pub(crate) async fn serve<R, W>(
     broker: Arc<Broker>,
@@ -105,7 +143,7 @@ pub(crate) async fn serve<R, W>(
     mut writer: W,
     shutdown: watch::Receiver<bool>,
 ) where
-    R: AsyncRead + Unpin,
+    R: Readable,
     W: AsyncWrite + Unpin,
 {
     let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
@@ -148,6 +186,8 @@ pub(crate) async fn serve<R, W>(
             return;
         }
     };
+    release_if_idle(&mut read_buf, 0);
+    release_if_idle(&mut write_buf, 0);
     let mut conn = Connection {
         broker,
         peer,
@@ -190,7 +230,7 @@ struct Connection<R, W> {
     deferred_bytes: usize,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
+impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
     async fn run(&mut self, accepted: Accepted, mut shutdown: watch::Receiver<bool>) {
         let Accepted {
             connect,
@@ -220,7 +260,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         let end = self
             .serve_session(&mut session, &slot, &mut kick, &mut shutdown)
             .await;
-        self.finish(&mut session, &end, problem_info).await;
+        // Boxed: needed once, at the end, it need not widen the task for the whole connection.
+        Box::pin(self.finish(&mut session, &end, problem_info)).await;
 
         let now = Instant::now();
         let mut delayed_will = None;
@@ -323,19 +364,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             let want_mailbox = pull == Pull::Empty;
             let want_read = self.write_buf.len() < READ_PAUSE_WRITE_BACKLOG
                 && self.deferred_bytes < DEFERRED_LIMIT;
-            if want_read && self.read_buf.capacity() - self.read_buf.len() < 512 {
-                self.read_buf.reserve(READ_CHUNK);
-            }
             tokio::select! {
                 biased;
                 _ = &mut *kick => return End::TakenOver,
                 _ = shutdown.changed() => return End::Shutdown,
                 res = self.writer.write_buf(&mut self.write_buf), if !self.write_buf.is_empty() => {
-                    if let Err(e) = res {
-                        return End::Closed(Some(e));
+                    match res {
+                        Ok(n) => release_if_idle(&mut self.write_buf, n),
+                        Err(e) => return End::Closed(Some(e)),
                     }
                 }
-                res = self.reader.read_buf(&mut self.read_buf), if want_read => {
+                res = read_when_ready(&mut self.reader, &mut self.read_buf), if want_read => {
                     match res {
                         Ok(0) => {
                             // What the client sent before closing still counts, a DISCONNECT
@@ -345,10 +384,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                             }
                             return End::Closed(None);
                         }
-                        Ok(_) => {
+                        Ok(n) => {
                             if let Some(end) = self.handle_input(session, slot) {
                                 return end;
                             }
+                            release_if_idle(&mut self.read_buf, n);
                             // One read's worth of input per turn: a publisher that always has
                             // input would otherwise run until tokio's budget is spent and
                             // starve the subscribers sharing its core.
@@ -636,7 +676,9 @@ fn deferred_weight(packet: &Packet) -> usize {
 /// Waits for a congested receiver's queue to drain, or for the deadline.
 async fn wait_for_space(receiver: Option<&Subscriber>, until: Option<Instant>) {
     match (receiver, until) {
-        (Some(r), Some(until)) => r.mailbox.space_or(until).await,
+        // Boxed: the select! holds this future in every connection's task, but it only runs
+        // under backpressure.
+        (Some(r), Some(until)) => Box::pin(r.mailbox.space_or(until)).await,
         _ => std::future::pending().await,
     }
 }
