@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, OwnedMutexGuard};
+use vane_core::session::Will;
 use vane_core::Session;
 use vane_proto::ByteString;
 
@@ -31,6 +32,10 @@ pub(crate) struct SessionSlot {
     /// Bumped by every connection that wants this session; the highest one wins.
     connect_seq: AtomicU64,
     owner: Mutex<Option<oneshot::Sender<Kick>>>,
+    /// The delayed will of the session while it is parked. Whoever takes it decides its fate:
+    /// the will-delay timer publishes it, a resuming connection cancels it, a Clean Start
+    /// connection (which ends the session) publishes it at once.
+    pending_will: Mutex<Option<Box<Will>>>,
 }
 
 // Boxed: an empty slot (a connected session lives in its task) then costs a pointer, not a
@@ -62,6 +67,16 @@ impl SessionSlot {
     pub(crate) fn set_owner(&self, seq: u64, owner: oneshot::Sender<Kick>) -> bool {
         *self.owner.lock() = Some(owner);
         self.is_latest(seq)
+    }
+
+    /// Keeps the delayed will of a session being parked.
+    pub(crate) fn park_will(&self, will: Will) {
+        *self.pending_will.lock() = Some(Box::new(will));
+    }
+
+    /// Takes the parked delayed will, if it is still waiting.
+    pub(crate) fn take_will(&self) -> Option<Will> {
+        self.pending_will.lock().take().map(|w| *w)
     }
 
     /// Drops the owner's kick channel once it no longer serves the session.
@@ -105,6 +120,7 @@ impl SessionRegistry {
             state: Arc::new(tokio::sync::Mutex::new(None)),
             connect_seq: AtomicU64::new(0),
             owner: Mutex::new(None),
+            pending_will: Mutex::new(None),
         });
         slots.insert(client_id.clone(), slot.clone());
         slot

@@ -193,6 +193,65 @@ async fn will_delay_interval_postpones_the_will_and_reconnect_cancels_it() {
     watcher.expect_nothing(QUIET).await;
 }
 
+/// A persistent MQTT 5.0 CONNECT with a will on `topic` delayed by an hour.
+fn with_delayed_will(client_id: &str, topic: &str) -> test_support::vane_proto::Connect {
+    let mut connect = with_will(connect_v5_persistent(client_id), topic, "gone", 0, false);
+    if let Some(will) = connect.will.as_mut() {
+        will.properties.will_delay_interval = Some(3600);
+    }
+    connect
+}
+
+#[tokio::test]
+async fn clean_start_after_a_lost_connection_sends_the_delayed_will_at_once() {
+    // Section 3.1.3.2.2: the will waits for the delay "or the Session ends, whichever happens
+    // first"; Clean Start ends the old session [MQTT-3.1.2-4], so its will goes now.
+    let broker = TestBroker::start_default().await;
+    let mut watcher = v5(broker.addr(), "watcher").await;
+    watcher.send(subscribe(1, "delayed/clean", 0)).await;
+    watcher.expect(suback(1, &[0])).await;
+    let id = unique_id("dc");
+    drop(TestClient::connect(broker.addr(), with_delayed_will(&id, "delayed/clean")).await);
+    watcher.expect_nothing(QUIET).await;
+    let (_c, ack) = TestClient::connect_with_ack(broker.addr(), connect_v5(&id)).await;
+    assert!(!ack.session_present);
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"gone");
+}
+
+#[tokio::test]
+async fn clean_start_taking_over_a_live_connection_sends_its_delayed_will() {
+    // [MQTT-3.1.4-3] the old connection is closed (0x8E); its session ends with Clean Start,
+    // so the delayed will is published at once rather than forgotten.
+    let broker = TestBroker::start_default().await;
+    let mut watcher = v5(broker.addr(), "watcher").await;
+    watcher.send(subscribe(1, "delayed/live", 0)).await;
+    watcher.expect(suback(1, &[0])).await;
+    let id = unique_id("dl");
+    let mut old = TestClient::connect(broker.addr(), with_delayed_will(&id, "delayed/live")).await;
+    let (_c, ack) = TestClient::connect_with_ack(broker.addr(), connect_v5(&id)).await;
+    assert!(!ack.session_present);
+    old.expect_closed_with(DisconnectReason::SessionTakenOver)
+        .await;
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"gone");
+}
+
+#[tokio::test]
+async fn resuming_a_live_session_cancels_its_delayed_will() {
+    // [MQTT-3.1.3-9] a new connection to the same session within the delay: no will.
+    let broker = TestBroker::start_default().await;
+    let mut watcher = v5(broker.addr(), "watcher").await;
+    watcher.send(subscribe(1, "delayed/resume", 0)).await;
+    watcher.expect(suback(1, &[0])).await;
+    let id = unique_id("dr");
+    let connect = with_delayed_will(&id, "delayed/resume");
+    let mut old = TestClient::connect(broker.addr(), connect.clone()).await;
+    let (_c, ack) = TestClient::connect_with_ack(broker.addr(), connect).await;
+    assert!(ack.session_present);
+    old.expect_closed_with(DisconnectReason::SessionTakenOver)
+        .await;
+    watcher.expect_nothing(QUIET).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // CONNACK and limits
 // ---------------------------------------------------------------------------------------------

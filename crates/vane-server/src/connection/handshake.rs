@@ -245,9 +245,21 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     }
     let mut guard = guard;
     let existing = guard.take();
+    let parked_will = slot.take_will();
     let (mut session, session_present) = match existing {
-        Some(old) if !connect.clean_start => (old, true),
+        Some(old) if !connect.clean_start => {
+            if parked_will.is_some() {
+                // [MQTT-3.1.3-9] the session resumed within the will delay: no will.
+                tracing::debug!(%client_id, "delayed will cancelled by reconnection");
+            }
+            (old, true)
+        }
         old => {
+            if let Some(will) = parked_will {
+                // Clean Start ends the old session, and a session that ends sends its delayed
+                // will at once (MQTT 5.0 section 3.1.3.2.2).
+                crate::expiry::publish_will(broker, &slot, will);
+            }
             if let Some(mut old) = old {
                 // [MQTT-3.1.2-6] Clean Session discards the previous session.
                 broker.discard_session(&slot, &mut old);

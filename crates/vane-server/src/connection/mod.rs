@@ -264,13 +264,16 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         Box::pin(self.finish(&mut session, &end, problem_info)).await;
 
         let now = Instant::now();
-        let mut delayed_will = None;
+        let mut will_delay = None;
         if end.publishes_will(session.version().is_v5()) {
             if let Some(will) = session.take_will(now) {
                 // [MQTT-3.1.3-9] a will with a delay waits for it, or for the end of the
                 // session, whichever comes first; a session ending now ends the wait.
                 if will.delay > 0 && session.session_expiry() > 0 {
-                    delayed_will = Some(will);
+                    // Parked with the slot before the session is released, so a connection
+                    // that takes the session over finds it there.
+                    will_delay = Some(will.delay);
+                    slot.park_will(will);
                 } else {
                     debug!(client_id = %session.client_id(), topic = %will.message.topic, "publishing will");
                     self.broker.publish(will.message, &mut self.scratch);
@@ -293,12 +296,12 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             *guard = Some(session);
         }
         drop(guard);
-        if expiry != 0 && (expiry != u32::MAX || delayed_will.is_some()) {
+        if expiry != 0 && (expiry != u32::MAX || will_delay.is_some()) {
             tokio::spawn(crate::expiry::park_timers(
                 self.broker.clone(),
                 slot.clone(),
                 seq,
-                delayed_will,
+                will_delay,
                 expiry,
             ));
         }
