@@ -140,6 +140,9 @@ pub struct QueueConfig {
     /// messages to it fall under the overflow policy. 0: never wait (drop at once).
     #[serde(with = "humantime_serde")]
     pub backpressure_timeout: Duration,
+    /// Queue length of a connected client above which QoS 1/2 publishers to it wait (at most
+    /// `max_messages`). Short queues keep the broker's working set in the CPU cache.
+    pub backpressure_above: usize,
 }
 
 impl Default for QueueConfig {
@@ -150,6 +153,7 @@ impl Default for QueueConfig {
             overflow: OverflowPolicy::DropOldest,
             queue_qos0_offline: false,
             backpressure_timeout: Duration::from_secs(10),
+            backpressure_above: 1000,
         }
     }
 }
@@ -344,6 +348,9 @@ impl Config {
         }
         if self.queue.max_messages == 0 {
             problems.push("queue.max_messages: must be at least 1".into());
+        }
+        if self.queue.backpressure_above == 0 {
+            problems.push("queue.backpressure_above: must be at least 1".into());
         }
         if self.queue.max_bytes.0 == 0 {
             problems.push("queue.max_bytes: must be more than 0".into());

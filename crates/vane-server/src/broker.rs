@@ -108,6 +108,7 @@ impl Broker {
             },
             q.queue_qos0_offline,
             q.backpressure_timeout,
+            q.backpressure_above,
         )
     }
 

@@ -74,6 +74,8 @@ pub(crate) struct Mailbox {
     space: Notify,
     /// 0: no backpressure, full queues apply their policy at once.
     backpressure_timeout: Duration,
+    /// Queue length at which backpressure starts for a connected client.
+    backpressure_above: usize,
     queue_qos0_offline: bool,
     /// Mirrors of `Inner::online` and the queue length, read without the lock when a shared
     /// subscription picks a member.
@@ -88,6 +90,7 @@ impl Mailbox {
         limits: QueueLimits,
         queue_qos0_offline: bool,
         backpressure_timeout: Duration,
+        backpressure_above: usize,
     ) -> Mailbox {
         Mailbox {
             inner: Mutex::new(Inner {
@@ -99,6 +102,7 @@ impl Mailbox {
             notify: Notify::new(),
             space: Notify::new(),
             backpressure_timeout,
+            backpressure_above: backpressure_above.clamp(1, limits.max_messages.max(1)),
             queue_qos0_offline,
             online: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
@@ -137,14 +141,17 @@ impl Mailbox {
         }
     }
 
-    /// Whether a delivery that finds the queue full is kept beyond the caps while publishers
-    /// pause: QoS 1/2, to an online client, within the backpressure timeout.
+    /// Whether a delivery that finds the queue at its backpressure length (or full) is kept,
+    /// beyond the caps if need be, while publishers pause: QoS 1/2, to an online client, within
+    /// the backpressure timeout.
     fn holds_back(&self, inner: &mut Inner, delivery: &Delivery) -> bool {
         if delivery.qos == QoS::AtMostOnce
             || !inner.online
             || inner.stuck
             || self.backpressure_timeout.is_zero()
-            || (inner.congested_since.is_none() && inner.queue.has_room_for(delivery.size()))
+            || (inner.congested_since.is_none()
+                && inner.queue.len() < self.backpressure_above
+                && inner.queue.has_room_for(delivery.size()))
         {
             return false;
         }
@@ -214,7 +221,9 @@ impl Mailbox {
             pull = Pull::Empty;
         }
         self.queued.store(inner.queue.len(), Ordering::Relaxed);
-        let release = inner.queue.at_most_half_full() && inner.end_congestion();
+        let release = inner.queue.len() <= self.backpressure_above / 2
+            && inner.queue.at_most_half_full()
+            && inner.end_congestion();
         drop(inner);
         if release {
             self.space.notify_waiters();

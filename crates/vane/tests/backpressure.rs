@@ -162,3 +162,37 @@ async fn clients_publishing_to_each_other_both_get_everything() {
     assert_eq!(to_a, all_in_order());
     assert_eq!(to_b, all_in_order());
 }
+
+#[tokio::test]
+async fn backpressure_starts_at_backpressure_above_well_before_the_cap() {
+    // A queue cap of 10,000 would swallow all 200 messages; backpressure_above = 10 holds the
+    // publisher back long before, and nothing is lost.
+    let broker = TestBroker::start(|c| {
+        c.queue.max_messages = 10_000;
+        c.queue.backpressure_above = 10;
+        c.mqtt.max_inflight = 4;
+    })
+    .await;
+    let mut sub = subscriber(broker.addr(), "bp/early").await;
+    let mut publisher = TestClient::connect(broker.addr(), connect_v311("bp-pub4")).await;
+    send_all(&mut publisher, "bp/early").await;
+    let mut acked = 0;
+    while let Received::Packet(Packet::PubAck(_)) =
+        publisher.next_event(Duration::from_millis(300)).await
+    {
+        acked += 1;
+    }
+    assert!(
+        acked < 100,
+        "{acked} publishes acknowledged past a queue of 10"
+    );
+    let (delivered, _) = tokio::join!(pump(&mut sub, 0, usize::from(MESSAGES)), async {
+        for _ in acked..usize::from(MESSAGES) {
+            match publisher.recv().await {
+                Some(Packet::PubAck(_)) => {}
+                other => panic!("expected PUBACK, got {other:?}"),
+            }
+        }
+    });
+    assert_eq!(delivered, all_in_order());
+}
