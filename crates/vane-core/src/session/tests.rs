@@ -805,6 +805,42 @@ fn packet_ids_are_not_reused_while_in_flight() {
 }
 
 #[test]
+fn packet_ids_wrapping_onto_a_run_of_ids_in_flight_skip_all_of_them() {
+    // [MQTT-2.2.1-4] (3.1.1: [MQTT-2.3.1-4]): ids 1 and 2 stay in flight while the counter
+    // goes round the ring; the allocator must skip both, not just the first.
+    let clock = Clock::new();
+    let config = SessionConfig {
+        max_inflight: 3,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(&connect_v311("c"), config, clock.at(0));
+    for _ in 0..2 {
+        s.deliver(
+            delivery("t", QoS::AtLeastOnce, b"held", clock.at(0)),
+            clock.at(1),
+        )
+        .expect("room");
+    }
+    assert_eq!(publish_ids(&drain(&mut s, clock.at(1))), vec![1, 2]);
+    for expected in 3..=u16::MAX {
+        s.deliver(
+            delivery("t", QoS::AtLeastOnce, b"", clock.at(0)),
+            clock.at(1),
+        )
+        .expect("room");
+        assert_eq!(publish_ids(&drain(&mut s, clock.at(1))), vec![expected]);
+        s.handle_packet(puback(expected), clock.at(1))
+            .expect("valid");
+    }
+    s.deliver(
+        delivery("t", QoS::AtLeastOnce, b"after", clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+    assert_eq!(publish_ids(&drain(&mut s, clock.at(1))), vec![3]);
+}
+
+#[test]
 fn packet_ids_wrap_past_65535_and_skip_ids_in_use() {
     // [MQTT-2.2.1-4] (3.1.1: [MQTT-2.3.1-4]); [MQTT-2.3.1-1]/[MQTT-2.2.1-3] ids are non-zero.
     let clock = Clock::new();
