@@ -1,53 +1,12 @@
 //! `vane pub` and `vane sub` end to end against a `vane serve` child process.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const VANE: &str = env!("CARGO_BIN_EXE_vane");
-
-/// A child process killed if the test ends before it exits.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
-/// Starts `vane serve` on a free port and waits until it listens.
-fn serve() -> (Proc, u16) {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    let child = Command::new(VANE)
-        .args(["serve", "--bind", &addr.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start vane serve");
-    let mut broker = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            broker.0.try_wait().expect("poll").is_none(),
-            "vane serve exited early"
-        );
-        assert!(Instant::now() < deadline, "vane serve is not listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (broker, port)
-}
+use common::{serve, Proc, VANE};
 
 /// Starts `vane sub` with stdout piped.
 fn spawn_sub(port: u16, args: &[&str]) -> Proc {
@@ -122,6 +81,19 @@ fn assert_ok(out: &Output, what: &str) {
     );
 }
 
+/// Waits for a `vane sub` to exit, checks that it succeeded and returns what it printed.
+fn finish_ok(sub: Proc, what: &str) -> String {
+    let out = finish(sub);
+    assert_ok(&out, what);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a command printed on stderr; it must have failed.
+fn failure(out: &Output, what: &str) -> String {
+    assert!(!out.status.success(), "{what}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Gives a background subscriber time to connect and subscribe.
 fn settle() {
     std::thread::sleep(Duration::from_millis(500));
@@ -147,9 +119,7 @@ fn pub_at_each_qos_reaches_sub() {
         );
         assert_ok(&out, "vane pub");
     }
-    let out = finish(sub);
-    assert_ok(&out, "vane sub");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = finish_ok(sub, "vane sub");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, ["t/q0 hello 0", "t/q1 hello 1", "t/q2 hello 2"]);
 }
@@ -159,9 +129,8 @@ fn retained_message_reaches_later_subscriber() {
     let (_broker, port) = serve();
     let out = publish(port, &["-t", "r/x", "-r", "-q", "1", "-m", "kept"], None);
     assert_ok(&out, "vane pub -r");
-    let out = finish(spawn_sub(port, &["-C", "1", "-W", "10", "-t", "r/#"]));
-    assert_ok(&out, "vane sub");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+    let sub = spawn_sub(port, &["-C", "1", "-W", "10", "-t", "r/#"]);
+    assert_eq!(finish_ok(sub, "vane sub"), "kept\n");
 }
 
 #[test]
@@ -175,9 +144,7 @@ fn stdin_lines_are_separate_messages() {
         Some("one\ntwo\nthree\n"),
     );
     assert_ok(&out, "vane pub -l");
-    let out = finish(sub);
-    assert_ok(&out, "vane sub");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nthree\n");
+    assert_eq!(finish_ok(sub, "vane sub"), "one\ntwo\nthree\n");
 }
 
 #[test]
@@ -190,9 +157,7 @@ fn whole_stdin_and_null_messages() {
         "vane pub -s",
     );
     assert_ok(&publish(port, &["-t", "s", "-n"], None), "vane pub -n");
-    let out = finish(sub);
-    assert_ok(&out, "vane sub");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\nb\n\n");
+    assert_eq!(finish_ok(sub, "vane sub"), "a\nb\n\n");
 }
 
 #[test]
@@ -243,9 +208,7 @@ fn v5_properties_round_trip() {
         None,
     );
     assert_ok(&out, "vane pub -V mqttv5");
-    let out = finish(sub);
-    assert_ok(&out, "vane sub");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = finish_ok(sub, "vane sub");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "p body");
     for expected in [
@@ -285,8 +248,7 @@ fn connack_refusal_is_an_error() {
         ],
         None,
     );
-    assert!(!out.status.success(), "a refused CONNACK must fail");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = failure(&out, "a refused CONNACK must fail");
     assert!(
         stderr.contains("client identifier not valid (0x02)"),
         "stderr: {stderr}"
@@ -295,15 +257,13 @@ fn connack_refusal_is_an_error() {
 
 #[test]
 fn connection_refused_and_timeout_are_errors() {
-    let port = free_port();
+    let port = common::free_port();
     let out = publish(port, &["-t", "x", "-m", "y"], None);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+    assert!(failure(&out, "nothing listens").contains("cannot connect"));
 
     let (_broker, port) = serve();
     let out = finish(spawn_sub(port, &["-W", "1", "-t", "nothing"]));
-    assert!(!out.status.success(), "-W without messages must fail");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("timed out"));
+    assert!(failure(&out, "-W without messages must fail").contains("timed out"));
 }
 
 #[test]
@@ -313,18 +273,14 @@ fn suback_refusal_is_an_error() {
         port,
         &["-V", "mqttv5", "-W", "10", "-t", "ok/#", "-t", "a/#/b"],
     ));
-    assert!(!out.status.success(), "a refused subscription must fail");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = failure(&out, "a refused subscription must fail");
     assert!(
         stderr.contains("subscription to a/#/b refused") && stderr.contains("0x8F"),
         "stderr: {stderr}"
     );
     let out = finish(spawn_sub(port, &["-W", "10", "-t", "a/#/b"]));
-    assert!(
-        !out.status.success(),
-        "a refused MQTT 3.1.1 subscription must fail"
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("0x80"));
+    let stderr = failure(&out, "a refused MQTT 3.1.1 subscription must fail");
+    assert!(stderr.contains("0x80"), "stderr: {stderr}");
 }
 
 #[test]
@@ -340,9 +296,7 @@ fn idle_subscriber_keeps_alive_and_qos2_drains() {
         &publish(port, &["-t", "k", "-q", "2", "-m", "late"], None),
         "vane pub",
     );
-    let out = finish(sub);
-    assert_ok(&out, "vane sub");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "late\n");
+    assert_eq!(finish_ok(sub, "vane sub"), "late\n");
 }
 
 #[test]
@@ -373,12 +327,11 @@ fn will_and_persistent_session_options() {
         ),
         "vane pub",
     );
-    let out = finish(spawn_sub(
+    let sub = spawn_sub(
         port,
         &[
             "-c", "-i", "keeper", "-q", "1", "-C", "1", "-W", "10", "-t", "queued",
         ],
-    ));
-    assert_ok(&out, "vane sub -c");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "while away\n");
+    );
+    assert_eq!(finish_ok(sub, "vane sub -c"), "while away\n");
 }

@@ -94,6 +94,21 @@ pub(crate) fn execute<R>(
     emit(target.json, &value, &table)
 }
 
+/// [`execute`] on one thread, for a scenario whose report renders itself from `args` through
+/// `json` and `table`.
+pub(crate) fn execute_one<A, R>(
+    budget: Duration,
+    args: &A,
+    target: &Target,
+    scenario: impl std::future::Future<Output = anyhow::Result<R>>,
+    json: fn(&R, &A) -> serde_json::Value,
+    table: fn(&R, &A) -> Table,
+) -> anyhow::Result<()> {
+    execute(budget, 1, target, scenario, |report| {
+        (json(report, args), table(report, args))
+    })
+}
+
 /// A current-thread runtime for one thread, a multi-thread one otherwise.
 pub(crate) fn runtime(threads: u16) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(if threads <= 1 {

@@ -66,12 +66,13 @@ pub fn run(args: ConnArgs) -> anyhow::Result<()> {
     } else {
         Duration::ZERO
     };
-    common::execute(
+    common::execute_one(
         open_budget + args.connect_timeout * 2 + args.hold + Duration::from_secs(60),
-        1,
+        &args,
         &args.target,
         run_async(&args),
-        |report| (report.to_json(&args), report.to_table(&args)),
+        Report::to_json,
+        Report::to_table,
     )
 }
 

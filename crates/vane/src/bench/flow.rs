@@ -39,6 +39,30 @@ use super::common::{self, disconnect, Pace, Table, Target, SETUP_TIMEOUT};
 use super::seqset::SeqSet;
 use super::{parse_duration, thousands};
 
+/// Arguments of the scenarios with P publishers, publisher i on `<prefix>/<i>`: `vane bench
+/// fanin` and `vane bench pub`.
+#[derive(Debug, Args)]
+pub struct PublishersArgs {
+    /// Publisher connections, publisher i on PREFIX/<i>.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub publishers: u32,
+    #[command(flatten)]
+    pub flow: FlowArgs,
+    #[command(flatten)]
+    pub publish: PublishArgs,
+}
+
+impl PublishersArgs {
+    /// Runs the scenario `shape` makes of the publishers.
+    pub(crate) fn run(&self, shape: fn(usize) -> Shape<'static>) -> anyhow::Result<()> {
+        run(
+            shape(self.publishers as usize),
+            &self.flow,
+            Some(&self.publish),
+        )
+    }
+}
+
 /// Arguments shared by the publish/subscribe scenarios.
 #[derive(Debug, Args)]
 pub struct FlowArgs {

@@ -62,12 +62,13 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<()> {
     if args.topic.is_empty() || args.topic.contains(['+', '#']) {
         bail!("--topic must be a topic name without wildcards");
     }
-    common::execute(
+    common::execute_one(
         SETUP_TIMEOUT + args.warmup + args.duration + DRAIN + Duration::from_secs(10),
-        1,
+        &args,
         &args.target,
         run_async(&args),
-        |report| (report.to_json(&args), report.to_table(&args)),
+        Report::to_json,
+        Report::to_table,
     )
 }
 

@@ -54,12 +54,13 @@ pub fn run(args: RetainedArgs) -> anyhow::Result<()> {
     if args.prefix.is_empty() || args.prefix.contains(['+', '#']) {
         bail!("--prefix must be a non-empty topic name without wildcards");
     }
-    common::execute(
+    common::execute_one(
         SETUP_TIMEOUT + args.duration * 3 + Duration::from_secs(15),
-        1,
+        &args,
         &args.target,
         run_async(&args),
-        |report| (report.to_json(&args), report.to_table(&args)),
+        Report::to_json,
+        Report::to_table,
     )
 }
 
