@@ -165,7 +165,8 @@ pub struct Session {
     /// Session Expiry Interval in seconds: 0 ends the session with the connection, `u32::MAX`
     /// never expires. MQTT 3.x: 0 for a clean session, `u32::MAX` otherwise.
     session_expiry: u32,
-    will: Option<Will>,
+    // Boxed: most sessions have no will, and a Message is a few hundred bytes.
+    will: Option<Box<Will>>,
     dropped_oversize: u64,
     payload_format_invalid: u64,
 }
@@ -230,26 +231,28 @@ impl Session {
             _ if connect.clean_start => 0,
             _ => u32::MAX,
         };
-        self.will = connect.will.as_ref().map(|w| Will {
-            message: Message {
-                topic: w.topic.clone(),
-                payload: w.payload.clone(),
-                qos: w.qos,
-                retain: w.retain,
-                properties: vane_proto::PublishProperties {
-                    payload_format_indicator: w.properties.payload_format_indicator,
-                    message_expiry_interval: w.properties.message_expiry_interval,
-                    content_type: w.properties.content_type.clone(),
-                    response_topic: w.properties.response_topic.clone(),
-                    correlation_data: w.properties.correlation_data.clone(),
-                    user_properties: w.properties.user_properties.clone(),
-                    ..Default::default()
-                },
-                origin: self.id,
-                received: now,
-            }
-            .detached(),
-            delay: w.properties.will_delay_interval.unwrap_or(0),
+        self.will = connect.will.as_ref().map(|w| {
+            Box::new(Will {
+                message: Message {
+                    topic: w.topic.clone(),
+                    payload: w.payload.clone(),
+                    qos: w.qos,
+                    retain: w.retain,
+                    properties: vane_proto::PublishProperties {
+                        payload_format_indicator: w.properties.payload_format_indicator,
+                        message_expiry_interval: w.properties.message_expiry_interval,
+                        content_type: w.properties.content_type.clone(),
+                        response_topic: w.properties.response_topic.clone(),
+                        correlation_data: w.properties.correlation_data.clone(),
+                        user_properties: w.properties.user_properties.clone(),
+                        ..Default::default()
+                    },
+                    origin: self.id,
+                    received: now,
+                }
+                .detached(),
+                delay: w.properties.will_delay_interval.unwrap_or(0),
+            })
         });
     }
 
@@ -288,7 +291,7 @@ impl Session {
     /// will not be sent. Its Message Expiry Interval counts from `now`, the moment the server
     /// publishes it (MQTT 5.0 section 3.1.3.2.4).
     pub fn take_will(&mut self, now: Instant) -> Option<Will> {
-        let mut will = self.will.take()?;
+        let mut will = *self.will.take()?;
         will.message.received = now;
         Some(will)
     }
