@@ -1,6 +1,7 @@
 //! Messages to the client: the in-flight window of QoS 1/2 deliveries, their
 //! acknowledgements, resending on resume, and encoding everything queued into one buffer.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -356,8 +357,12 @@ impl Session {
             }
             written += 1;
         }
-        // A burst can leave a large queue behind; idle sessions should not keep it.
-        if self.transmit.capacity() > 256 {
+        if self.transmit.is_empty() && written < 8 {
+            // A quiet session gives its queue back (a few entries of a packet's size are about
+            // 1 KiB per idle connection); a busy one keeps reusing it.
+            self.transmit = VecDeque::new();
+        } else if self.transmit.capacity() > 256 {
+            // A burst can leave a large queue behind; idle sessions should not keep it.
             self.transmit.shrink_to(16);
         }
         Ok(written)
