@@ -61,6 +61,45 @@ async fn pump(c: &mut TestClient, expect_acked: usize, expect_delivered: usize) 
     delivered
 }
 
+/// Waits for `n` PUBACKs and nothing else.
+async fn expect_pubacks(c: &mut TestClient, n: usize) {
+    for _ in 0..n {
+        match c.recv().await {
+            Some(Packet::PubAck(_)) => {}
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+}
+
+/// PUBACKs that arrive before 300 ms pass without one.
+async fn pubacks_while_held(c: &mut TestClient) -> usize {
+    let mut acked = 0;
+    while let Received::Packet(Packet::PubAck(_)) = c.next_event(Duration::from_millis(300)).await {
+        acked += 1;
+    }
+    acked
+}
+
+/// With the subscriber taking none yet, checks the publisher was held back below `limit`
+/// acknowledgements; then lets the subscriber take everything, and checks every message
+/// arrives in order and every publish is acknowledged.
+async fn held_back_then_lossless(publisher: &mut TestClient, sub: &mut TestClient, limit: usize) {
+    let acked = pubacks_while_held(publisher).await;
+    assert!(
+        acked < limit,
+        "{acked} publishes acknowledged while the subscriber took none"
+    );
+    let (delivered, _) = tokio::join!(
+        pump(sub, 0, usize::from(MESSAGES)),
+        expect_pubacks(publisher, usize::from(MESSAGES) - acked)
+    );
+    assert_eq!(
+        delivered,
+        all_in_order(),
+        "every acknowledged message arrives, in order"
+    );
+}
+
 fn all_in_order() -> Vec<u16> {
     (1..=MESSAGES).collect()
 }
@@ -75,30 +114,7 @@ async fn a_slow_subscriber_pauses_its_publisher_and_loses_nothing() {
     // The subscriber acknowledges nothing yet: 4 in flight and a queue of 10 (kept up to twice
     // that under backpressure) cannot hold 200 messages, so the broker must hold the publisher
     // back rather than acknowledge all of them.
-    let mut acked = 0;
-    while let Received::Packet(Packet::PubAck(_)) =
-        publisher.next_event(Duration::from_millis(300)).await
-    {
-        acked += 1;
-    }
-    assert!(
-        acked < usize::from(MESSAGES),
-        "all {acked} publishes acknowledged while the subscriber took none"
-    );
-
-    let (delivered, _) = tokio::join!(pump(&mut sub, 0, usize::from(MESSAGES)), async {
-        for _ in acked..usize::from(MESSAGES) {
-            match publisher.recv().await {
-                Some(Packet::PubAck(_)) => {}
-                other => panic!("expected PUBACK, got {other:?}"),
-            }
-        }
-    });
-    assert_eq!(
-        delivered,
-        all_in_order(),
-        "every acknowledged message arrives, in order"
-    );
+    held_back_then_lossless(&mut publisher, &mut sub, usize::from(MESSAGES)).await;
     sub.expect_nothing(Duration::from_millis(200)).await;
 }
 
@@ -110,12 +126,7 @@ async fn a_stuck_subscriber_holds_publishers_only_until_the_backpressure_timeout
     send_all(&mut publisher, "bp/stuck").await;
     // The stuck client never acknowledges; after the timeout its queue's overflow policy
     // applies and the publisher goes on.
-    for _ in 0..MESSAGES {
-        match publisher.recv().await {
-            Some(Packet::PubAck(_)) => {}
-            other => panic!("expected PUBACK, got {other:?}"),
-        }
-    }
+    expect_pubacks(&mut publisher, usize::from(MESSAGES)).await;
 }
 
 #[tokio::test]
@@ -124,12 +135,7 @@ async fn backpressure_timeout_zero_applies_the_overflow_policy_at_once() {
     let mut sub = subscriber(broker.addr(), "bp/zero").await;
     let mut publisher = TestClient::connect(broker.addr(), connect_v311("bp-pub3")).await;
     send_all(&mut publisher, "bp/zero").await;
-    for _ in 0..MESSAGES {
-        match publisher.recv().await {
-            Some(Packet::PubAck(_)) => {}
-            other => panic!("expected PUBACK, got {other:?}"),
-        }
-    }
+    expect_pubacks(&mut publisher, usize::from(MESSAGES)).await;
     // drop-oldest with room for 4 in flight and 10 queued: the first 4 and the newest 10.
     let mut delivered = Vec::new();
     while let Received::Packet(Packet::Publish(p)) =
@@ -176,23 +182,5 @@ async fn backpressure_starts_at_backpressure_above_well_before_the_cap() {
     let mut sub = subscriber(broker.addr(), "bp/early").await;
     let mut publisher = TestClient::connect(broker.addr(), connect_v311("bp-pub4")).await;
     send_all(&mut publisher, "bp/early").await;
-    let mut acked = 0;
-    while let Received::Packet(Packet::PubAck(_)) =
-        publisher.next_event(Duration::from_millis(300)).await
-    {
-        acked += 1;
-    }
-    assert!(
-        acked < 100,
-        "{acked} publishes acknowledged past a queue of 10"
-    );
-    let (delivered, _) = tokio::join!(pump(&mut sub, 0, usize::from(MESSAGES)), async {
-        for _ in acked..usize::from(MESSAGES) {
-            match publisher.recv().await {
-                Some(Packet::PubAck(_)) => {}
-                other => panic!("expected PUBACK, got {other:?}"),
-            }
-        }
-    });
-    assert_eq!(delivered, all_in_order());
+    held_back_then_lossless(&mut publisher, &mut sub, 100).await;
 }

@@ -804,72 +804,53 @@ fn packet_ids_are_not_reused_while_in_flight() {
     assert_eq!(ids, vec![1, 2, 3, 4]);
 }
 
+/// A v3.1.1 session with an in-flight window of `window`, `held` QoS 1 deliveries in flight
+/// (ids 1..=held), whose packet id counter has then gone round to 65535 with every later
+/// delivery acknowledged at once.
+fn session_wrapped_with_held_ids(window: u16, held: u16, clock: &Clock) -> Session {
+    let config = SessionConfig {
+        max_inflight: window,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(&connect_v311("c"), config, clock.at(0));
+    for _ in 0..held {
+        deliver_qos1(&mut s, b"held", clock);
+    }
+    let held_ids: Vec<u16> = (1..=held).collect();
+    assert_eq!(publish_ids(&drain(&mut s, clock.at(1))), held_ids);
+    for expected in held + 1..=u16::MAX {
+        deliver_qos1(&mut s, b"", clock);
+        assert_eq!(publish_ids(&drain(&mut s, clock.at(1))), vec![expected]);
+        s.handle_packet(puback(expected), clock.at(1))
+            .expect("valid");
+    }
+    s
+}
+
+fn deliver_qos1(s: &mut Session, payload: &'static [u8], clock: &Clock) {
+    s.deliver(
+        delivery("t", QoS::AtLeastOnce, payload, clock.at(0)),
+        clock.at(1),
+    )
+    .expect("room");
+}
+
 #[test]
 fn packet_ids_wrapping_onto_a_run_of_ids_in_flight_skip_all_of_them() {
     // [MQTT-2.2.1-4] (3.1.1: [MQTT-2.3.1-4]): ids 1 and 2 stay in flight while the counter
     // goes round the ring; the allocator must skip both, not just the first.
     let clock = Clock::new();
-    let config = SessionConfig {
-        max_inflight: 3,
-        ..SessionConfig::default()
-    };
-    let mut s = session_with(&connect_v311("c"), config, clock.at(0));
-    for _ in 0..2 {
-        s.deliver(
-            delivery("t", QoS::AtLeastOnce, b"held", clock.at(0)),
-            clock.at(1),
-        )
-        .expect("room");
-    }
-    assert_eq!(publish_ids(&drain(&mut s, clock.at(1))), vec![1, 2]);
-    for expected in 3..=u16::MAX {
-        s.deliver(
-            delivery("t", QoS::AtLeastOnce, b"", clock.at(0)),
-            clock.at(1),
-        )
-        .expect("room");
-        assert_eq!(publish_ids(&drain(&mut s, clock.at(1))), vec![expected]);
-        s.handle_packet(puback(expected), clock.at(1))
-            .expect("valid");
-    }
-    s.deliver(
-        delivery("t", QoS::AtLeastOnce, b"after", clock.at(0)),
-        clock.at(1),
-    )
-    .expect("room");
+    let mut s = session_wrapped_with_held_ids(3, 2, &clock);
+    deliver_qos1(&mut s, b"after", &clock);
     assert_eq!(publish_ids(&drain(&mut s, clock.at(1))), vec![3]);
 }
 
 #[test]
 fn packet_ids_wrap_past_65535_and_skip_ids_in_use() {
     // [MQTT-2.2.1-4] (3.1.1: [MQTT-2.3.1-4]); [MQTT-2.3.1-1]/[MQTT-2.2.1-3] ids are non-zero.
-    let clock = Clock::new();
-    let config = SessionConfig {
-        max_inflight: 2,
-        ..SessionConfig::default()
-    };
-    let mut s = session_with(&connect_v311("c"), config, clock.at(0));
     // Id 1 stays in flight for the whole test.
-    s.deliver(
-        delivery("t", QoS::AtLeastOnce, b"held", clock.at(0)),
-        clock.at(1),
-    )
-    .expect("room");
-    assert_eq!(publish_ids(&drain(&mut s, clock.at(1))), vec![1]);
-    let mut buf = BytesMut::new();
-    for expected in 2..=u16::MAX {
-        s.deliver(
-            delivery("t", QoS::AtLeastOnce, b"", clock.at(0)),
-            clock.at(1),
-        )
-        .expect("room");
-        buf.clear();
-        s.write_transmits(clock.at(1), &mut buf).expect("encodes");
-        // A QoS 1 PUBLISH "t": 0x32, len, 0x00 0x01 't', id.
-        assert_eq!(u16::from_be_bytes([buf[5], buf[6]]), expected);
-        s.handle_packet(puback(expected), clock.at(1))
-            .expect("valid");
-    }
+    let clock = Clock::new();
+    let mut s = session_wrapped_with_held_ids(2, 1, &clock);
     // The counter wraps to 1, which is still in flight, and so is skipped; 0 is never used.
     s.deliver(
         delivery("t", QoS::AtLeastOnce, b"after", clock.at(0)),
