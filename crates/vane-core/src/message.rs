@@ -103,6 +103,9 @@ pub struct Delivery {
     /// The shared subscription (`$share/<group>/<filter>`) this delivery was picked for, so
     /// that another member can take it if this one leaves without acknowledging it.
     pub shared: Option<TopicFilter>,
+    /// Its record in the store (a sequence number unique in the broker), when it is kept on
+    /// disk for a persistent session; completing it deletes the record.
+    pub stored: Option<u64>,
 }
 
 impl Delivery {

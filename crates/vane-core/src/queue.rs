@@ -212,6 +212,7 @@ mod tests {
             retain: false,
             subscription_ids: vec![],
             shared: None,
+            stored: None,
         }
     }
 

@@ -69,6 +69,7 @@ impl<S> RouteScratch<S> {
                 retain: message.retain && sub.options.retain_as_published,
                 subscription_ids: ids,
                 shared: None,
+                stored: None,
             };
             deliver(sub.subscriber, delivery);
         }
@@ -83,6 +84,7 @@ impl<S> RouteScratch<S> {
                 retain: message.retain && sub.options.retain_as_published,
                 subscription_ids: sub.subscription_id.into_iter().collect(),
                 shared: Some(m.filter),
+                stored: None,
             };
             deliver(sub.subscriber, delivery);
         }

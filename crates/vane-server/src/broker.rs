@@ -175,6 +175,7 @@ impl Broker {
                         retain: d.message.retain && sub.options.retain_as_published,
                         subscription_ids: sub.subscription_id.into_iter().collect(),
                         shared: Some(filter),
+                        stored: None,
                         message: d.message,
                     });
                 }
@@ -245,6 +246,7 @@ impl Broker {
             retain: false,
             subscription_ids: Vec::new(),
             shared: None,
+            stored: None,
         });
         Published {
             routed: Routed::from_pushes(usize::from(pushed == Pushed::Full), 1),

@@ -134,6 +134,7 @@ impl Session {
                     retain: f.retain,
                     subscription_ids: f.subscription_ids,
                     shared: f.shared,
+                    stored: None,
                 });
             }
         }

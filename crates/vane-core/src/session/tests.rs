@@ -128,6 +128,7 @@ fn delivery(topic: &str, qos: QoS, payload: &'static [u8], received: Instant) ->
         retain: false,
         subscription_ids: Vec::new(),
         shared: None,
+        stored: None,
     }
 }
 
@@ -1762,6 +1763,7 @@ fn will_expiry_starts_when_the_will_is_published() {
         retain: false,
         subscription_ids: vec![],
         shared: None,
+        stored: None,
     };
     subscriber.deliver(d, lost).expect("room");
     let packets = drain(&mut subscriber, lost);
@@ -3029,6 +3031,7 @@ mod alias_prop {
                         retain: false,
                         subscription_ids: Vec::new(),
                         shared: None,
+                        stored: None,
                     };
                     s.deliver(d, now).expect("the window is never full here");
                 }

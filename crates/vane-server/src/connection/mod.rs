@@ -607,6 +607,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 subscription_ids: sub.subscription_id.into_iter().collect(),
                 message,
                 shared: None,
+                stored: None,
             });
         }
     }
