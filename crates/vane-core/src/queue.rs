@@ -121,6 +121,11 @@ impl MessageQueue {
         self.items.len() <= self.limits.max_messages / 2 && self.bytes <= self.limits.max_bytes / 2
     }
 
+    /// The queue's caps and policy.
+    pub fn limits(&self) -> QueueLimits {
+        self.limits
+    }
+
     /// Moves the store records of deliveries dropped since the last call into `out`.
     pub fn take_evicted(&mut self, out: &mut Vec<u64>) {
         if !self.evicted.is_empty() {

@@ -126,6 +126,7 @@ impl Broker {
             q.queue_qos0_offline,
             q.backpressure_timeout,
             q.backpressure_above,
+            self.store.is_some(),
         )
     }
 
@@ -261,7 +262,9 @@ impl Broker {
         let ticket = store.and_then(|s| (!ops.is_empty()).then(|| s.submit(std::mem::take(ops))));
         let mut evicted = Vec::new();
         for (slot, delivery) in held.drain(..) {
-            let pushed = slot.mailbox.push_evicting(delivery, &mut evicted);
+            let pushed = slot
+                .mailbox
+                .push_evicting(delivery, &mut evicted, ticket.unwrap_or(0));
             self.delete_evicted(&slot, &mut evicted, ops);
             tally(slot, pushed);
         }

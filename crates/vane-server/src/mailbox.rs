@@ -4,6 +4,7 @@
 //! acknowledged). A mailbox that stays full past the backpressure timeout, or an offline one,
 //! applies its overflow policy and counts the drop.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use vane_core::{Delivery, MessageQueue, Offer, QueueLimits, Session};
 use vane_proto::QoS;
+use vane_store::Ticket;
 
 /// What a drain left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +23,8 @@ pub(crate) enum Pull {
     WindowFull,
     /// The batch limit was reached with deliveries left: pull again without sleeping.
     More,
+    /// Deliveries wait on disk for this store ticket to be durable (readable).
+    WaitStore(Ticket),
 }
 
 /// What became of a pushed delivery.
@@ -50,6 +54,11 @@ pub(crate) enum Congestion {
 
 struct Inner {
     queue: MessageQueue,
+    /// Deliveries kept on disk only (see [`Spilled`]); older than every stored delivery in
+    /// `queue`.
+    spilled: Spilled,
+    /// The highest store ticket of a delivery pushed here.
+    last_ticket: Ticket,
     online: bool,
     /// When QoS 1/2 deliveries first went beyond the caps in this episode of backpressure.
     congested_since: Option<Instant>,
@@ -57,7 +66,94 @@ struct Inner {
     stuck: bool,
 }
 
+/// The deliveries of a session whose store records are all the broker keeps of them: an
+/// offline client's queue lives on disk, not in memory (8 bytes of sequence number and 4 of
+/// size each). Its connection reads them back in batches when the client returns.
+#[derive(Default)]
+struct Spilled {
+    seqs: VecDeque<(u64, u32)>,
+    bytes: usize,
+    /// The store ticket covering every record here: they can be read once it is durable.
+    ticket: Ticket,
+    dropped: u64,
+}
+
+/// What [`Mailbox::take_spilled`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Spill {
+    /// Nothing is on disk only.
+    Empty,
+    /// Records wait for this ticket to be durable before they can be read.
+    Wait(Ticket),
+    /// These records, oldest first, to read from the store.
+    Taken(Vec<u64>),
+}
+
 impl Inner {
+    /// Deliveries held, in memory and on disk.
+    fn total_len(&self) -> usize {
+        self.queue.len() + self.spilled.seqs.len()
+    }
+
+    /// Whether a delivery of `size` bytes fits within the caps, counting what is on disk.
+    fn has_room_for(&self, size: usize) -> bool {
+        let limits = self.queue.limits();
+        self.total_len() < limits.max_messages
+            && self.queue.bytes() + self.spilled.bytes + size <= limits.max_bytes
+    }
+
+    /// Whether at most half of each cap is used, counting what is on disk.
+    fn at_most_half_full(&self) -> bool {
+        let limits = self.queue.limits();
+        self.total_len() <= limits.max_messages / 2
+            && self.queue.bytes() + self.spilled.bytes <= limits.max_bytes / 2
+    }
+
+    /// Keeps only the store record of a delivery, applying the caps (times `factor`) and the
+    /// overflow policy; records dropped go to `evicted`.
+    fn spill(
+        &mut self,
+        seq: u64,
+        size: usize,
+        factor: usize,
+        ticket: Ticket,
+        evicted: &mut Vec<u64>,
+    ) -> Offer {
+        let limits = self.queue.limits();
+        let max_messages = limits.max_messages.saturating_mul(factor);
+        let max_bytes = limits.max_bytes.saturating_mul(factor);
+        // A refused delivery's own record is named by the caller (`Offer::Dropped`).
+        if size > max_bytes {
+            self.spilled.dropped += 1;
+            return Offer::Dropped;
+        }
+        let mut outcome = Offer::Queued;
+        while self.total_len() >= max_messages
+            || self.queue.bytes() + self.spilled.bytes + size > max_bytes
+        {
+            if limits.policy == vane_core::OverflowPolicy::DropNewest {
+                self.spilled.dropped += 1;
+                return Offer::Dropped;
+            }
+            if let Some((old, old_size)) = self.spilled.seqs.pop_front() {
+                self.spilled.bytes -= old_size as usize;
+                evicted.push(old);
+            } else if let Some(old) = self.queue.pop() {
+                evicted.extend(old.stored);
+            } else {
+                break;
+            }
+            self.spilled.dropped += 1;
+            outcome = Offer::QueuedDroppedOldest;
+        }
+        self.spilled
+            .seqs
+            .push_back((seq, u32::try_from(size).unwrap_or(u32::MAX)));
+        self.spilled.bytes += size;
+        self.spilled.ticket = self.spilled.ticket.max(ticket);
+        outcome
+    }
+
     /// Ends an episode of backpressure; true if publishers may be waiting.
     fn end_congestion(&mut self) -> bool {
         self.stuck = false;
@@ -83,6 +179,8 @@ pub(crate) struct Mailbox {
     queued: AtomicUsize,
     /// Queue length above which a shared-subscription member is passed over.
     busy_above: usize,
+    /// Whether stored deliveries of an offline session are kept on disk only.
+    spill: bool,
 }
 
 impl Mailbox {
@@ -91,10 +189,13 @@ impl Mailbox {
         queue_qos0_offline: bool,
         backpressure_timeout: Duration,
         backpressure_above: usize,
+        spill: bool,
     ) -> Mailbox {
         Mailbox {
             inner: Mutex::new(Inner {
                 queue: MessageQueue::new(limits),
+                spilled: Spilled::default(),
+                last_ticket: 0,
                 online: false,
                 congested_since: None,
                 stuck: false,
@@ -107,33 +208,51 @@ impl Mailbox {
             online: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             busy_above: (limits.max_messages / 2).max(1),
+            spill,
         }
     }
 
     /// Queues a delivery and wakes the connection task.
     pub(crate) fn push(&self, delivery: Delivery) -> Pushed {
-        self.push_evicting(delivery, &mut Vec::new())
+        self.push_evicting(delivery, &mut Vec::new(), 0)
     }
 
     /// Queues a delivery and wakes the connection task; the store records of deliveries
     /// dropped by the overflow policy (this one or older ones) are added to `evicted`.
-    pub(crate) fn push_evicting(&self, delivery: Delivery, evicted: &mut Vec<u64>) -> Pushed {
+    /// `ticket` is the store commit that holds the delivery's record, if it has one: the
+    /// delivery of an offline session is then kept on disk only.
+    pub(crate) fn push_evicting(
+        &self,
+        delivery: Delivery,
+        evicted: &mut Vec<u64>,
+        ticket: Ticket,
+    ) -> Pushed {
         let stored = delivery.stored;
         let (offer, online, congested) = {
             let mut inner = self.inner.lock();
             if !inner.online && delivery.qos == QoS::AtMostOnce && !self.queue_qos0_offline {
                 return Pushed::NotKept;
             }
-            let was_empty = inner.queue.is_empty();
+            let was_empty = inner.total_len() == 0;
+            inner.last_ticket = inner.last_ticket.max(ticket);
             let congested = self.holds_back(&mut inner, &delivery);
-            let offer = if congested {
+            // Shared-subscription deliveries stay in memory: another member may take them.
+            let to_disk = self.spill
+                && delivery.shared.is_none()
+                && (!inner.online || !inner.spilled.seqs.is_empty());
+            let offer = if let (true, Some(seq)) = (to_disk, stored) {
+                let factor = if congested { 2 } else { 1 };
+                let size = delivery.size();
+                drop(delivery);
+                inner.spill(seq, size, factor, ticket, evicted)
+            } else if congested {
                 // Twice the caps bound what publishers already past their last check can
                 // add while they pause.
                 inner.queue.offer_scaled(delivery, 2)
             } else {
                 inner.queue.offer(delivery)
             };
-            self.queued.store(inner.queue.len(), Ordering::Relaxed);
+            self.queued.store(inner.total_len(), Ordering::Relaxed);
             inner.queue.take_evicted(evicted);
             (offer, inner.online && was_empty, congested)
         };
@@ -161,8 +280,8 @@ impl Mailbox {
             || inner.stuck
             || self.backpressure_timeout.is_zero()
             || (inner.congested_since.is_none()
-                && inner.queue.len() < self.backpressure_above
-                && inner.queue.has_room_for(delivery.size()))
+                && inner.total_len() < self.backpressure_above
+                && inner.has_room_for(delivery.size()))
         {
             return false;
         }
@@ -231,15 +350,50 @@ impl Mailbox {
         if pull == Pull::More && inner.queue.is_empty() {
             pull = Pull::Empty;
         }
-        self.queued.store(inner.queue.len(), Ordering::Relaxed);
-        let release = inner.queue.len() <= self.backpressure_above / 2
-            && inner.queue.at_most_half_full()
-            && inner.end_congestion();
+        self.queued.store(inner.total_len(), Ordering::Relaxed);
+        let release = self.drained(&mut inner);
         drop(inner);
         if release {
             self.space.notify_waiters();
         }
         pull
+    }
+
+    /// Whether a drain ended an episode of backpressure.
+    fn drained(&self, inner: &mut Inner) -> bool {
+        inner.total_len() <= self.backpressure_above / 2
+            && inner.at_most_half_full()
+            && inner.end_congestion()
+    }
+
+    /// Takes up to `max` of the oldest deliveries kept on disk only, once the store has made
+    /// them readable (`durable` is its durable ticket). They come before anything in memory.
+    pub(crate) fn take_spilled(&self, max: usize, durable: Ticket) -> Spill {
+        let mut inner = self.inner.lock();
+        if inner.spilled.seqs.is_empty() {
+            return Spill::Empty;
+        }
+        if inner.spilled.ticket > durable {
+            return Spill::Wait(inner.spilled.ticket);
+        }
+        let n = max.min(inner.spilled.seqs.len());
+        let mut seqs = Vec::with_capacity(n);
+        let spilled = &mut inner.spilled;
+        for (seq, size) in spilled.seqs.drain(..n) {
+            seqs.push(seq);
+            spilled.bytes -= size as usize;
+        }
+        if inner.spilled.seqs.is_empty() {
+            // Give the memory of a long offline queue back.
+            inner.spilled.seqs = VecDeque::new();
+        }
+        self.queued.store(inner.total_len(), Ordering::Relaxed);
+        let release = self.drained(&mut inner);
+        drop(inner);
+        if release {
+            self.space.notify_waiters();
+        }
+        Spill::Taken(seqs)
     }
 
     /// Waits until a push makes the mailbox non-empty.
@@ -257,8 +411,26 @@ impl Mailbox {
         if !online && !self.queue_qos0_offline {
             inner.queue.drop_qos0();
         }
-        self.queued.store(inner.queue.len(), Ordering::Relaxed);
-        let dropped = inner.queue.dropped();
+        if !online && self.spill {
+            // What waits in memory for a client that left goes to disk only, ahead of what
+            // comes next (it is older).
+            let moved = inner
+                .queue
+                .take_where(|d| d.stored.is_some() && d.shared.is_none());
+            for d in moved.into_iter().rev() {
+                if let Some(seq) = d.stored {
+                    let size = d.size();
+                    inner
+                        .spilled
+                        .seqs
+                        .push_front((seq, u32::try_from(size).unwrap_or(u32::MAX)));
+                    inner.spilled.bytes += size;
+                }
+            }
+            inner.spilled.ticket = inner.spilled.ticket.max(inner.last_ticket);
+        }
+        self.queued.store(inner.total_len(), Ordering::Relaxed);
+        let dropped = inner.queue.dropped() + inner.spilled.dropped;
         // Nobody waits for an offline client: its queue's policy applies from now on.
         let release = !online && inner.end_congestion();
         drop(inner);
@@ -272,15 +444,17 @@ impl Mailbox {
         dropped
     }
 
-    /// Number of deliveries queued.
+    /// Number of deliveries queued, in memory and on disk.
     pub(crate) fn len(&self) -> usize {
-        self.inner.lock().queue.len()
+        self.inner.lock().total_len()
     }
 
     /// Empties the mailbox (the session ended).
     pub(crate) fn clear(&self) {
         let mut inner = self.inner.lock();
         inner.queue.clear();
+        inner.spilled.seqs = VecDeque::new();
+        inner.spilled.bytes = 0;
         self.queued.store(0, Ordering::Relaxed);
         let release = inner.end_congestion();
         drop(inner);
@@ -301,5 +475,117 @@ impl Mailbox {
     /// full. Read without the lock, for picking shared-subscription members.
     pub(crate) fn can_take(&self) -> bool {
         self.online.load(Ordering::Relaxed) && self.queued.load(Ordering::Relaxed) < self.busy_above
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use vane_core::{Delivery, Message, OverflowPolicy, QueueLimits};
+    use vane_proto::{ByteString, QoS};
+
+    use super::{Mailbox, Pushed, Spill};
+
+    fn mailbox(max_messages: usize, policy: OverflowPolicy) -> Mailbox {
+        let limits = QueueLimits {
+            max_messages,
+            max_bytes: 1 << 20,
+            policy,
+        };
+        Mailbox::new(limits, false, std::time::Duration::ZERO, max_messages, true)
+    }
+
+    fn stored(seq: u64) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: ByteString::from("t"),
+                payload: bytes::Bytes::from_static(b"payload"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: Default::default(),
+                origin: 0,
+                received: Instant::now(),
+            }),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+            shared: None,
+            stored: Some(seq),
+        }
+    }
+
+    #[test]
+    fn an_offline_session_keeps_stored_deliveries_on_disk_only() {
+        let m = mailbox(100, OverflowPolicy::DropOldest);
+        let mut evicted = Vec::new();
+        for seq in 1..=3 {
+            assert_eq!(
+                m.push_evicting(stored(seq), &mut evicted, 10 + seq),
+                Pushed::Queued
+            );
+        }
+        assert_eq!(m.len(), 3);
+        assert_eq!(
+            m.take_spilled(2, 12),
+            Spill::Wait(13),
+            "not readable before the store made the last record durable"
+        );
+        assert_eq!(m.take_spilled(2, 13), Spill::Taken(vec![1, 2]));
+        assert_eq!(m.take_spilled(2, 13), Spill::Taken(vec![3]));
+        assert_eq!(m.take_spilled(2, 13), Spill::Empty);
+        assert!(evicted.is_empty());
+    }
+
+    #[test]
+    fn caps_count_what_is_on_disk_and_evictions_name_their_records() {
+        let m = mailbox(2, OverflowPolicy::DropOldest);
+        let mut evicted = Vec::new();
+        for seq in 1..=4 {
+            m.push_evicting(stored(seq), &mut evicted, 1);
+        }
+        assert_eq!(evicted, vec![1, 2], "the oldest records go");
+        assert_eq!(m.take_spilled(10, 1), Spill::Taken(vec![3, 4]));
+
+        let m = mailbox(2, OverflowPolicy::DropNewest);
+        let mut evicted = Vec::new();
+        for seq in 1..=3 {
+            m.push_evicting(stored(seq), &mut evicted, 1);
+        }
+        assert_eq!(evicted, vec![3], "the new record goes");
+        assert_eq!(m.set_online(false), 1, "the drop is counted");
+    }
+
+    #[test]
+    fn going_offline_moves_stored_deliveries_to_disk_ahead_of_later_ones() {
+        let m = mailbox(100, OverflowPolicy::DropOldest);
+        let mut evicted = Vec::new();
+        m.set_online(true);
+        m.push_evicting(stored(1), &mut evicted, 5);
+        m.push_evicting(stored(2), &mut evicted, 6);
+        m.set_online(false);
+        m.push_evicting(stored(3), &mut evicted, 7);
+        assert_eq!(m.take_spilled(10, 6), Spill::Wait(7));
+        assert_eq!(m.take_spilled(10, 7), Spill::Taken(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn shared_and_unstored_deliveries_stay_in_memory() {
+        let m = mailbox(100, OverflowPolicy::DropOldest);
+        let mut evicted = Vec::new();
+        let mut shared = stored(1);
+        shared.shared = Some(vane_proto::TopicFilter::parse("$share/g/t").expect("filter"));
+        m.push_evicting(shared, &mut evicted, 1);
+        m.push_evicting(
+            Delivery {
+                stored: None,
+                ..stored(2)
+            },
+            &mut evicted,
+            0,
+        );
+        assert_eq!(m.take_spilled(10, 1), Spill::Empty);
+        assert_eq!(m.len(), 2);
     }
 }

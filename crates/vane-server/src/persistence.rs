@@ -173,7 +173,8 @@ pub(crate) async fn restore(broker: &Arc<Broker>, recovered: Recovered) {
                     session.restore_inflight(rd.delivery, packet_id, released);
                 }
                 _ => {
-                    slot.mailbox.push_evicting(rd.delivery, &mut evicted);
+                    // Already on disk: an offline session's queue stays there.
+                    slot.mailbox.push_evicting(rd.delivery, &mut evicted, 0);
                 }
             }
         }

@@ -142,6 +142,9 @@ struct Inner {
     shared: Arc<Shared>,
     committer: Mutex<Option<JoinHandle<Result<u64, StoreError>>>>,
     dir: PathBuf,
+    /// The queue keyspace, read by connections that take an offline queue back from disk;
+    /// released at close so that the database closes with it.
+    queue: Mutex<Option<fjall::Keyspace>>,
 }
 
 impl Drop for Inner {
@@ -204,6 +207,7 @@ impl Store {
             late_submit_logged: AtomicBool::new(false),
             failed: Mutex::new(None),
         });
+        let queue = db.ks(Ks::Queue).clone();
         let committer = Committer {
             shared: Arc::clone(&shared),
             db,
@@ -222,6 +226,7 @@ impl Store {
                 shared,
                 committer: Mutex::new(Some(handle)),
                 dir,
+                queue: Mutex::new(Some(queue)),
             }),
         };
         Ok((store, scanned.recovered))
@@ -250,6 +255,56 @@ impl Store {
         drop(pending);
         shared.wake.notify_one();
         ticket
+    }
+
+    /// Reads queued deliveries of `client_id` back from disk, in the order of `seqs`. Only
+    /// what a durable ticket covers is certain to be found. A record that is missing (its
+    /// delivery completed meanwhile) is skipped; one that cannot be read is skipped and
+    /// counted in the second value (it stays on disk and is set aside at the next start).
+    pub fn load_deliveries(
+        &self,
+        client_id: &str,
+        seqs: &[u64],
+    ) -> Result<(Vec<Delivery>, usize), StoreError> {
+        let clocks = Clocks::now();
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut damaged = 0;
+        let Some(queue) = lock(&self.inner.queue).clone() else {
+            return Err(StoreError::Failed {
+                path: self.inner.dir.clone(),
+                why: "the store is closed".into(),
+            });
+        };
+        for &seq in seqs {
+            let Some(key) = record::seq_key(client_id, seq) else {
+                damaged += 1;
+                continue;
+            };
+            let value = queue
+                .get(&key)
+                .map_err(StoreError::engine(&self.inner.dir))?;
+            let Some(value) = value else {
+                continue;
+            };
+            match record::decode_delivery(&value, seq, clocks) {
+                Ok(d) => out.push(d),
+                Err(why) => {
+                    tracing::warn!(
+                        client_id,
+                        seq,
+                        why,
+                        "queued message in the store cannot be read; skipped"
+                    );
+                    damaged += 1;
+                }
+            }
+        }
+        Ok((out, damaged))
+    }
+
+    /// The last ticket handed out by [`Store::submit`].
+    pub fn last_ticket(&self) -> Ticket {
+        lock(&self.inner.shared.pending).last_ticket
     }
 
     /// Highest ticket made durable as the durability mode promises.
@@ -303,6 +358,8 @@ fn close(inner: &Inner) -> Result<(), StoreError> {
     };
     lock(&inner.shared.pending).closing = true;
     inner.shared.wake.notify_all();
+    // The last handle on the database besides the committer's.
+    lock(&inner.queue).take();
     let commit = handle.join().map_err(|_| StoreError::Failed {
         path: inner.dir.clone(),
         why: "the committer thread panicked".into(),

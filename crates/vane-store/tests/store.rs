@@ -530,3 +530,38 @@ fn another_format_version_is_refused() {
         other => panic!("expected FormatVersion, got {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn queued_deliveries_are_read_back_by_sequence_number() {
+    // An offline session's queue lives on disk only; its connection reads it back in batches.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(dir.path());
+    let mut ops = vec![Op::PutSession(Arc::new(session("c")))];
+    for seq in 1..=5 {
+        ops.push(Op::PutDelivery {
+            client_id: bs("c"),
+            seq,
+            delivery: delivery("a/b", seq),
+        });
+    }
+    ops.push(Op::DeleteDelivery {
+        client_id: bs("c"),
+        seq: 3,
+    });
+    put(&store, ops);
+    let (loaded, unreadable) = store.load_deliveries("c", &[1, 2, 3, 4, 99]).expect("read");
+    assert_eq!(unreadable, 0);
+    let seqs: Vec<_> = loaded.iter().map(|d| d.stored).collect();
+    assert_eq!(
+        seqs,
+        vec![Some(1), Some(2), Some(4)],
+        "3 was deleted, 99 never existed"
+    );
+    same_message(&loaded[0].message, &delivery("a/b", 1).message);
+    assert_eq!(loaded[1].subscription_ids, vec![7, 268_435_455]);
+    store.close().expect("close");
+    assert!(
+        store.load_deliveries("c", &[1]).is_err(),
+        "a closed store says so"
+    );
+}

@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use vane_core::session::{Action, NewSubscription, StoreEvent};
 use vane_core::{Delivery, RouteScratch, Session, SessionError, Subscription};
 use vane_proto::{
@@ -23,7 +23,7 @@ use vane_proto::{
 use vane_store::{Op, Store, Ticket};
 
 use crate::broker::{Broker, Routed, Subscriber};
-use crate::mailbox::{Congestion, Pull};
+use crate::mailbox::{Congestion, Pull, Spill};
 use crate::persistence;
 use crate::registry::{Kick, SessionSlot};
 use handshake::{accept, read_connect, refuse_undecodable, Accepted, HandshakeError, HandshakeIo};
@@ -400,7 +400,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             }
             let now = Instant::now();
             let pull = if self.write_buf.len() < WRITE_HIGH_WATER {
-                Self::pull_deliveries(session, slot, now)
+                self.pull_deliveries(session, slot, now)
             } else {
                 // Output is backed up: take nothing more until the socket drains.
                 Pull::WindowFull
@@ -410,6 +410,14 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             }
             self.flush_ops(session);
             let gated = !self.gate_open();
+            // The store ticket to wait for: output held for acknowledgements, or an offline
+            // queue on disk not yet readable.
+            let store_wait = match (gated.then_some(self.gate), pull) {
+                (Some(g), Pull::WaitStore(t)) => Some(g.min(t)),
+                (Some(g), _) => Some(g),
+                (None, Pull::WaitStore(t)) => Some(t),
+                (None, _) => None,
+            };
             let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
             let want_mailbox = pull == Pull::Empty;
             let want_read = self.write_buf.len() < READ_PAUSE_WRITE_BACKLOG
@@ -418,7 +426,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 biased;
                 _ = &mut *kick => return End::TakenOver,
                 _ = shutdown.changed() => return End::Shutdown,
-                _ = wait_durable(self.durable.as_mut(), self.gate), if gated => {}
+                _ = wait_durable(self.durable.as_mut(), store_wait.unwrap_or(0)), if store_wait.is_some() => {}
                 res = self.writer.write_buf(&mut self.write_buf), if !self.write_buf.is_empty() && !gated => {
                     match res {
                         Ok(n) => release_if_idle(&mut self.write_buf, n),
@@ -478,8 +486,11 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
     }
 
     /// Moves a batch of deliveries into the session: first what the session itself owes
-    /// (retained messages for new subscriptions), then the mailbox, so order is kept.
+    /// (retained messages for new subscriptions, messages read back from disk), then what
+    /// waits on disk only (the queue kept while the client was offline), then the mailbox,
+    /// so order is kept.
     fn pull_deliveries(
+        &mut self,
         session: &mut Session,
         slot: &crate::registry::SessionSlot,
         now: Instant,
@@ -490,6 +501,37 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             }
             if session.backlog_len() > 0 {
                 return Pull::More;
+            }
+        }
+        if let Some(store) = &self.broker.store {
+            match slot
+                .mailbox
+                .take_spilled(DRAIN_BATCH, store.durable_ticket())
+            {
+                Spill::Empty => {}
+                Spill::Wait(ticket) => {
+                    if self.durable.is_none() {
+                        self.durable = Some(store.watch());
+                    }
+                    return Pull::WaitStore(ticket);
+                }
+                Spill::Taken(seqs) => {
+                    match store.load_deliveries(&slot.client_id, &seqs) {
+                        Ok((loaded, unreadable)) => {
+                            if unreadable > 0 {
+                                warn!(client_id = %slot.client_id, unreadable, "queued messages in the store could not be read and were skipped");
+                            }
+                            for d in loaded {
+                                session.enqueue(d);
+                            }
+                        }
+                        Err(e) => {
+                            // They stay on disk and come back at the next start.
+                            error!(client_id = %slot.client_id, error = %e, messages = seqs.len(), "cannot read queued messages from the store");
+                        }
+                    }
+                    return Pull::More;
+                }
             }
         }
         slot.mailbox.drain_into(session, now, DRAIN_BATCH)
