@@ -750,6 +750,9 @@ async fn sigterm_disconnects_v5_clients_with_0x8b_exits_0_and_keeps_sessions() {
     let m = v5.recv_publish().await;
     assert_eq!(text(&m.payload), "before-shutdown");
     v5.send(puback(m.packet_id.expect("QoS 1").get())).await;
+    // A round trip, so the broker has handled the PUBACK before it is told to stop.
+    v5.send(pingreq()).await;
+    v5.expect(Packet::PingResp).await;
 
     broker.terminate();
     v5.set_timeout(Duration::from_secs(10));
