@@ -257,7 +257,7 @@ start_broker() {
     local name=$1 logfile=$2
     port_open "$PORT" && die "port $PORT is already in use"
     case $name in
-    vane) taskset -c "$BROKER_CPU" "$VANE_BIN" serve --bind "$HOST:$PORT" >"$logfile" 2>&1 & ;;
+    vane) taskset -c "$BROKER_CPU" "$VANE_BIN" serve --bind "$HOST:$PORT" --durability memory >"$logfile" 2>&1 & ;;
     mosquitto) taskset -c "$BROKER_CPU" "$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$logfile" 2>&1 & ;;
     rumqttd) taskset -c "$BROKER_CPU" "$RUMQTTD" -q -c "$WORK/rumqttd.toml" >"$logfile" 2>&1 & ;;
     *) die "unknown broker $name" ;;

@@ -205,8 +205,8 @@ else
         fi
     fi
     [ -x "$VANE_BIN" ] || die "Vane binary not found or not executable: $VANE_BIN"
-    log "broker under test: $VANE_BIN serve --bind $HOST:$PORT"
-    "$VANE_BIN" serve --bind "$HOST:$PORT" >"$BROKER_LOG" 2>&1 </dev/null &
+    log "broker under test: $VANE_BIN serve --bind $HOST:$PORT --store-dir $WORKDIR/store (durability sync)"
+    "$VANE_BIN" serve --bind "$HOST:$PORT" --store-dir "$WORKDIR/store" >"$BROKER_LOG" 2>&1 </dev/null &
     BROKER_PID=$!
 fi
 

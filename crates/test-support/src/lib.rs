@@ -56,6 +56,8 @@ impl TestBroker {
             }],
             ..Config::default()
         };
+        // Tests that want a store configure one (in a directory of their own).
+        config.store.durability = vane_config::Durability::Memory;
         configure(&mut config);
         if let Err(e) = config.validate() {
             panic!("test broker configuration is invalid: {e}");

@@ -33,6 +33,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The embedded store that makes sessions, queues, in-flight and retained messages
+    /// survive a restart.
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             redirect: RedirectConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -273,6 +277,45 @@ impl Default for LogConfig {
     }
 }
 
+/// What an acknowledgement promises about the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// A message is acknowledged (PUBACK, PUBREC, SUBACK) only once it is synced to disk
+    /// for every persistent session that must receive it: nothing acknowledged is lost,
+    /// not even to a power cut. Syncs are grouped, so many messages share one.
+    Sync,
+    /// Acknowledged once written to the operating system: a crash of the broker loses
+    /// nothing; a crash of the machine or a power cut loses at most `batch_interval`.
+    Batch,
+    /// No store: everything lives in memory and is lost when the broker stops.
+    Memory,
+}
+
+/// The embedded store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Directory of the store, created when missing (relative paths are from the working
+    /// directory).
+    pub dir: String,
+    /// `sync`, `batch` or `memory` (see [`Durability`]).
+    pub durability: Durability,
+    /// In `batch` mode, longest time between a write and its sync to disk.
+    #[serde(with = "humantime_serde")]
+    pub batch_interval: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            dir: "vane-data".into(),
+            durability: Durability::Sync,
+            batch_interval: Duration::from_millis(10),
+        }
+    }
+}
+
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -354,6 +397,13 @@ impl Config {
         }
         if self.queue.max_bytes.0 == 0 {
             problems.push("queue.max_bytes: must be more than 0".into());
+        }
+        if self.store.durability != Durability::Memory && self.store.dir.is_empty() {
+            problems
+                .push("store.dir: must name a directory (or set durability = \"memory\")".into());
+        }
+        if self.store.durability == Durability::Batch && self.store.batch_interval.is_zero() {
+            problems.push("store.batch_interval: must be more than 0s".into());
         }
         if problems.is_empty() {
             Ok(())

@@ -55,6 +55,8 @@ pub struct MessageQueue {
     bytes: usize,
     limits: QueueLimits,
     dropped: u64,
+    /// Store records of deliveries dropped to make room, for the store to delete.
+    evicted: Vec<u64>,
 }
 
 impl MessageQueue {
@@ -65,6 +67,7 @@ impl MessageQueue {
             bytes: 0,
             limits,
             dropped: 0,
+            evicted: Vec::new(),
         }
     }
 
@@ -94,6 +97,9 @@ impl MessageQueue {
                 OverflowPolicy::DropOldest => {
                     if let Some(old) = self.items.pop_front() {
                         self.bytes -= old.size();
+                        if let Some(seq) = old.stored {
+                            self.evicted.push(seq);
+                        }
                         self.dropped += 1;
                         outcome = Offer::QueuedDroppedOldest;
                     }
@@ -113,6 +119,13 @@ impl MessageQueue {
     /// Whether the queue holds at most half of each cap.
     pub fn at_most_half_full(&self) -> bool {
         self.items.len() <= self.limits.max_messages / 2 && self.bytes <= self.limits.max_bytes / 2
+    }
+
+    /// Moves the store records of deliveries dropped since the last call into `out`.
+    pub fn take_evicted(&mut self, out: &mut Vec<u64>) {
+        if !self.evicted.is_empty() {
+            out.append(&mut self.evicted);
+        }
     }
 
     /// Takes the oldest delivery.

@@ -13,6 +13,8 @@ pub struct RouteScratch<S> {
     pub matches: Vec<Subscription<S>>,
     /// Shared-subscription members picked, filled by [`crate::SubscriptionIndex::select_into`].
     pub shared: Vec<SharedMatch<S>>,
+    /// Deliveries held back until their store records are submitted (reused per publish).
+    pub held: Vec<(S, Delivery)>,
     ids: Vec<Vec<u32>>,
     rng: u64,
 }
@@ -29,6 +31,7 @@ impl<S> RouteScratch<S> {
         RouteScratch {
             matches: Vec::new(),
             shared: Vec::new(),
+            held: Vec::new(),
             ids: Vec::new(),
             rng: seed | 1,
         }

@@ -11,6 +11,10 @@ use vane_core::{
 };
 use vane_proto::QoS;
 
+use std::sync::atomic::Ordering;
+
+use vane_store::{Op, Store, Ticket};
+
 use crate::mailbox::{Mailbox, Pushed};
 use crate::registry::{SessionRegistry, SessionSlot};
 
@@ -42,6 +46,9 @@ pub(crate) struct Published {
     /// A receiver whose queue took the message beyond its caps: the publisher stops reading
     /// until it drains (backpressure).
     pub congested: Option<Subscriber>,
+    /// The store commit that holds the message for its persistent receivers (and the retained
+    /// store): its acknowledgement waits for it.
+    pub ticket: Option<Ticket>,
 }
 
 /// A subscriber as the index sees it: the slot whose mailbox receives deliveries.
@@ -59,6 +66,10 @@ pub(crate) struct Broker {
     share_policy: SharePolicy,
     /// Enhanced authentication methods offered to MQTT 5.0 clients.
     pub authenticators: vane_auth::Authenticators,
+    /// The embedded store; `None` when durability is `memory`.
+    pub store: Option<Store>,
+    /// Connection tasks running, so that shutdown can wait for them to save their sessions.
+    pub connections: std::sync::atomic::AtomicUsize,
 }
 
 /// Whether a subscriber can take a message now (for picking shared-subscription members).
@@ -67,7 +78,11 @@ fn can_take(slot: &Subscriber) -> bool {
 }
 
 impl Broker {
-    pub(crate) fn new(config: Config, authenticators: vane_auth::Authenticators) -> Broker {
+    pub(crate) fn new(
+        config: Config,
+        authenticators: vane_auth::Authenticators,
+        store: Option<Store>,
+    ) -> Broker {
         let max_qos = QoS::from_u8(config.mqtt.max_qos).unwrap_or(QoS::ExactlyOnce);
         let session_config = SessionConfig {
             max_inflight: config.mqtt.max_inflight,
@@ -90,6 +105,8 @@ impl Broker {
             registry: SessionRegistry::new(),
             index: RwLock::new(SubscriptionIndex::new()),
             retained: RwLock::new(Box::new(RetainedMessages::new())),
+            store,
+            connections: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -124,9 +141,18 @@ impl Broker {
         let mut orphans = session.take_shared();
         orphans.extend(slot.mailbox.take_shared());
         slot.mailbox.clear();
-        let lost = self.hand_over_shared(slot.id, orphans, false).len();
+        let lost = self.hand_over_shared(slot, orphans, false).len();
         if lost > 0 {
             tracing::warn!(client_id = %slot.client_id, lost, "shared-subscription messages dropped: no other member left in their groups");
+        }
+    }
+
+    /// Deletes the store record of a session that ended, and everything queued for it.
+    pub(crate) fn forget_stored_session(&self, slot: &SessionSlot) {
+        if slot.persistent.swap(false, Ordering::Relaxed) {
+            if let Some(store) = &self.store {
+                store.submit(vec![Op::DeleteSession(slot.client_id.clone())]);
+            }
         }
     }
 
@@ -136,7 +162,7 @@ impl Broker {
     pub(crate) fn hand_over_shared_on_disconnect(&self, slot: &SessionSlot, session: &mut Session) {
         let mut orphans = session.take_shared();
         orphans.extend(slot.mailbox.take_shared());
-        for d in self.hand_over_shared(slot.id, orphans, true) {
+        for d in self.hand_over_shared(slot, orphans, true) {
             session.enqueue(d);
         }
     }
@@ -147,7 +173,7 @@ impl Broker {
     /// group has no other member at all.
     fn hand_over_shared(
         &self,
-        leaving: u64,
+        leaving: &SessionSlot,
         deliveries: Vec<Delivery>,
         only_available: bool,
     ) -> Vec<Delivery> {
@@ -155,6 +181,8 @@ impl Broker {
         if deliveries.is_empty() {
             return kept;
         }
+        let mut ops = Vec::new();
+        let mut held = Vec::new();
         let index = self.index.read();
         for d in deliveries {
             let Some(filter) = d.shared.clone() else {
@@ -166,40 +194,120 @@ impl Broker {
                 origin: d.message.origin,
                 random: rand::random(),
                 available: &can_take,
-                exclude: Some(leaving),
+                exclude: Some(leaving.id),
             };
             match index.pick_shared(&filter, &d.message.topic, &picker) {
                 Some(sub) if !only_available || sub.subscriber.mailbox.can_take() => {
-                    sub.subscriber.mailbox.push(Delivery {
+                    let delivery = Delivery {
                         qos: d.message.qos.min(sub.options.qos),
                         retain: d.message.retain && sub.options.retain_as_published,
                         subscription_ids: sub.subscription_id.into_iter().collect(),
                         shared: Some(filter),
                         stored: None,
                         message: d.message,
-                    });
+                    };
+                    let slot = &sub.subscriber;
+                    if let Some(seq) = d.stored {
+                        ops.push(Op::DeleteDelivery {
+                            client_id: leaving.client_id.clone(),
+                            seq,
+                        });
+                    }
+                    let delivery = self.store_delivery(slot, delivery, &mut ops);
+                    held.push((slot.clone(), delivery));
                 }
                 _ => kept.push(d),
             }
         }
+        drop(index);
+        self.submit_and_push(&mut ops, &mut held, |_, _| {});
         kept
     }
 
-    /// Routes a message to its receivers.
+    /// Gives a QoS 1/2 delivery to a persistent session a store record: the put joins `ops`,
+    /// which must be submitted before the delivery is queued.
+    fn store_delivery(
+        &self,
+        slot: &Subscriber,
+        mut delivery: Delivery,
+        ops: &mut Vec<Op>,
+    ) -> Delivery {
+        let Some(store) = &self.store else {
+            return delivery;
+        };
+        if delivery.qos == QoS::AtMostOnce || !slot.persistent.load(Ordering::Relaxed) {
+            return delivery;
+        }
+        let seq = store.next_seq();
+        delivery.stored = Some(seq);
+        ops.push(Op::PutDelivery {
+            client_id: slot.client_id.clone(),
+            seq,
+            delivery: delivery.clone(),
+        });
+        delivery
+    }
+
+    /// Submits `ops` (if any), then queues the deliveries held for them, telling `tally`
+    /// what became of each; records dropped by full queues are deleted in a second commit.
+    /// Returns the first commit's ticket.
+    fn submit_and_push(
+        &self,
+        ops: &mut Vec<Op>,
+        held: &mut Vec<(Subscriber, Delivery)>,
+        mut tally: impl FnMut(Subscriber, Pushed),
+    ) -> Option<Ticket> {
+        let store = self.store.as_ref();
+        let ticket = store.and_then(|s| (!ops.is_empty()).then(|| s.submit(std::mem::take(ops))));
+        let mut evicted = Vec::new();
+        for (slot, delivery) in held.drain(..) {
+            let pushed = slot.mailbox.push_evicting(delivery, &mut evicted);
+            self.delete_evicted(&slot, &mut evicted, ops);
+            tally(slot, pushed);
+        }
+        if let (Some(store), false) = (store, ops.is_empty()) {
+            store.submit(std::mem::take(ops));
+        }
+        ticket
+    }
+
+    /// Adds deletes for the store records a queue dropped.
+    fn delete_evicted(&self, slot: &SessionSlot, evicted: &mut Vec<u64>, ops: &mut Vec<Op>) {
+        for seq in evicted.drain(..) {
+            ops.push(Op::DeleteDelivery {
+                client_id: slot.client_id.clone(),
+                seq,
+            });
+        }
+    }
+
+    /// Routes a message to its receivers. When a persistent session receives it at QoS 1/2
+    /// (or it is retained), its store records join `ops` (with whatever the caller put there
+    /// first) and are submitted before it is queued anywhere; the ticket to wait for before
+    /// acknowledging it is returned in [`Published::ticket`].
     pub(crate) fn publish(
         &self,
         message: Message,
         scratch: &mut RouteScratch<Subscriber>,
+        ops: &mut Vec<Op>,
     ) -> Published {
         let message = Arc::new(message);
         if self.config.p2p.enabled {
             if let Some(target) = p2p_target(&message.topic) {
                 let target = target.to_owned();
-                return self.publish_p2p(&target, message);
+                return self.publish_p2p(&target, message, ops);
             }
         }
         if message.retain {
-            self.retained.write().set(Arc::new(message.detached()));
+            let retained = Arc::new(message.detached());
+            if self.store.is_some() {
+                ops.push(if retained.payload.is_empty() {
+                    Op::DeleteRetained(retained.topic.clone())
+                } else {
+                    Op::PutRetained(retained.clone())
+                });
+            }
+            self.retained.write().set(retained);
         }
         let picker = Picker {
             policy: self.share_policy,
@@ -216,41 +324,63 @@ impl Broker {
         );
         let mut full = 0;
         let mut congested = None;
+        let mut tally = |slot: Subscriber, pushed: Pushed| match pushed {
+            Pushed::Full => full += 1,
+            Pushed::Congested if congested.is_none() => congested = Some(slot),
+            _ => {}
+        };
+        let mut held = std::mem::take(&mut scratch.held);
         let total = scratch.deliver_matches(&message, |slot, delivery| {
-            match slot.mailbox.push(delivery) {
-                Pushed::Full => full += 1,
-                Pushed::Congested if congested.is_none() => congested = Some(slot),
-                _ => {}
+            let delivery = self.store_delivery(&slot, delivery, ops);
+            if delivery.stored.is_some() {
+                held.push((slot, delivery));
+            } else {
+                let pushed = slot.mailbox.push(delivery);
+                tally(slot, pushed);
             }
         });
+        let ticket = self.submit_and_push(ops, &mut held, tally);
+        scratch.held = held;
         Published {
             routed: Routed::from_pushes(full, total),
             congested,
+            ticket,
         }
     }
 
     /// Delivers a point-to-point message to the one client it names, online or parked; it is
     /// neither retained nor seen by subscribers.
-    fn publish_p2p(&self, target: &str, message: Arc<Message>) -> Published {
+    fn publish_p2p(&self, target: &str, message: Arc<Message>, ops: &mut Vec<Op>) -> Published {
         let Some(slot) = self.registry.get(target) else {
             tracing::debug!(target_client = target, topic = %message.topic, "p2p message for unknown client dropped");
+            let ticket = self.submit_and_push(ops, &mut Vec::new(), |_, _| {});
             return Published {
                 routed: Routed::NoReceivers,
                 congested: None,
+                ticket,
             };
         };
         let qos = message.qos.min(self.session_config.max_qos);
-        let pushed = slot.mailbox.push(Delivery {
-            message,
-            qos,
-            retain: false,
-            subscription_ids: Vec::new(),
-            shared: None,
-            stored: None,
+        let delivery = self.store_delivery(
+            &slot,
+            Delivery {
+                message,
+                qos,
+                retain: false,
+                subscription_ids: Vec::new(),
+                shared: None,
+                stored: None,
+            },
+            ops,
+        );
+        let mut pushed = Pushed::Queued;
+        let ticket = self.submit_and_push(ops, &mut vec![(slot.clone(), delivery)], |_, p| {
+            pushed = p;
         });
         Published {
             routed: Routed::from_pushes(usize::from(pushed == Pushed::Full), 1),
             congested: (pushed == Pushed::Congested).then_some(slot),
+            ticket,
         }
     }
 }

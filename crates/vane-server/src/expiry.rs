@@ -55,6 +55,7 @@ pub(crate) async fn park_timers(
     if let Some(mut session) = guard.take() {
         broker.discard_session(&slot, &mut session);
     }
+    broker.forget_stored_session(&slot);
     broker.registry.remove_if_latest(&slot, seq);
     drop(guard);
     info!(client_id = %slot.client_id, expiry_secs = expiry, "session expired");
@@ -67,5 +68,5 @@ pub(crate) async fn park_timers(
 pub(crate) fn publish_will(broker: &Broker, slot: &SessionSlot, mut will: Will) {
     will.message.received = std::time::Instant::now();
     debug!(client_id = %slot.client_id, topic = %will.message.topic, "publishing delayed will");
-    broker.publish(will.message, &mut RouteScratch::default());
+    broker.publish(will.message, &mut RouteScratch::default(), &mut Vec::new());
 }

@@ -9,6 +9,7 @@ mod connection;
 mod expiry;
 mod listener;
 mod mailbox;
+mod persistence;
 mod registry;
 mod server;
 

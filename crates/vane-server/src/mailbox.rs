@@ -112,6 +112,13 @@ impl Mailbox {
 
     /// Queues a delivery and wakes the connection task.
     pub(crate) fn push(&self, delivery: Delivery) -> Pushed {
+        self.push_evicting(delivery, &mut Vec::new())
+    }
+
+    /// Queues a delivery and wakes the connection task; the store records of deliveries
+    /// dropped by the overflow policy (this one or older ones) are added to `evicted`.
+    pub(crate) fn push_evicting(&self, delivery: Delivery, evicted: &mut Vec<u64>) -> Pushed {
+        let stored = delivery.stored;
         let (offer, online, congested) = {
             let mut inner = self.inner.lock();
             if !inner.online && delivery.qos == QoS::AtMostOnce && !self.queue_qos0_offline {
@@ -127,6 +134,7 @@ impl Mailbox {
                 inner.queue.offer(delivery)
             };
             self.queued.store(inner.queue.len(), Ordering::Relaxed);
+            inner.queue.take_evicted(evicted);
             (offer, inner.online && was_empty, congested)
         };
         // Only the push that makes the queue non-empty needs to wake the task: it drains
@@ -135,7 +143,10 @@ impl Mailbox {
             self.notify.notify_one();
         }
         match offer {
-            Offer::Dropped => Pushed::Full,
+            Offer::Dropped => {
+                evicted.extend(stored);
+                Pushed::Full
+            }
             _ if congested => Pushed::Congested,
             _ => Pushed::Queued,
         }

@@ -3,7 +3,7 @@
 //! current owner to give it up. Takeover is serialised per client id, never globally.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -36,6 +36,9 @@ pub(crate) struct SessionSlot {
     /// the will-delay timer publishes it, a resuming connection cancels it, a Clean Start
     /// connection (which ends the session) publishes it at once.
     pending_will: Mutex<Option<Box<Will>>>,
+    /// The session outlives its connection and has a record in the store: QoS 1/2 messages
+    /// to it are written before they are acknowledged to their publisher.
+    pub persistent: AtomicBool,
 }
 
 // Boxed: an empty slot (a connected session lives in its task) then costs a pointer, not a
@@ -77,6 +80,16 @@ impl SessionSlot {
     /// Takes the parked delayed will, if it is still waiting.
     pub(crate) fn take_will(&self) -> Option<Will> {
         self.pending_will.lock().take().map(|w| *w)
+    }
+
+    /// A clone of the parked delayed will, for the store.
+    pub(crate) fn parked_will(&self) -> Option<Will> {
+        self.pending_will.lock().as_deref().cloned()
+    }
+
+    /// Puts a session restored from the store in the slot (at start, before any connection).
+    pub(crate) async fn install(&self, session: Session) {
+        *self.acquire().await = Some(Box::new(session));
     }
 
     /// Drops the owner's kick channel once it no longer serves the session.
@@ -121,6 +134,7 @@ impl SessionRegistry {
             connect_seq: AtomicU64::new(0),
             owner: Mutex::new(None),
             pending_will: Mutex::new(None),
+            persistent: AtomicBool::new(false),
         });
         slots.insert(client_id.clone(), slot.clone());
         slot

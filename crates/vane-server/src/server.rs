@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ pub enum ServerError {
     /// The authentication configuration could not be loaded.
     #[error("authentication: {0}")]
     Auth(String),
+    /// The store could not be opened (damaged, another version, or not a store at all).
+    #[error("store: {0}")]
+    Store(#[from] vane_store::StoreError),
     /// A listener could not bind its address.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -47,10 +51,17 @@ impl Server {
             })?;
             listeners.push(listener);
         }
-        Ok(Server {
-            broker: Arc::new(Broker::new(config, authenticators)),
-            listeners,
-        })
+        // Opened before anything is served: a client must find its session as it left it.
+        let opened = crate::persistence::open(&config.store)?;
+        let (store, recovered) = match opened {
+            Some((store, recovered)) => (Some(store), Some(recovered)),
+            None => (None, None),
+        };
+        let broker = Arc::new(Broker::new(config, authenticators, store));
+        if let Some(recovered) = recovered {
+            crate::persistence::restore(&broker, recovered).await;
+        }
+        Ok(Server { broker, listeners })
     }
 
     /// The addresses actually bound, in configuration order.
@@ -80,8 +91,20 @@ impl Server {
         shutdown.await;
         info!(sessions = self.broker.registry.len(), "shutting down");
         let _ = stop_tx.send(true);
-        // Give connection tasks a moment to send their DISCONNECT and flush.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Connection tasks send their DISCONNECT (MQTT 5.0: 0x8B), flush, and save their
+        // sessions; each takes at most about a second.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while self.broker.connections.load(Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(store) = &self.broker.store {
+            match store.close() {
+                Ok(()) => info!("store flushed and closed"),
+                Err(e) => tracing::error!(error = %e, "store could not be closed cleanly"),
+            }
+        }
     }
 }
 

@@ -34,6 +34,8 @@ pub enum Command {
     Pub(crate::pub_cmd::PubArgs),
     /// Subscribe and print messages, like mosquitto_sub (`-h` is the host; `--help` prints help).
     Sub(crate::sub_cmd::SubArgs),
+    /// Check or repair the embedded store (run them while the broker is stopped).
+    Store(crate::store_cmd::StoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +58,20 @@ pub struct ServeArgs {
     /// Check the configuration and exit.
     #[arg(long)]
     pub check: bool,
+    /// Directory of the embedded store, overriding `store.dir`.
+    #[arg(long, value_name = "DIR")]
+    pub store_dir: Option<PathBuf>,
+    /// What an acknowledgement promises, overriding `store.durability`: `sync` (on disk),
+    /// `batch` (written; synced within `store.batch_interval`) or `memory` (no store).
+    #[arg(long, value_enum)]
+    pub durability: Option<DurabilityArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DurabilityArg {
+    Sync,
+    Batch,
+    Memory,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -1,10 +1,10 @@
 //! `vane serve`: load the configuration, bind, run until SIGINT or SIGTERM.
 
 use anyhow::Context;
-use vane_config::{Config, ListenerConfig, LogFormat};
+use vane_config::{Config, Durability, ListenerConfig, LogFormat};
 use vane_server::Server;
 
-use crate::cli::{LogFormatArg, ServeArgs};
+use crate::cli::{DurabilityArg, LogFormatArg, ServeArgs};
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = match &args.config {
@@ -27,6 +27,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.log.format = match f {
             LogFormatArg::Text => LogFormat::Text,
             LogFormatArg::Json => LogFormat::Json,
+        };
+    }
+    if let Some(dir) = &args.store_dir {
+        config.store.dir = dir.display().to_string();
+    }
+    if let Some(d) = args.durability {
+        config.store.durability = match d {
+            DurabilityArg::Sync => Durability::Sync,
+            DurabilityArg::Batch => Durability::Batch,
+            DurabilityArg::Memory => Durability::Memory,
         };
     }
     config.validate()?;

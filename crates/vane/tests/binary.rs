@@ -23,7 +23,13 @@ struct Vane(Child);
 impl Vane {
     fn serve(addr: SocketAddr) -> Vane {
         let child = Command::new(VANE)
-            .args(["serve", "--bind", &addr.to_string()])
+            .args([
+                "serve",
+                "--bind",
+                &addr.to_string(),
+                "--durability",
+                "memory",
+            ])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

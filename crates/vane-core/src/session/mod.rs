@@ -133,6 +133,35 @@ struct Inflight {
     retain: bool,
     subscription_ids: Vec<u32>,
     shared: Option<TopicFilter>,
+    /// The delivery's store record, for a persistent session.
+    stored: Option<u64>,
+}
+
+/// What happened to a delivery that has a store record (see [`crate::Delivery::stored`]), for
+/// the store to follow: taken out with [`Session::take_store_events`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A QoS 2 delivery was given this packet id; the id must be durable before the PUBLISH
+    /// goes out, so that a restarted broker resends it under the same id (exactly once).
+    Assigned {
+        /// The record.
+        seq: u64,
+        /// Its packet id.
+        packet_id: PacketId,
+    },
+    /// PUBREC came for a QoS 2 delivery: from now on only PUBREL is resent, never the PUBLISH.
+    Released {
+        /// The record.
+        seq: u64,
+        /// Its packet id.
+        packet_id: PacketId,
+    },
+    /// The delivery is complete (acknowledged, expired, refused or handed to another member
+    /// of its shared group): its record can go.
+    Completed {
+        /// The record.
+        seq: u64,
+    },
 }
 
 /// The state of one client session: everything that outlives a single packet.
@@ -169,6 +198,11 @@ pub struct Session {
     will: Option<Box<Will>>,
     dropped_oversize: u64,
     payload_format_invalid: u64,
+    /// What happened to stored deliveries since the store last looked.
+    store_events: Vec<StoreEvent>,
+    /// In-flight packet ids restored from the store need not follow allocation order: until
+    /// the window empties, allocation checks every in-flight id.
+    irregular_ids: bool,
 }
 
 impl Session {
@@ -198,6 +232,8 @@ impl Session {
             will: None,
             dropped_oversize: 0,
             payload_format_invalid: 0,
+            store_events: Vec::new(),
+            irregular_ids: false,
         }
     }
 
@@ -254,6 +290,30 @@ impl Session {
                 delay: w.properties.will_delay_interval.unwrap_or(0),
             })
         });
+    }
+
+    /// Restores what a persistent session had when the broker stopped: protocol version and
+    /// session expiry (its subscriptions come back with [`Session::restore_subscription`], its
+    /// flows with [`Session::restore_inflight`] and [`Session::restore_inbound_qos2`]).
+    pub fn restore(&mut self, version: ProtocolVersion, session_expiry: u32) {
+        self.version = version;
+        self.session_expiry = session_expiry;
+    }
+
+    /// Restores a QoS 2 packet id received and acknowledged with PUBREC before a restart: a
+    /// resent PUBLISH with it is not forwarded again [MQTT-4.3.3-9].
+    pub fn restore_inbound_qos2(&mut self, id: PacketId) {
+        self.inbound_qos2.insert(id);
+    }
+
+    /// Takes what happened to stored deliveries since the last call, in order.
+    pub fn take_store_events(&mut self, out: &mut Vec<StoreEvent>) {
+        out.append(&mut self.store_events);
+    }
+
+    /// True when stored deliveries changed state since [`Session::take_store_events`].
+    pub fn has_store_events(&self) -> bool {
+        !self.store_events.is_empty()
     }
 
     /// The broker-unique session id.

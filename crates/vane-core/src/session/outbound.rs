@@ -11,7 +11,7 @@ use vane_proto::{
 };
 
 use super::topic_alias::AliasChoice;
-use super::{Inflight, InflightState, Session};
+use super::{Inflight, InflightState, Session, StoreEvent};
 use crate::message::{Delivery, Message};
 
 /// Something queued for the client.
@@ -56,6 +56,9 @@ impl Session {
     /// messages are dropped.
     pub fn deliver(&mut self, d: Delivery, now: Instant) -> Result<(), Delivery> {
         if d.message.is_expired(now) {
+            if let Some(seq) = d.stored {
+                self.store_events.push(StoreEvent::Completed { seq });
+            }
             return Ok(());
         }
         if d.qos == QoS::AtMostOnce {
@@ -76,6 +79,10 @@ impl Session {
         let state = if d.qos == QoS::AtLeastOnce {
             InflightState::Qos1Sent
         } else {
+            if let Some(seq) = d.stored {
+                self.store_events
+                    .push(StoreEvent::Assigned { seq, packet_id });
+            }
             InflightState::Qos2Sent
         };
         self.inflight.push_back(Inflight {
@@ -86,6 +93,7 @@ impl Session {
             retain: d.retain,
             subscription_ids: d.subscription_ids.clone(),
             shared: d.shared.clone(),
+            stored: d.stored,
         });
         self.transmit.push_back(Transmit::Publish {
             message: d.message,
@@ -134,7 +142,7 @@ impl Session {
                     retain: f.retain,
                     subscription_ids: f.subscription_ids,
                     shared: f.shared,
-                    stored: None,
+                    stored: f.stored,
                 });
             }
         }
@@ -142,6 +150,12 @@ impl Session {
             self.backlog.drain(..).partition(|d| d.shared.is_some());
         self.backlog = plain.into();
         taken.extend(shared);
+        // They leave this session: its records go, the member that takes them stores its own.
+        for d in &mut taken {
+            if let Some(seq) = d.stored.take() {
+                self.store_events.push(StoreEvent::Completed { seq });
+            }
+        }
         taken
     }
 
@@ -174,7 +188,15 @@ impl Session {
         // O(1) with a window of 1024 instead of scanning it per delivery.
         let id = self.next_packet_id;
         self.next_packet_id = id.next();
+        if self.irregular_ids && self.inflight.is_empty() {
+            self.irregular_ids = false;
+        }
         match self.inflight.front() {
+            _ if self.irregular_ids => {
+                if !self.inflight.iter().any(|f| f.packet_id == id) {
+                    return id;
+                }
+            }
             Some(front) if front.packet_id == id => {}
             _ => return id,
         }
@@ -213,6 +235,10 @@ impl Session {
             Some(pos) => {
                 if let Some(f) = self.inflight.get_mut(pos) {
                     f.state = InflightState::Released;
+                    if let Some(seq) = f.stored {
+                        self.store_events
+                            .push(StoreEvent::Released { seq, packet_id: id });
+                    }
                 }
                 // [MQTT-4.3.3-4] answer PUBREC with PUBREL.
                 self.send(Packet::PubRel(PubRel::new(id)));
@@ -237,6 +263,28 @@ impl Session {
         if let Some(pos) = self.inflight_position(id, InflightState::Released) {
             self.complete_inflight(pos);
         }
+    }
+
+    /// Restores a QoS 2 delivery that was in flight when the broker stopped, under the packet
+    /// id the client knows it by; `released` when PUBREC had come (only PUBREL is resent). It
+    /// goes out again with the other in-flight messages on [`Session::resend_inflight`].
+    pub fn restore_inflight(&mut self, d: Delivery, packet_id: PacketId, released: bool) {
+        self.inflight.push_back(Inflight {
+            packet_id,
+            sent: true,
+            state: if released {
+                InflightState::Released
+            } else {
+                InflightState::Qos2Sent
+            },
+            message: d.message,
+            retain: d.retain,
+            subscription_ids: d.subscription_ids,
+            shared: d.shared,
+            stored: d.stored,
+        });
+        self.irregular_ids = true;
+        self.next_packet_id = packet_id.next();
     }
 
     /// Queues every unacknowledged delivery again, PUBLISH with DUP set or PUBREL, in the
@@ -287,6 +335,9 @@ impl Session {
         if let Some(f) = self.inflight.remove(pos) {
             if !f.sent {
                 self.unsent -= 1;
+            }
+            if let Some(seq) = f.stored {
+                self.store_events.push(StoreEvent::Completed { seq });
             }
         }
         self.send_unsent();

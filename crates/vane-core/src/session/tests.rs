@@ -3071,3 +3071,162 @@ mod alias_prop {
         }
     }
 }
+
+mod store_events {
+    //! What a session reports about deliveries that have store records, and how a restarted
+    //! broker gives a session back its flows.
+    use super::*;
+    use crate::session::StoreEvent;
+
+    fn stored(topic: &str, qos: QoS, seq: u64, clock: Clock) -> Delivery {
+        Delivery {
+            stored: Some(seq),
+            ..delivery(topic, qos, b"x", clock.at(0))
+        }
+    }
+
+    fn events(s: &mut Session) -> Vec<StoreEvent> {
+        let mut out = Vec::new();
+        s.take_store_events(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_stored_qos1_delivery_is_completed_by_its_puback() {
+        let clock = Clock::new();
+        let mut s = v311(clock);
+        s.deliver(stored("t", QoS::AtLeastOnce, 7, clock), clock.at(1))
+            .expect("room");
+        assert!(
+            events(&mut s).is_empty(),
+            "QoS 1 needs no packet id on disk"
+        );
+        let ids = publish_ids(&drain(&mut s, clock.at(1)));
+        s.handle_packet(puback(ids[0]), clock.at(2)).expect("ok");
+        assert_eq!(events(&mut s), vec![StoreEvent::Completed { seq: 7 }]);
+    }
+
+    #[test]
+    fn a_stored_qos2_delivery_reports_its_id_release_and_completion() {
+        // Exactly once across a restart needs the packet id before the PUBLISH goes out and
+        // the released state before PUBREL does [MQTT-4.3.3-4].
+        let clock = Clock::new();
+        let mut s = v311(clock);
+        s.deliver(stored("t", QoS::ExactlyOnce, 9, clock), clock.at(1))
+            .expect("room");
+        let id = publish_ids(&drain(&mut s, clock.at(1)))[0];
+        let packet_id = pid(id);
+        assert_eq!(
+            events(&mut s),
+            vec![StoreEvent::Assigned { seq: 9, packet_id }]
+        );
+        s.handle_packet(pubrec(id), clock.at(2)).expect("ok");
+        assert_eq!(
+            events(&mut s),
+            vec![StoreEvent::Released { seq: 9, packet_id }]
+        );
+        s.handle_packet(pubcomp(id), clock.at(3)).expect("ok");
+        assert_eq!(events(&mut s), vec![StoreEvent::Completed { seq: 9 }]);
+    }
+
+    #[test]
+    fn unstored_deliveries_report_nothing() {
+        let clock = Clock::new();
+        let mut s = v311(clock);
+        s.deliver(
+            delivery("t", QoS::ExactlyOnce, b"x", clock.at(0)),
+            clock.at(1),
+        )
+        .expect("room");
+        let id = publish_ids(&drain(&mut s, clock.at(1)))[0];
+        s.handle_packet(pubrec(id), clock.at(2)).expect("ok");
+        s.handle_packet(pubcomp(id), clock.at(3)).expect("ok");
+        assert!(!s.has_store_events());
+    }
+
+    #[test]
+    fn an_expired_stored_delivery_is_completed_without_being_sent() {
+        let clock = Clock::new();
+        let mut s = v5(clock);
+        let mut m = message("t", QoS::AtLeastOnce, b"x", clock.at(0));
+        m.properties.message_expiry_interval = Some(5);
+        let d = Delivery {
+            message: Arc::new(m),
+            stored: Some(3),
+            ..delivery("t", QoS::AtLeastOnce, b"x", clock.at(0))
+        };
+        s.deliver(d, clock.at(10))
+            .expect("expired ones are dropped");
+        assert!(drain(&mut s, clock.at(10)).is_empty());
+        assert_eq!(events(&mut s), vec![StoreEvent::Completed { seq: 3 }]);
+    }
+
+    #[test]
+    fn restored_qos2_flows_resend_under_their_old_ids() {
+        // [MQTT-4.4.0-1] a resumed session resends unacknowledged PUBLISH with DUP and
+        // PUBREL for released ones, under the packet ids the client knows.
+        let clock = Clock::new();
+        let mut s = v311(clock);
+        s.restore_inflight(stored("a", QoS::ExactlyOnce, 1, clock), pid(40), false);
+        s.restore_inflight(stored("b", QoS::ExactlyOnce, 2, clock), pid(12), true);
+        s.connect(&connect_v311("c"), clock.at(1));
+        s.resend_inflight();
+        let packets = drain(&mut s, clock.at(1));
+        assert_eq!(packets.len(), 2);
+        match &packets[0] {
+            Packet::Publish(p) => {
+                assert_eq!(p.packet_id, Some(pid(40)));
+                assert!(p.dup);
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+        assert!(matches!(&packets[1], Packet::PubRel(r) if r.packet_id == pid(12)));
+        // New deliveries never reuse an id still in flight [MQTT-2.3.1-2].
+        for n in 0..100u64 {
+            s.deliver(stored("c", QoS::AtLeastOnce, 100 + n, clock), clock.at(2))
+                .expect("room");
+        }
+        let ids = publish_ids(&drain(&mut s, clock.at(2)));
+        assert_eq!(ids.len(), 100);
+        assert!(!ids.contains(&40) && !ids.contains(&12), "{ids:?}");
+        s.handle_packet(pubcomp(12), clock.at(3)).expect("ok");
+        assert_eq!(events(&mut s), vec![StoreEvent::Completed { seq: 2 }]);
+    }
+
+    #[test]
+    fn a_restored_inbound_qos2_id_is_not_forwarded_twice() {
+        // [MQTT-4.3.3-9] a resend of a QoS 2 PUBLISH acknowledged before the restart.
+        let clock = Clock::new();
+        let mut s = v311(clock);
+        s.restore_inbound_qos2(pid(5));
+        s.connect(&connect_v311("c"), clock.at(1));
+        let mut resend = publish("t", QoS::ExactlyOnce, 5, b"x");
+        resend.dup = true;
+        let action = s
+            .handle_packet(Packet::Publish(resend), clock.at(1))
+            .expect("ok");
+        assert!(action.is_none(), "not routed again");
+        assert!(
+            matches!(drain(&mut s, clock.at(1)).as_slice(), [Packet::PubRec(r)] if r.packet_id == pid(5))
+        );
+    }
+
+    #[test]
+    fn shared_deliveries_taken_back_complete_their_records() {
+        let clock = Clock::new();
+        let mut s = v5(clock);
+        let filter = vane_proto::TopicFilter::parse("$share/g/t").expect("filter");
+        let d = Delivery {
+            shared: Some(filter),
+            ..stored("t", QoS::AtLeastOnce, 11, clock)
+        };
+        s.deliver(d, clock.at(1)).expect("room");
+        let taken = s.take_shared();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(
+            taken[0].stored, None,
+            "the new member stores its own record"
+        );
+        assert_eq!(events(&mut s), vec![StoreEvent::Completed { seq: 11 }]);
+    }
+}

@@ -7,6 +7,7 @@ mod handshake;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,15 +15,17 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
-use vane_core::session::{Action, NewSubscription};
+use vane_core::session::{Action, NewSubscription, StoreEvent};
 use vane_core::{Delivery, RouteScratch, Session, SessionError, Subscription};
 use vane_proto::{
     DecodeError, Decoder, Disconnect, DisconnectReason, Packet, PubAckReason, RetainHandling,
 };
+use vane_store::{Op, Store, Ticket};
 
 use crate::broker::{Broker, Routed, Subscriber};
 use crate::mailbox::{Congestion, Pull};
-use crate::registry::Kick;
+use crate::persistence;
+use crate::registry::{Kick, SessionSlot};
 use handshake::{accept, read_connect, refuse_undecodable, Accepted, HandshakeError, HandshakeIo};
 
 /// Bytes of unwritten output above which the task stops taking deliveries from its mailbox.
@@ -146,6 +149,7 @@ pub(crate) async fn serve<R, W>(
     R: Readable,
     W: AsyncWrite + Unpin,
 {
+    let _counted = LiveConnection::new(broker.clone());
     let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
     let mut write_buf = BytesMut::new();
     let mut decoder = Decoder::new(broker.config.mqtt.max_packet_size.0);
@@ -203,6 +207,11 @@ pub(crate) async fn serve<R, W>(
         congested: None,
         deferred: VecDeque::new(),
         deferred_bytes: 0,
+        ops: Vec::new(),
+        ops_gate: false,
+        gate: 0,
+        durable: None,
+        events: Vec::new(),
     };
     conn.run(accepted, shutdown).await;
 }
@@ -228,6 +237,31 @@ struct Connection<R, W> {
     /// two clients that publish to each other cannot wait on each other forever.
     deferred: VecDeque<Packet>,
     deferred_bytes: usize,
+    /// Store operations this connection's packets caused, submitted together.
+    ops: Vec<Op>,
+    /// Whether what the client hears next depends on `ops` being durable.
+    ops_gate: bool,
+    /// The store ticket that must be durable before anything more is written to the client:
+    /// acknowledgements promise that what they acknowledge is on disk. 0: nothing to wait for.
+    gate: Ticket,
+    durable: Option<watch::Receiver<Ticket>>,
+    events: Vec<StoreEvent>,
+}
+
+/// Counts a running connection task for as long as it lives.
+struct LiveConnection(Arc<Broker>);
+
+impl LiveConnection {
+    fn new(broker: Arc<Broker>) -> LiveConnection {
+        broker.connections.fetch_add(1, Ordering::AcqRel);
+        LiveConnection(broker)
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
@@ -257,6 +291,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         );
         let problem_info = connect.properties.request_problem_information != Some(false);
         drop(connect);
+        self.store_connected(&session, &slot, session_present);
         let end = self
             .serve_session(&mut session, &slot, &mut kick, &mut shutdown)
             .await;
@@ -276,7 +311,8 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                     slot.park_will(will);
                 } else {
                     debug!(client_id = %session.client_id(), topic = %will.message.topic, "publishing will");
-                    self.broker.publish(will.message, &mut self.scratch);
+                    self.broker
+                        .publish(will.message, &mut self.scratch, &mut self.ops);
                 }
             }
         }
@@ -289,10 +325,19 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         if expiry == 0 {
             self.broker.discard_session(&slot, &mut session);
             self.broker.registry.remove_if_latest(&slot, seq);
+            self.flush_ops(&mut session);
+            self.broker.forget_stored_session(&slot);
             *guard = None;
         } else {
             self.broker
                 .hand_over_shared_on_disconnect(&slot, &mut session);
+            if persistence::is_persistent(&slot) {
+                // Saved before the session is released, so a connection that takes it over
+                // writes after this.
+                self.ops
+                    .push(persistence::session_op(&session, slot.parked_will(), true));
+            }
+            self.flush_ops(&mut session);
             *guard = Some(session);
         }
         drop(guard);
@@ -363,6 +408,8 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             if let Err(e) = session.write_transmits(now, &mut self.write_buf) {
                 warn!(client_id = %session.client_id(), error = %e, "could not encode a packet for the client");
             }
+            self.flush_ops(session);
+            let gated = !self.gate_open();
             let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
             let want_mailbox = pull == Pull::Empty;
             let want_read = self.write_buf.len() < READ_PAUSE_WRITE_BACKLOG
@@ -371,7 +418,8 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 biased;
                 _ = &mut *kick => return End::TakenOver,
                 _ = shutdown.changed() => return End::Shutdown,
-                res = self.writer.write_buf(&mut self.write_buf), if !self.write_buf.is_empty() => {
+                _ = wait_durable(self.durable.as_mut(), self.gate), if gated => {}
+                res = self.writer.write_buf(&mut self.write_buf), if !self.write_buf.is_empty() && !gated => {
                     match res {
                         Ok(n) => release_if_idle(&mut self.write_buf, n),
                         Err(e) => return End::Closed(Some(e)),
@@ -502,6 +550,17 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         packet: Packet,
         now: Instant,
     ) -> Option<End> {
+        if let Packet::PubRel(p) = &packet {
+            if persistence::is_persistent(slot) && self.broker.store.is_some() {
+                // PUBCOMP frees the id for a new message: a restarted broker must not take
+                // that one for a resend of the old.
+                self.ops.push(Op::DeleteInboundQos2 {
+                    client_id: slot.client_id.clone(),
+                    packet_id: p.packet_id,
+                });
+                self.ops_gate = true;
+            }
+        }
         match session.handle_packet(packet, now) {
             Ok(None) => None,
             Ok(Some(action)) => self.apply(session, slot, action, now),
@@ -518,7 +577,25 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
     ) -> Option<End> {
         match action {
             Action::Publish { message, ack } => {
-                let published = self.broker.publish(message, &mut self.scratch);
+                if let Some(vane_core::session::PendingAck::PubRec(packet_id)) = ack {
+                    if persistence::is_persistent(slot) && self.broker.store.is_some() {
+                        // [MQTT-4.3.3-9] kept with the message, so that a resend after a
+                        // restart is recognised and not forwarded twice.
+                        self.ops.push(Op::PutInboundQos2 {
+                            client_id: slot.client_id.clone(),
+                            packet_id,
+                        });
+                    }
+                }
+                let had_ops = !self.ops.is_empty();
+                let published = self
+                    .broker
+                    .publish(message, &mut self.scratch, &mut self.ops);
+                if let Some(ticket) = published.ticket {
+                    self.hold_output_until(ticket);
+                } else if had_ops && !self.ops.is_empty() {
+                    self.ops_gate = true;
+                }
                 if self.congested.is_none() {
                     self.congested = published.congested;
                 }
@@ -553,12 +630,16 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 for s in &subs {
                     self.queue_retained(session, s, now);
                 }
+                self.save_session(session, slot);
             }
             Action::Unsubscribe(filters) => {
-                let mut index = self.broker.index.write();
-                for f in &filters {
-                    index.unsubscribe(f, slot.id);
+                {
+                    let mut index = self.broker.index.write();
+                    for f in &filters {
+                        index.unsubscribe(f, slot.id);
+                    }
                 }
+                self.save_session(session, slot);
             }
             Action::Disconnect { reason } => return Some(End::ClientDisconnect(reason)),
             Action::Auth(auth) => {
@@ -612,6 +693,77 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         }
     }
 
+    /// Writes (or deletes) the session's store record when a connection begins: a persistent
+    /// session is saved; a session that replaced a stored one (Clean Start) deletes it first.
+    fn store_connected(&mut self, session: &Session, slot: &SessionSlot, session_present: bool) {
+        if self.broker.store.is_none() {
+            return;
+        }
+        let was_stored = persistence::is_persistent(slot);
+        if was_stored && (!session_present || session.session_expiry() == 0) {
+            self.ops.push(Op::DeleteSession(slot.client_id.clone()));
+            slot.persistent.store(false, Ordering::Relaxed);
+        }
+        if session.session_expiry() > 0 {
+            slot.persistent.store(true, Ordering::Relaxed);
+            self.ops.push(persistence::session_op(session, None, false));
+        }
+    }
+
+    /// Saves the session's subscriptions; the SUBACK or UNSUBACK waits for it.
+    fn save_session(&mut self, session: &Session, slot: &SessionSlot) {
+        if self.broker.store.is_some() && persistence::is_persistent(slot) {
+            self.ops.push(persistence::session_op(session, None, false));
+            self.ops_gate = true;
+        }
+    }
+
+    /// Submits the store operations gathered so far, with those for the session's stored
+    /// deliveries; output waits for them when an acknowledgement depends on them.
+    fn flush_ops(&mut self, session: &mut Session) {
+        let Some(store) = &self.broker.store else {
+            self.ops.clear();
+            return;
+        };
+        if session.has_store_events() {
+            session.take_store_events(&mut self.events);
+            if persistence::event_ops(session.client_id(), &mut self.events, &mut self.ops) {
+                self.ops_gate = true;
+            }
+        }
+        if self.ops.is_empty() {
+            return;
+        }
+        let ticket = store.submit(std::mem::take(&mut self.ops));
+        if std::mem::take(&mut self.ops_gate) {
+            self.hold_output_until(ticket);
+        }
+    }
+
+    /// Holds everything written to the client from now on until `ticket` is durable.
+    fn hold_output_until(&mut self, ticket: Ticket) {
+        self.gate = self.gate.max(ticket);
+        if self.durable.is_none() {
+            self.durable = self.broker.store.as_ref().map(Store::watch);
+        }
+    }
+
+    /// True when nothing written to the client waits for the store.
+    fn gate_open(&mut self) -> bool {
+        if self.gate == 0 {
+            return true;
+        }
+        let durable = self
+            .broker
+            .store
+            .as_ref()
+            .is_none_or(|s| s.is_durable(self.gate));
+        if durable {
+            self.gate = 0;
+        }
+        durable
+    }
+
     /// Sends what is owed before the close: pending output and, for MQTT 5.0, a DISCONNECT
     /// with the server's reason. Bounded in time so a stuck client cannot hold the task.
     async fn finish(&mut self, session: &mut Session, end: &End, problem_info: bool) {
@@ -638,6 +790,19 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             }
         }
         let _ = session.write_transmits(Instant::now(), &mut self.write_buf);
+        self.flush_ops(session);
+        if !self.gate_open() {
+            let gate = self.gate;
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                wait_durable(self.durable.as_mut(), gate),
+            )
+            .await;
+            if !self.gate_open() {
+                // Never acknowledge what is not on disk: the client resends it instead.
+                self.write_buf.clear();
+            }
+        }
         let flush = async {
             while !self.write_buf.is_empty() {
                 if self
@@ -674,6 +839,19 @@ fn deferred_weight(packet: &Packet) -> usize {
     match packet {
         Packet::Publish(p) => 16 + p.topic.len() + p.payload.len(),
         _ => 64,
+    }
+}
+
+/// Waits until the store has made `ticket` durable.
+async fn wait_durable(durable: Option<&mut watch::Receiver<Ticket>>, ticket: Ticket) {
+    match durable {
+        Some(rx) => {
+            if rx.wait_for(|t| *t >= ticket).await.is_err() {
+                // The store is closing: nothing more becomes durable.
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

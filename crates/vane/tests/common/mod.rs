@@ -31,7 +31,13 @@ pub fn serve() -> (Proc, u16) {
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let child = Command::new(VANE)
-        .args(["serve", "--bind", &addr.to_string()])
+        .args([
+            "serve",
+            "--bind",
+            &addr.to_string(),
+            "--durability",
+            "memory",
+        ])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
