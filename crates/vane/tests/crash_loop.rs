@@ -72,6 +72,11 @@ struct Ledger {
     sessions_lost: Vec<String>,
     /// Connections (successful CONNACKs) per client.
     connects: BTreeMap<String, u32>,
+    /// PUBLISHes resent with DUP and PUBRELs resent after a reconnection.
+    resent_publish: u64,
+    resent_pubrel: u64,
+    /// Deliveries that came with DUP set.
+    dup_flagged: u64,
 }
 
 type Shared = Arc<Mutex<Ledger>>;
@@ -165,6 +170,15 @@ async fn run_publisher(p: Publisher) -> usize {
                 Stage::Released => pubrel(id),
             };
             out.extend_from_slice(&encode(c.version(), &packet));
+        }
+        {
+            let mut l = ledger(&p.shared);
+            for (_, stage) in inflight.values() {
+                match stage {
+                    Stage::Published => l.resent_publish += 1,
+                    Stage::Released => l.resent_pubrel += 1,
+                }
+            }
         }
         if !out.is_empty() && c.try_send_raw(&out).await.is_err() {
             continue;
@@ -301,6 +315,9 @@ async fn run_subscriber(
                         }
                         _ => true,
                     };
+                    if m.dup {
+                        ledger(&shared).dup_flagged += 1;
+                    }
                     if count {
                         record(&shared, &m.payload, m.qos);
                     }
@@ -498,7 +515,8 @@ async fn crash_loop() {
     println!(
         "crash-loop summary: durability={durability} rounds={} elapsed={elapsed:.1}s sent={} acknowledged={acked} \
          (qos2 {acked_q2}) received={received} lost={} qos1_duplicates={dup1} qos2_duplicates={dup2} \
-         sessions_lost={} unknown={} wrong_qos={} unfinished_flows={unfinished} clean_exit={}",
+         sessions_lost={} unknown={} wrong_qos={} unfinished_flows={unfinished} clean_exit={} \
+         resent_publish={} resent_pubrel={} dup_flagged_deliveries={} connections={:?}",
         restarts.load(Ordering::Relaxed),
         l.sent.len(),
         lost.len(),
@@ -506,6 +524,10 @@ async fn crash_loop() {
         l.unknown.len(),
         l.wrong_qos,
         clean_exit.map_or("timeout".to_owned(), |s| s.to_string()),
+        l.resent_publish,
+        l.resent_pubrel,
+        l.dup_flagged,
+        l.connects.values().collect::<Vec<_>>(),
     );
     if !lost.is_empty() {
         println!("lost (qos, seq), first 10: {lost_sample:?}");
