@@ -113,7 +113,7 @@ pub struct VaneProcess {
 }
 
 impl VaneProcess {
-    /// Starts the broker and waits (at most `timeout`) until it accepts TCP connections.
+    /// Starts the broker and waits (at most `timeout`) until it answers CONNECT with CONNACK.
     pub fn start(options: ServeOptions, timeout: Duration) -> VaneProcess {
         let mut p = VaneProcess {
             options,
@@ -170,9 +170,7 @@ impl VaneProcess {
         self.child = Some(child);
         let deadline = started + timeout;
         loop {
-            if std::net::TcpStream::connect_timeout(&self.options.addr, Duration::from_millis(200))
-                .is_ok()
-            {
+            if mqtt_ready(self.options.addr) {
                 return;
             }
             if let Some(status) = self.try_wait() {
@@ -243,7 +241,7 @@ impl VaneProcess {
     }
 
     /// Starts the broker again with the same options (same store and port), after it was killed
-    /// or has exited, and waits until it listens.
+    /// or has exited, and waits until it answers CONNECT.
     pub fn restart(&mut self, timeout: Duration) {
         assert!(
             self.child.is_none(),
@@ -280,6 +278,32 @@ impl Drop for VaneProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// Whether the broker at `addr` answers an MQTT 3.1.1 CONNECT (clean session) with a
+/// successful CONNACK. A TCP connection alone is not readiness: the listening socket accepts
+/// connections (into its backlog) while the broker is still opening its store, before it
+/// handles SIGTERM.
+fn mqtt_ready(addr: SocketAddr) -> bool {
+    use std::io::Read;
+    use vane_proto::{Connect, Packet, ProtocolVersion};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let connect = Connect::new(ProtocolVersion::V3_1_1, "vane-test-ready-probe");
+    let Ok(bytes) = Packet::Connect(Box::new(connect)).to_bytes(ProtocolVersion::V3_1_1) else {
+        return false;
+    };
+    if s.write_all(&bytes).is_err() {
+        return false;
+    }
+    let mut connack = [0u8; 4];
+    if s.read_exact(&mut connack).is_err() {
+        return false;
+    }
+    let _ = s.write_all(&[0xE0, 0x00]); // DISCONNECT
+    connack == [0x20, 0x02, 0x00, 0x00]
 }
 
 /// Writes `text` to `path` (a config file for `--config`).

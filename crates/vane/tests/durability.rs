@@ -809,3 +809,59 @@ async fn sigterm_disconnects_v5_clients_with_0x8b_exits_0_and_keeps_sessions() {
     v3.disconnect().await;
     v5.disconnect().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails on ba7a23d: the port accepts connections while the store opens, before SIGTERM is handled; a SIGTERM then kills the process (signal 15)"]
+async fn sigterm_as_soon_as_the_port_accepts_is_a_graceful_shutdown() {
+    // Rule: once a supervisor can see the broker (its port accepts connections), SIGTERM is a
+    // graceful shutdown: exit 0, store closed. Opening a store with queued messages takes
+    // long enough (100+ ms here) to show whether the handler is in place that early.
+    let (dir, mut broker) = durable_broker("early-term");
+    let sub_id = unique_id("early-sub");
+    let (mut sub, _) = connect(&broker, connect_v311_persistent(&sub_id)).await;
+    sub.send(subscribe(1, "early/#", 1)).await;
+    sub.expect(suback(1, &[1])).await;
+    sub.disconnect().await;
+    let (mut p, _) = connect(&broker, connect_v311(&unique_id("early-pub"))).await;
+    let mut batch = Vec::new();
+    for id in 1..=2000u16 {
+        batch.extend_from_slice(&encode(p.version(), &publish("early/x", 1, id, "queued")));
+    }
+    p.send_raw(&batch).await;
+    for _ in 0..2000 {
+        assert!(matches!(
+            next(&mut p, &broker, "PUBACK").await,
+            Packet::PubAck(_)
+        ));
+    }
+    broker.terminate();
+    assert!(broker
+        .wait_exit(Duration::from_secs(15))
+        .is_some_and(|s| s.success()));
+
+    let options = broker.options().clone();
+    drop(broker);
+    let mut child = std::process::Command::new(VANE)
+        .args(options.args())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start vane");
+    let deadline = std::time::Instant::now() + START;
+    while std::net::TcpStream::connect(options.addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "vane never listened");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait for vane");
+    drop(dir);
+    assert!(
+        exit.success(),
+        "SIGTERM right after the port accepted connections: vane exited with {exit}"
+    );
+}
