@@ -25,6 +25,7 @@ use vane_proto::{
 use vane_server::Server;
 
 pub mod enhanced_auth;
+pub mod process;
 
 pub use vane_config;
 pub use vane_proto;
@@ -168,6 +169,50 @@ impl TestClient {
             Some(Packet::ConnAck(ack)) => (client, ack),
             other => panic!("expected CONNACK, got {other:?}"),
         }
+    }
+
+    /// Like [`TestClient::connect_with_ack`], but a refused or failed TCP connection, a close
+    /// before CONNACK or a wait longer than `timeout` is an error instead of a panic: for
+    /// clients that reconnect while a broker restarts.
+    pub async fn try_connect(
+        addr: SocketAddr,
+        connect: Connect,
+        timeout: Duration,
+    ) -> std::io::Result<(TestClient, ConnAck)> {
+        use std::io::{Error, ErrorKind};
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::new(ErrorKind::TimedOut, "TCP connect timed out"))??;
+        let _ = stream.set_nodelay(true);
+        let version = connect.protocol;
+        let mut client = TestClient {
+            stream,
+            version,
+            decoder: Decoder::with_version(version, DEFAULT_MAX_PACKET_SIZE),
+            read_buf: BytesMut::with_capacity(4096),
+            eof: false,
+            timeout: DEFAULT_TIMEOUT,
+        };
+        client
+            .try_send_raw(&encode(version, &Packet::Connect(Box::new(connect))))
+            .await?;
+        match client.next_event(timeout).await {
+            Received::Packet(Packet::ConnAck(ack)) => Ok((client, ack)),
+            Received::Packet(p) => Err(Error::other(format!("expected CONNACK, got {p:?}"))),
+            Received::Closed => Err(Error::new(
+                ErrorKind::ConnectionReset,
+                "closed before CONNACK",
+            )),
+            Received::Timeout => Err(Error::new(ErrorKind::TimedOut, "no CONNACK in time")),
+            Received::Malformed(e) => Err(Error::other(format!("malformed CONNACK: {e}"))),
+            Received::Error(e) => Err(e),
+        }
+    }
+
+    /// Encodes and sends a packet, reporting a write error instead of panicking.
+    pub async fn try_send(&mut self, packet: &Packet) -> std::io::Result<()> {
+        let bytes = encode(self.version, packet);
+        self.try_send_raw(&bytes).await
     }
 
     /// Connects with `connect` and checks the broker accepted it.
