@@ -43,6 +43,13 @@ impl Server {
     /// Binds every configured listener. Port 0 picks a free port (see [`Server::local_addrs`]).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let authenticators = crate::auth::load(&config.auth).map_err(ServerError::Auth)?;
+        // The store is opened and restored before any port is bound: a client that can
+        // connect finds its session as it left it.
+        let opened = crate::persistence::open(&config.store)?;
+        let (store, recovered) = match opened {
+            Some((store, recovered)) => (Some(store), Some(recovered)),
+            None => (None, None),
+        };
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let listener = bind_tcp(l.bind, l.backlog).map_err(|source| ServerError::Bind {
@@ -51,12 +58,6 @@ impl Server {
             })?;
             listeners.push(listener);
         }
-        // Opened before anything is served: a client must find its session as it left it.
-        let opened = crate::persistence::open(&config.store)?;
-        let (store, recovered) = match opened {
-            Some((store, recovered)) => (Some(store), Some(recovered)),
-            None => (None, None),
-        };
         let broker = Arc::new(Broker::new(config, authenticators, store));
         if let Some(recovered) = recovered {
             crate::persistence::restore(&broker, recovered).await;

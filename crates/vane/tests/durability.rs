@@ -811,7 +811,6 @@ async fn sigterm_disconnects_v5_clients_with_0x8b_exits_0_and_keeps_sessions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on ba7a23d: the port accepts connections while the store opens, before SIGTERM is handled; a SIGTERM then kills the process (signal 15)"]
 async fn sigterm_as_soon_as_the_port_accepts_is_a_graceful_shutdown() {
     // Rule: once a supervisor can see the broker (its port accepts connections), SIGTERM is a
     // graceful shutdown: exit 0, store closed. Opening a store with queued messages takes
