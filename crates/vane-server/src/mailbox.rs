@@ -359,6 +359,16 @@ impl Mailbox {
         pull
     }
 
+    /// Queues a delivery that is on disk only (restored at start, session offline), under the
+    /// caps and overflow policy; records dropped go to `evicted`.
+    pub(crate) fn push_on_disk(&self, seq: u64, size: usize, evicted: &mut Vec<u64>) {
+        let mut inner = self.inner.lock();
+        if let Offer::Dropped = inner.spill(seq, size, 1, 0, evicted) {
+            evicted.push(seq);
+        }
+        self.queued.store(inner.total_len(), Ordering::Relaxed);
+    }
+
     /// Whether a drain ended an episode of backpressure.
     fn drained(&self, inner: &mut Inner) -> bool {
         inner.total_len() <= self.backpressure_above / 2

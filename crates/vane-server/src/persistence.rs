@@ -30,12 +30,17 @@ pub(crate) fn open(config: &StoreConfig) -> Result<Option<(Store, Recovered)>, S
     let (store, recovered) = Store::open(StoreOptions {
         dir: PathBuf::from(&config.dir),
         durability,
+        queues_on_disk: true,
     })?;
     info!(
         dir = %config.dir,
         durability = ?config.durability,
         sessions = recovered.sessions.len(),
-        queued = recovered.sessions.iter().map(|s| s.queue.len()).sum::<usize>(),
+        queued = recovered
+            .sessions
+            .iter()
+            .map(|s| s.queue.len() + s.on_disk.len())
+            .sum::<usize>(),
         retained = recovered.retained.len(),
         set_aside = recovered.set_aside,
         took = ?started.elapsed(),
@@ -177,6 +182,9 @@ pub(crate) async fn restore(broker: &Arc<Broker>, recovered: Recovered) {
                     slot.mailbox.push_evicting(rd.delivery, &mut evicted, 0);
                 }
             }
+        }
+        for (seq, size) in rs.on_disk {
+            slot.mailbox.push_on_disk(seq, size as usize, &mut evicted);
         }
         for seq in evicted {
             ops.push(Op::DeleteDelivery {

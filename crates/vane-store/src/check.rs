@@ -104,7 +104,7 @@ fn check_copy(dir: &Path, copy: &Path) -> Result<CheckReport, StoreError> {
     let commit_counter = db.commit_counter().map_err(rename)?;
     let clean_shutdown = db::read_sidecar(copy).map_err(rename)?;
     let scanned =
-        scan::scan(&db, Clocks::now()).map_err(|e| rename(StoreError::engine(copy)(e)))?;
+        scan::scan(&db, Clocks::now(), true).map_err(|e| rename(StoreError::engine(copy)(e)))?;
     let r = &scanned.recovered;
     Ok(CheckReport {
         path: dir.to_path_buf(),
@@ -172,7 +172,7 @@ pub fn repair(dir: &Path) -> Result<RepairReport, StoreError> {
     let attempt = (|| {
         let db = db::open(dir, false)?;
         let commit = db.commit_counter()?;
-        let scanned = scan::scan(&db, Clocks::now()).map_err(StoreError::engine(dir))?;
+        let scanned = scan::scan(&db, Clocks::now(), true).map_err(StoreError::engine(dir))?;
         Ok((db, commit, scanned))
     })();
     let (db, commit, mut scanned) = match attempt {

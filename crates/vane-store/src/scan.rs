@@ -29,8 +29,12 @@ pub struct Recovered {
 pub struct RecoveredSession {
     /// The session.
     pub record: SessionRecord,
-    /// Its queued deliveries, in sequence order.
+    /// Its queued deliveries, in sequence order (with `queues_on_disk`, only those in flight
+    /// or for a shared subscription).
     pub queue: Vec<RecoveredDelivery>,
+    /// With `queues_on_disk`: the other queued deliveries, as (sequence number, size in
+    /// bytes) in sequence order, to read back with [`crate::Store::load_deliveries`].
+    pub on_disk: Vec<(u64, u32)>,
     /// Packet ids of QoS 2 publishes received and not yet released.
     pub inbound_qos2: Vec<PacketId>,
 }
@@ -92,7 +96,7 @@ pub(crate) struct Scan {
 
 /// Reads every record of `db`. Engine errors (a block that fails fjall's own checksum) end
 /// the scan: the damage cannot be tied to one record.
-pub(crate) fn scan(db: &Db, clocks: Clocks) -> Result<Scan, fjall::Error> {
+pub(crate) fn scan(db: &Db, clocks: Clocks, queues_on_disk: bool) -> Result<Scan, fjall::Error> {
     let mut out = Scan::default();
     // client key -> index in out.recovered.sessions
     let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
@@ -107,6 +111,7 @@ pub(crate) fn scan(db: &Db, clocks: Clocks) -> Result<Scan, fjall::Error> {
                     out.recovered.sessions.push(RecoveredSession {
                         record: session,
                         queue: Vec::new(),
+                        on_disk: Vec::new(),
                         inbound_qos2: Vec::new(),
                     });
                 }
@@ -158,12 +163,17 @@ pub(crate) fn scan(db: &Db, clocks: Clocks) -> Result<Scan, fjall::Error> {
                 } else {
                     outflight.remove(key.as_ref())
                 };
-                out.recovered.sessions[session]
-                    .queue
-                    .push(RecoveredDelivery {
+                let recovered = &mut out.recovered.sessions[session];
+                if queues_on_disk && state.is_none() && delivery.shared.is_none() {
+                    // Checked and decoded like every record, then left on disk.
+                    let size = u32::try_from(delivery.size()).unwrap_or(u32::MAX);
+                    recovered.on_disk.push((seq, size));
+                } else {
+                    recovered.queue.push(RecoveredDelivery {
                         delivery,
                         outflight: state,
                     });
+                }
             }
             Err(why) => out.damage(Ks::Queue, &key, &value, why),
         }

@@ -41,6 +41,10 @@ pub struct StoreOptions {
     pub dir: PathBuf,
     /// When commits are durable.
     pub durability: Durability,
+    /// Recover queued deliveries that are neither in flight nor for a shared subscription as
+    /// sequence numbers and sizes only ([`RecoveredSession::on_disk`]), for a broker that
+    /// keeps offline queues on disk; otherwise every one is decoded into memory.
+    pub queues_on_disk: bool,
 }
 
 /// One change to the store.
@@ -185,7 +189,8 @@ impl Store {
                 });
             }
         }
-        let mut scanned = scan::scan(&db, Clocks::now()).map_err(StoreError::engine(&dir))?;
+        let mut scanned = scan::scan(&db, Clocks::now(), options.queues_on_disk)
+            .map_err(StoreError::engine(&dir))?;
         scanned.settle(&db)?;
         db::remove_sidecar(&dir)?;
         let (sender, _) = watch::channel(0);

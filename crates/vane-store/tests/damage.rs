@@ -35,6 +35,7 @@ fn options(dir: &Path) -> StoreOptions {
     StoreOptions {
         dir: dir.to_path_buf(),
         durability: Durability::Sync,
+        queues_on_disk: false,
     }
 }
 

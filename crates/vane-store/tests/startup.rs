@@ -13,6 +13,7 @@ fn options(dir: &std::path::Path) -> StoreOptions {
     StoreOptions {
         dir: dir.to_path_buf(),
         durability: Durability::Sync,
+        queues_on_disk: false,
     }
 }
 

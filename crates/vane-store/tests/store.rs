@@ -19,6 +19,7 @@ fn options(dir: &Path) -> StoreOptions {
     StoreOptions {
         dir: dir.to_path_buf(),
         durability: Durability::Sync,
+        queues_on_disk: false,
     }
 }
 
@@ -397,6 +398,7 @@ fn batch_mode_syncs_within_the_interval() {
         durability: Durability::Batch {
             interval: Duration::from_millis(20),
         },
+        queues_on_disk: false,
     })
     .expect("open");
     let mut last = 0;
@@ -529,6 +531,54 @@ fn another_format_version_is_refused() {
         }
         other => panic!("expected FormatVersion, got {:?}", other.map(|_| ())),
     }
+}
+
+#[test]
+fn queues_can_be_recovered_as_sequence_numbers_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(dir.path());
+    let mut ops = vec![Op::PutSession(Arc::new(session("c")))];
+    for seq in 1..=3 {
+        let mut d = delivery("a/b", seq);
+        d.shared = None;
+        ops.push(Op::PutDelivery {
+            client_id: bs("c"),
+            seq,
+            delivery: d,
+        });
+    }
+    // A shared-subscription delivery and one in flight stay in memory.
+    ops.push(Op::PutDelivery {
+        client_id: bs("c"),
+        seq: 4,
+        delivery: delivery("a/b", 4),
+    });
+    let mut inflight = delivery("a/b", 5);
+    inflight.shared = None;
+    ops.push(Op::PutDelivery {
+        client_id: bs("c"),
+        seq: 5,
+        delivery: inflight,
+    });
+    ops.push(Op::PutOutflight {
+        client_id: bs("c"),
+        seq: 5,
+        packet_id: pid(9),
+        released: false,
+    });
+    put(&store, ops);
+    store.close().expect("close");
+    drop(store);
+    let (_, recovered) = Store::open(StoreOptions {
+        queues_on_disk: true,
+        ..options(dir.path())
+    })
+    .expect("reopen");
+    let s = &recovered.sessions[0];
+    let size = delivery("a/b", 1).size() as u32;
+    assert_eq!(s.on_disk, vec![(1, size), (2, size), (3, size)]);
+    let in_memory: Vec<_> = s.queue.iter().map(|d| d.delivery.stored).collect();
+    assert_eq!(in_memory, vec![Some(4), Some(5)]);
 }
 
 #[test]
