@@ -148,6 +148,26 @@ impl Broker {
         }
     }
 
+    /// Adds a session's subscriptions to the index.
+    pub(crate) fn index_subscriptions<'a>(
+        &self,
+        slot: &Subscriber,
+        subscriptions: impl IntoIterator<Item = &'a vane_core::session::SessionSubscription>,
+    ) {
+        let mut index = self.index.write();
+        for sub in subscriptions {
+            index.subscribe(
+                &sub.filter,
+                vane_core::Subscription {
+                    subscriber: slot.clone(),
+                    session_id: slot.id,
+                    options: sub.options,
+                    subscription_id: sub.subscription_id,
+                },
+            );
+        }
+    }
+
     /// Deletes the store record of a session that ended, and everything queued for it.
     pub(crate) fn forget_stored_session(&self, slot: &SessionSlot) {
         if slot.persistent.swap(false, Ordering::Relaxed) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 use vane_config::{Durability, StoreConfig};
 use vane_core::session::{StoreEvent, Will};
-use vane_core::{RouteScratch, Session, Subscription};
+use vane_core::{RouteScratch, Session};
 use vane_proto::{ByteString, QoS};
 use vane_store::{Op, Recovered, SessionRecord, Store, StoreError, StoreOptions};
 
@@ -152,20 +152,9 @@ pub(crate) async fn restore(broker: &Arc<Broker>, recovered: Recovered) {
             now,
         );
         session.restore(record.version, record.expiry);
-        {
-            let mut index = broker.index.write();
-            for sub in record.subscriptions {
-                index.subscribe(
-                    &sub.filter,
-                    Subscription {
-                        subscriber: slot.clone(),
-                        session_id: slot.id,
-                        options: sub.options,
-                        subscription_id: sub.subscription_id,
-                    },
-                );
-                session.restore_subscription(sub);
-            }
+        broker.index_subscriptions(&slot, &record.subscriptions);
+        for sub in record.subscriptions {
+            session.restore_subscription(sub);
         }
         for id in rs.inbound_qos2 {
             session.restore_inbound_qos2(id);

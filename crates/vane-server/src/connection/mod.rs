@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 use vane_core::session::{Action, NewSubscription, StoreEvent};
-use vane_core::{Delivery, RouteScratch, Session, SessionError, Subscription};
+use vane_core::{Delivery, RouteScratch, Session, SessionError};
 use vane_proto::{
     DecodeError, Decoder, Disconnect, DisconnectReason, Packet, PubAckReason, RetainHandling,
 };
@@ -654,21 +654,8 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 }
             }
             Action::Subscribe(subs) => {
-                {
-                    let mut index = self.broker.index.write();
-                    for s in &subs {
-                        let sub = &s.subscription;
-                        index.subscribe(
-                            &sub.filter,
-                            Subscription {
-                                subscriber: slot.clone(),
-                                session_id: slot.id,
-                                options: sub.options,
-                                subscription_id: sub.subscription_id,
-                            },
-                        );
-                    }
-                }
+                self.broker
+                    .index_subscriptions(slot, subs.iter().map(|s| &s.subscription));
                 for s in &subs {
                     self.queue_retained(session, s, now);
                 }
