@@ -102,7 +102,16 @@ impl Server {
         }
         if let Some(store) = &self.broker.store {
             match store.close() {
-                Ok(()) => info!("store flushed and closed"),
+                Ok(()) => {
+                    let stats = store.stats();
+                    info!(
+                        commits = stats.commits,
+                        syncs = stats.syncs,
+                        writes = stats.ops,
+                        bytes = stats.bytes_written,
+                        "store flushed and closed"
+                    );
+                }
                 Err(e) => tracing::error!(error = %e, "store could not be closed cleanly"),
             }
         }

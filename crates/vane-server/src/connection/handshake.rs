@@ -114,6 +114,11 @@ fn client_identifier(
 
 /// Refusals that depend on the CONNECT's content, before any session is touched.
 fn check_connect(broker: &Broker, connect: &Connect) -> Result<(), ConnAckReason> {
+    if broker.store.as_ref().is_some_and(|s| s.failure().is_some()) {
+        // The store stopped after a failed write (disk full, I/O error): nothing could be
+        // acknowledged, so clients are sent away until an operator fixes it.
+        return Err(ConnAckReason::ServerUnavailable);
+    }
     if let Some(will) = &connect.will {
         if will.qos > broker.session_config.max_qos {
             return Err(ConnAckReason::QoSNotSupported);

@@ -61,6 +61,9 @@ enum End {
     Shutdown,
     /// Re-authentication failed or broke the protocol.
     Auth(DisconnectReason),
+    /// The store failed: what the client is owed an acknowledgement for cannot be made
+    /// durable.
+    StoreFailed(String),
 }
 
 impl End {
@@ -73,6 +76,7 @@ impl End {
             End::TakenOver => Some(DisconnectReason::SessionTakenOver),
             End::Shutdown => Some(DisconnectReason::ServerShuttingDown),
             End::Auth(reason) => Some(*reason),
+            End::StoreFailed(_) => Some(DisconnectReason::UnspecifiedError),
         }
     }
 
@@ -85,6 +89,7 @@ impl End {
             End::TakenOver => "another connection took over this session".into(),
             End::Shutdown => "the server is shutting down".into(),
             End::Auth(_) => "re-authentication failed".into(),
+            End::StoreFailed(_) => "the server cannot store messages".into(),
         }
     }
 
@@ -98,7 +103,7 @@ impl End {
             | End::Session(_)
             | End::Auth(_) => true,
             End::TakenOver => v5,
-            End::Shutdown => false,
+            End::Shutdown | End::StoreFailed(_) => false,
         }
     }
 }
@@ -376,6 +381,9 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             End::Auth(reason) => {
                 warn!(%client_id, peer = %self.peer, ?reason, "re-authentication failed, connection closed")
             }
+            End::StoreFailed(why) => {
+                warn!(%client_id, peer = %self.peer, error = %why, "connection closed: the store failed, acknowledgements owed to the client cannot be made durable")
+            }
         }
         if dropped > 0 && !taken_over {
             warn!(%client_id, dropped, "messages dropped for this client because its queue was full");
@@ -418,6 +426,11 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 (None, Pull::WaitStore(t)) => Some(t),
                 (None, _) => None,
             };
+            if store_wait.is_some() {
+                if let Some(why) = self.broker.store.as_ref().and_then(Store::failure) {
+                    return End::StoreFailed(why);
+                }
+            }
             let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
             let want_mailbox = pull == Pull::Empty;
             let want_read = self.write_buf.len() < READ_PAUSE_WRITE_BACKLOG
@@ -872,15 +885,23 @@ fn deferred_weight(packet: &Packet) -> usize {
 }
 
 /// Waits until the store has made `ticket` durable.
+/// Also returns after a second, so that a store that failed (and will make nothing durable
+/// again) is noticed.
 async fn wait_durable(durable: Option<&mut watch::Receiver<Ticket>>, ticket: Ticket) {
-    match durable {
-        Some(rx) => {
-            if rx.wait_for(|t| *t >= ticket).await.is_err() {
-                // The store is closing: nothing more becomes durable.
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
+    let Some(rx) = durable else {
+        return std::future::pending().await;
+    };
+    let closed = matches!(
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            rx.wait_for(|t| *t >= ticket),
+        )
+        .await,
+        Ok(Err(_))
+    );
+    if closed {
+        // The store is closing: nothing more becomes durable.
+        std::future::pending::<()>().await;
     }
 }
 
