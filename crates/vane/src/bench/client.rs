@@ -197,12 +197,17 @@ impl Client {
                 // SUBACK: skip them, acknowledging those at QoS 1 and 2 so that they do not
                 // hold the broker's in-flight window.
                 Packet::Publish(publish) => match (publish.qos, publish.packet_id) {
-                    (QoS::AtLeastOnce, Some(id)) => self.send(&Packet::PubAck(PubAck::new(id))).await?,
-                    (QoS::ExactlyOnce, Some(id)) => self.send(&Packet::PubRec(PubRec::new(id))).await?,
+                    (QoS::AtLeastOnce, Some(id)) => {
+                        self.send(&Packet::PubAck(PubAck::new(id))).await?
+                    }
+                    (QoS::ExactlyOnce, Some(id)) => {
+                        self.send(&Packet::PubRec(PubRec::new(id))).await?
+                    }
                     _ => {}
                 },
                 Packet::PubRel(rel) => {
-                    self.send(&Packet::PubComp(PubComp::new(rel.packet_id))).await?;
+                    self.send(&Packet::PubComp(PubComp::new(rel.packet_id)))
+                        .await?;
                 }
                 _ => {}
             }

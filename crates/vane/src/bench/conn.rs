@@ -205,7 +205,10 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
         let permit = limit.clone().acquire_owned().await?;
         let (id, tally, errors) = (format!("{prefix}{i}"), tally.clone(), errors.clone());
         let connect_timeout = args.connect_timeout;
-        let filter = args.subscribe.as_ref().map(|f| f.replace("{i}", &i.to_string()));
+        let filter = args
+            .subscribe
+            .as_ref()
+            .map(|f| f.replace("{i}", &i.to_string()));
         let disconnect_at_once = args.disconnect;
         set.spawn(async move {
             let began = Instant::now();
@@ -240,7 +243,9 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
             };
             let result = match result {
                 Ok(mut client) if disconnect_at_once => {
-                    tally.session_present.fetch_add(u64::from(client.session_present), Relaxed);
+                    tally
+                        .session_present
+                        .fetch_add(u64::from(client.session_present), Relaxed);
                     disconnect(&mut client).await;
                     // The broker closes the connection after DISCONNECT; wait for it a moment, so
                     // that the session is offline when this run ends.
@@ -248,7 +253,9 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
                     Ok(None)
                 }
                 Ok(client) => {
-                    tally.session_present.fetch_add(u64::from(client.session_present), Relaxed);
+                    tally
+                        .session_present
+                        .fetch_add(u64::from(client.session_present), Relaxed);
                     Ok(Some(client))
                 }
                 Err(e) => Err(e),
@@ -429,7 +436,10 @@ impl Report {
             ),
         );
         if args.persistent {
-            t.row("sessions resumed (Session Present)", thousands(self.session_present));
+            t.row(
+                "sessions resumed (Session Present)",
+                thousands(self.session_present),
+            );
         }
         if let Some(filter) = &args.subscribe {
             t.row(
