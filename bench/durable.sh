@@ -607,6 +607,7 @@ git diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || VANE_REV="$
     printf 'cpus=%s\n' "$NPROC"
     printf 'kernel=%s\n' "$(uname -sr)"
     printf 'memory_kb=%s\n' "$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+    printf 'loadavg_before=%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
     printf 'filesystem=%s\n' "$(df -T "$WORK" 2>/dev/null | awk 'NR == 2 { print $2 }')"
     printf 'vane_rev=%s\n' "$VANE_REV"
     for b in $BROKERS; do printf 'version_%s=%s\n' "$b" "$(version_of "$b")"; done
