@@ -248,7 +248,8 @@ def build_report(directory):
         f"Run of {env['date']} with `bash bench/durable.sh` ([raw results]({rel}/), with the "
         f"configuration files). Vane at commit {env.get('vane_rev', '?')}; {mosq}. Machine: "
         f"{env['cpus']} CPUs, {env['cpu_model']}, {env['kernel']}, {mem_gib:.1f} GiB of memory, "
-        f"state directories on {env.get('filesystem') or 'an unknown filesystem'}. Each broker is "
+        f"state directories on {env.get('filesystem') or 'an unknown filesystem'}, load average "
+        f"{env.get('loadavg_before', '?')} just before the run. Each broker is "
         f"started afresh on an empty state directory for every scenario, pinned to CPU "
         f"{env['broker_cpu']}, with `vane bench` pinned to CPU {env['bench_cpu']}"
         + (f"; the whole run took {int(total) // 60} min {int(total) % 60} s." if total else "."),

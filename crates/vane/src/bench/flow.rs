@@ -107,6 +107,11 @@ pub struct PublishArgs {
     /// (QoS 1 and 2 only).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub drain: Duration,
+    /// During the drain, the subscribers stop once nothing has arrived for this long (QoS 1
+    /// and 2 only). Longer than any pause of the broker's, such as a periodic save of its
+    /// database, or what it still has queued counts as lost.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub settle: Duration,
     /// Runtime threads for the publishers; the subscribers have a thread of their own.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
@@ -204,8 +209,6 @@ impl Shape<'_> {
 
 /// Subscriber read buffer; one read takes up to this much.
 const SUB_READ_BUF: usize = 1024 * 1024;
-/// After the publishers have finished, the subscribers stop once nothing arrived for this long.
-const QUIET: Duration = Duration::from_millis(250);
 
 /// What every task shares: live counters, read by the progress line.
 #[derive(Default)]
@@ -457,7 +460,8 @@ async fn run_async(
         }
     }
     if plan.qos != QoS::AtMostOnce {
-        // Wait for the last deliveries: until nothing arrives for QUIET, at most until the end
+        let settle = publish.map_or(Duration::ZERO, |p| p.settle);
+        // Wait for the last deliveries: until nothing arrives for --settle, at most until the end
         // of the drain.
         let mut last = counters.received.load(Relaxed);
         let mut last_change = Instant::now();
@@ -466,7 +470,7 @@ async fn run_async(
             let now = counters.received.load(Relaxed);
             if now != last {
                 (last, last_change) = (now, Instant::now());
-            } else if last_change.elapsed() >= QUIET {
+            } else if last_change.elapsed() >= settle {
                 break;
             }
         }
@@ -1148,6 +1152,8 @@ impl Report {
             "window": publish.filter(|_| acked).map(|p| p.window),
             "threads": publish.map(|p| p.threads),
             "count_per_publisher": publish.and_then(|p| p.count),
+            "drain_secs": publish.filter(|_| acked).map(|p| p.drain.as_secs_f64()),
+            "settle_secs": publish.filter(|_| acked).map(|p| p.settle.as_secs_f64()),
             "persistent_subscribers": has_subs.then_some(args.persistent),
             "resumed_sessions": (has_subs && args.persistent).then_some(self.resumed),
             "warmup_secs": args.warmup.as_secs_f64(),
