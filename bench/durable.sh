@@ -11,7 +11,9 @@
 #   throughput        PUBLISHERS publishers at QoS 1 -> one subscriber on bench/# with a
 #                     persistent session (clean session 0), WARMUP s then DURATION s measured:
 #                     msg/s received, lost, broker CPU and RSS. Vane `memory` runs it too, for
-#                     reference.
+#                     reference. Afterwards the subscriber takes what is still queued for it,
+#                     until nothing arrived for 5 s (longer than Mosquitto's autosave pauses),
+#                     60 s at most: what has not arrived by then counts as lost.
 #   retained-startup  RETAINED retained messages stored (QoS 1), the broker stopped with SIGTERM
 #                     and started again: start-up time, then a new `#` subscriber must get them
 #                     all (bounded by CHECK_WAIT s).
@@ -434,13 +436,13 @@ run_throughput() {
     local rss_before status=0 launched ended
     rss_before=$(rss_now)
     ARGS=(fanin --host "$HOST" --port "$PORT" --json --publishers "$PUBLISHERS" --qos 1 --persistent
-        --client-prefix dur-tp --payload "$PAYLOAD" --duration "${DURATION}s" --warmup "${WARMUP}s" --drain 10s)
+        --client-prefix dur-tp --payload "$PAYLOAD" --duration "${DURATION}s" --warmup "${WARMUP}s" --drain 60s --settle 5s)
     log "$broker / throughput: vane bench ${ARGS[*]}"
     launched=$EPOCHREALTIME
     env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE taskset -c "$BENCH_CPU" "$VANE_BIN" bench "${ARGS[@]}" >"$json" 2>"$err" &
     BENCH_PID=$!
     (
-        pause $((WARMUP + DURATION + 90))
+        pause $((WARMUP + DURATION + 150))
         kill -9 "$BENCH_PID" 2>/dev/null
     ) &
     WATCHDOG_PID=$!

@@ -500,10 +500,12 @@ fn pub_count_publishes_that_many_and_sub_resumes_the_queued_messages() {
 fn fanin_with_a_persistent_subscriber_loses_nothing() {
     let (_broker, port) = common::serve();
     let args = format!(
-        "--publishers 2 --qos 1 --window 8 --persistent --client-prefix fp {SHORT} --drain 1s"
+        "--publishers 2 --qos 1 --window 8 --persistent --client-prefix fp {SHORT} --drain 2s \
+         --settle 300ms"
     );
     let result = run_bench(port, "fanin", &args);
     assert_eq!(result["persistent_subscribers"], true, "{result}");
+    assert_eq!(result["settle_secs"], 0.3, "{result}");
     assert_above(&result, "/received", 0);
     assert_eq!(result["totals"]["lost"], 0, "{result}");
     assert_no_errors(&result);
