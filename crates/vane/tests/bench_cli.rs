@@ -373,3 +373,186 @@ fn a_silent_subscriber_pings_within_the_brokers_server_keep_alive() {
         seen.packets
     );
 }
+
+/// A directory under the system's temporary directory, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "vane-bench-cli-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts `vane serve --durability sync` on `port` with its store in `store`, without waiting
+/// for it to listen (the bench runs below retry until it answers).
+fn serve_durable(port: u16, store: &std::path::Path) -> Proc {
+    let child = Command::new(VANE)
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .arg("--store-dir")
+        .arg(store)
+        .args(["--durability", "sync"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start vane serve");
+    Proc(child)
+}
+
+#[test]
+fn conn_makes_persistent_sessions_that_a_restarted_broker_resumes() {
+    let dir = TempDir::new("sessions");
+    let port = common::free_port();
+    let broker = serve_durable(port, &dir.0);
+    let made = run_bench(
+        port,
+        "conn",
+        "--connections 30 --persistent --subscribe s/{i} --qos 1 --disconnect \
+         --client-prefix keep --retry-for 10s",
+    );
+    assert_eq!(made["opened"], 30, "{made}");
+    assert_eq!(made["subscribed"], 30, "{made}");
+    assert_eq!(made["session_present"], 0, "{made}");
+    assert_eq!(made["disconnect"], true, "{made}");
+    assert!(made["first_connack_unix"].as_f64().is_some(), "{made}");
+    // SUBACK in `sync` mode means on disk: even a kill loses nothing.
+    drop(broker);
+
+    let _broker = serve_durable(port, &dir.0);
+    let launched = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let resumed = run_bench(
+        port,
+        "conn",
+        "--connections 30 --persistent --disconnect --client-prefix keep --retry-for 10s",
+    );
+    assert_eq!(resumed["opened"], 30, "{resumed}");
+    assert_eq!(resumed["session_present"], 30, "{resumed}");
+    let connack = resumed["first_connack_unix"]
+        .as_f64()
+        .expect("first CONNACK");
+    assert!(connack >= launched - 1.0, "{resumed}");
+    // Clean sessions are never resumed.
+    let clean = run_bench(
+        port,
+        "conn",
+        "--connections 5 --disconnect --client-prefix keep",
+    );
+    assert_eq!(clean["session_present"], 0, "{clean}");
+}
+
+#[test]
+fn pub_count_publishes_that_many_and_sub_resumes_the_queued_messages() {
+    let (_broker, port) = common::serve();
+    let subscribe = "--subscribers 3 --persistent --client-prefix offline --filter q/# --qos 1 \
+                     --duration 1s --warmup 0s";
+    let first = run_bench(port, "sub", subscribe);
+    assert_eq!(first["persistent_subscribers"], true, "{first}");
+    assert_eq!(first["resumed_sessions"], 0, "{first}");
+    assert_eq!(first["granted_qos"], 1, "{first}");
+
+    // The subscribers are offline now: each of the 2 x 40 messages is queued for all three.
+    let began = Instant::now();
+    let publishing = run_bench(
+        port,
+        "pub",
+        "--publishers 2 --count 40 --qos 1 --prefix q --window 8 --duration 30s --warmup 0s",
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "pub --count did not end once done"
+    );
+    assert_eq!(publishing["count_per_publisher"], 40, "{publishing}");
+    let totals = &publishing["totals"];
+    assert_eq!(totals["sent"], 80, "{publishing}");
+    assert_eq!(totals["acked"], 80, "{publishing}");
+    assert_eq!(totals["unacked_at_end"], 0, "{publishing}");
+
+    let again = run_bench(
+        port,
+        "sub",
+        &subscribe.replace("--duration 1s", "--duration 2s"),
+    );
+    assert_eq!(again["resumed_sessions"], 3, "{again}");
+    assert_eq!(again["totals"]["received"], 240, "{again}");
+    assert_eq!(again["subscriber_received_min"], 80, "{again}");
+    assert_eq!(again["subscriber_received_max"], 80, "{again}");
+}
+
+#[test]
+fn fanin_with_a_persistent_subscriber_loses_nothing() {
+    let (_broker, port) = common::serve();
+    let args = format!(
+        "--publishers 2 --qos 1 --window 8 --persistent --client-prefix fp {SHORT} --drain 2s \
+         --settle 300ms"
+    );
+    let result = run_bench(port, "fanin", &args);
+    assert_eq!(result["persistent_subscribers"], true, "{result}");
+    assert_eq!(result["settle_secs"], 0.3, "{result}");
+    assert_above(&result, "/received", 0);
+    assert_eq!(result["totals"]["lost"], 0, "{result}");
+    assert_no_errors(&result);
+    // A second run resumes the subscriber's session instead of subscribing again.
+    let again = run_bench(port, "fanin", &args);
+    assert_eq!(again["resumed_sessions"], 1, "{again}");
+    assert_above(&again, "/received", 0);
+    assert_eq!(again["totals"]["lost"], 0, "{again}");
+}
+
+/// Waits until something listens on 127.0.0.1:`port`, 10 s at most.
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {port} after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn retained_stored_by_one_run_is_received_by_another_after_a_restart() {
+    let dir = TempDir::new("retained");
+    let port = common::free_port();
+    let broker = serve_durable(port, &dir.0);
+    wait_listening(port);
+    let stored = run_bench(
+        port,
+        "retained",
+        "--only store --messages 300 --prefix keep/r --window 32 --duration 20s",
+    );
+    assert_eq!(stored["only"], "store", "{stored}");
+    assert!(stored["store_secs"].as_f64().is_some(), "{stored}");
+    assert!(stored["received"].is_null(), "{stored}");
+    // PUBACK in `sync` mode means on disk: even a kill loses nothing.
+    drop(broker);
+
+    let _broker = serve_durable(port, &dir.0);
+    wait_listening(port);
+    let received = run_bench(
+        port,
+        "retained",
+        "--only receive --messages 300 --prefix keep/r --filter # --duration 20s",
+    );
+    assert_eq!(received["received"], 300, "{received}");
+    assert_eq!(received["missing"], 0, "{received}");
+    assert!(received["store_secs"].is_null(), "{received}");
+}

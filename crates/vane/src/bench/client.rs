@@ -34,6 +34,9 @@ pub(crate) struct Dialer {
     sources: u8,
     /// Keep alive asked for in CONNECT, seconds; 0 disables it.
     keep_alive: u16,
+    /// Whether sessions outlive their connections: Clean Session 0 (MQTT 3.1.1), or Clean
+    /// Start 0 with a Session Expiry Interval that never ends (MQTT 5.0).
+    persistent: bool,
 }
 
 impl Dialer {
@@ -47,7 +50,15 @@ impl Dialer {
             version,
             sources: if loopback { sources } else { 0 },
             keep_alive: KEEP_ALIVE,
+            persistent: false,
         }
+    }
+
+    /// The same, with sessions that outlive their connections when `persistent`: Clean
+    /// Session 0 (MQTT 3.1.1), or Clean Start 0 and Session Expiry Interval 0xFFFFFFFF, never
+    /// (MQTT 5.0). A connection with the client id of an earlier one resumes its session.
+    pub(crate) fn with_persistent(self, persistent: bool) -> Dialer {
+        Dialer { persistent, ..self }
     }
 
     /// The same, asking for a keep alive of `secs` seconds (0 disables it).
@@ -66,8 +77,8 @@ impl Dialer {
         })
     }
 
-    /// Opens connection `i`: TCP from [`Dialer::source`], CONNECT (clean session) and a
-    /// successful CONNACK.
+    /// Opens connection `i`: TCP from [`Dialer::source`], CONNECT (clean session unless
+    /// [`Dialer::with_persistent`]) and a successful CONNACK.
     pub(crate) async fn connect(
         &self,
         i: usize,
@@ -100,11 +111,16 @@ impl Dialer {
             keep_alive: self.keep_alive,
             receive_maximum: u16::MAX,
             maximum_qos: QoS::ExactlyOnce,
+            session_present: false,
         };
         let mut connect = Connect::new(version, client_id);
         connect.keep_alive = self.keep_alive;
+        connect.clean_start = !self.persistent;
         if version.is_v5() {
             connect.properties.maximum_packet_size = Some(MAX_PACKET as u32);
+            if self.persistent {
+                connect.properties.session_expiry_interval = Some(u32::MAX);
+            }
         }
         client.send(&Packet::Connect(Box::new(connect))).await?;
         match client.next_packet().await? {
@@ -113,6 +129,7 @@ impl Dialer {
                 client.receive_maximum = props.receive_maximum.unwrap_or(u16::MAX).max(1);
                 client.keep_alive = props.server_keep_alive.unwrap_or(client.keep_alive);
                 client.maximum_qos = props.maximum_qos.unwrap_or(QoS::ExactlyOnce);
+                client.session_present = ack.session_present;
                 Ok(client)
             }
             Packet::ConnAck(ack) => bail!("{client_id}: connection refused: {:?}", ack.reason),
@@ -136,6 +153,8 @@ pub(crate) struct Client {
     pub(crate) receive_maximum: u16,
     /// The highest QoS the broker accepts publishes at (MQTT 5.0).
     pub(crate) maximum_qos: QoS,
+    /// The CONNACK's Session Present flag: the broker resumed a session of this client id.
+    pub(crate) session_present: bool,
 }
 
 impl Client {
@@ -174,7 +193,22 @@ impl Client {
                     };
                 }
                 Packet::SubAck(_) => bail!("SUBACK for an unknown packet id"),
-                // Retained messages under the filter may arrive before the SUBACK: skip them.
+                // Retained (or, for a resumed session, queued) messages may arrive before the
+                // SUBACK: skip them, acknowledging those at QoS 1 and 2 so that they do not
+                // hold the broker's in-flight window.
+                Packet::Publish(publish) => match (publish.qos, publish.packet_id) {
+                    (QoS::AtLeastOnce, Some(id)) => {
+                        self.send(&Packet::PubAck(PubAck::new(id))).await?
+                    }
+                    (QoS::ExactlyOnce, Some(id)) => {
+                        self.send(&Packet::PubRec(PubRec::new(id))).await?
+                    }
+                    _ => {}
+                },
+                Packet::PubRel(rel) => {
+                    self.send(&Packet::PubComp(PubComp::new(rel.packet_id)))
+                        .await?;
+                }
                 _ => {}
             }
         }
@@ -218,6 +252,10 @@ impl Client {
         let read_min = (read_buf.capacity() / 4).max(4096);
         let read_grow = read_buf.capacity().max(16 * 1024);
         tokio::pin!(stop, ping);
+        // Packets already read (with the CONNACK or SUBACK) come first: a resumed session's
+        // queued messages may be there.
+        let n = decode_incoming(decoder, read_buf, &mut out, version, &mut on_publish)?;
+        received.fetch_add(n, Relaxed);
         loop {
             if read_buf.capacity() - read_buf.len() < read_min {
                 read_buf.reserve(read_grow);
@@ -229,25 +267,7 @@ impl Client {
                     if read? == 0 {
                         bail!("the broker closed the connection");
                     }
-                    let mut n = 0;
-                    while let Some(packet) = decoder.decode(read_buf)? {
-                        match packet {
-                            Packet::Publish(publish) => {
-                                if on_publish(&publish) {
-                                    n += 1;
-                                }
-                                match (publish.qos, publish.packet_id) {
-                                    (QoS::AtLeastOnce, Some(id)) => encode_packet(&mut out, version, &Packet::PubAck(PubAck::new(id))),
-                                    (QoS::ExactlyOnce, Some(id)) => encode_packet(&mut out, version, &Packet::PubRec(PubRec::new(id))),
-                                    _ => {}
-                                }
-                            }
-                            Packet::PubRel(rel) => encode_packet(&mut out, version, &Packet::PubComp(PubComp::new(rel.packet_id))),
-                            // A SUBACK when the subscription was sent without waiting for it.
-                            Packet::PingResp | Packet::SubAck(_) => {}
-                            other => bail!("unexpected {:?} from the broker", other.packet_type()),
-                        }
-                    }
+                    let n = decode_incoming(decoder, read_buf, &mut out, version, &mut on_publish)?;
                     received.fetch_add(n, Relaxed);
                 }
                 written = writer.write(&out), if !out.is_empty() => {
@@ -275,6 +295,43 @@ impl Client {
             }
         }
     }
+}
+
+/// Decodes every whole packet in `read_buf`: hands each publish to `on_publish` and appends
+/// the acknowledgements due to `out`. Returns how many publishes `on_publish` counted.
+fn decode_incoming(
+    decoder: &mut Decoder,
+    read_buf: &mut BytesMut,
+    out: &mut BytesMut,
+    version: ProtocolVersion,
+    on_publish: &mut impl FnMut(&Publish) -> bool,
+) -> anyhow::Result<u64> {
+    let mut n = 0;
+    while let Some(packet) = decoder.decode(read_buf)? {
+        match packet {
+            Packet::Publish(publish) => {
+                if on_publish(&publish) {
+                    n += 1;
+                }
+                match (publish.qos, publish.packet_id) {
+                    (QoS::AtLeastOnce, Some(id)) => {
+                        encode_packet(out, version, &Packet::PubAck(PubAck::new(id)));
+                    }
+                    (QoS::ExactlyOnce, Some(id)) => {
+                        encode_packet(out, version, &Packet::PubRec(PubRec::new(id)));
+                    }
+                    _ => {}
+                }
+            }
+            Packet::PubRel(rel) => {
+                encode_packet(out, version, &Packet::PubComp(PubComp::new(rel.packet_id)));
+            }
+            // A SUBACK when the subscription was sent without waiting for it.
+            Packet::PingResp | Packet::SubAck(_) => {}
+            other => bail!("unexpected {:?} from the broker", other.packet_type()),
+        }
+    }
+    Ok(n)
 }
 
 /// Appends one PUBLISH of `payload` to `topic` with no properties.

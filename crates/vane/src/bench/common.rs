@@ -28,6 +28,10 @@ pub struct Target {
     /// 127.0.0.2 onwards, each with its own ephemeral port range; 0 lets the system choose.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=250))]
     pub sources: u8,
+    /// Client identifiers start with this; the default, `vb<process id>`, is new every run.
+    /// Give a fixed one with `--persistent` so that a later run resumes the same sessions.
+    #[arg(long)]
+    pub client_prefix: Option<String>,
     /// Print the result as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -139,9 +143,13 @@ pub(crate) async fn dialer(target: &Target) -> anyhow::Result<Dialer> {
     ))
 }
 
-/// Client identifiers start with this, so that concurrent runs do not take each other over.
-pub(crate) fn client_prefix() -> String {
-    format!("vb{}", std::process::id())
+/// Client identifiers start with this: `--client-prefix`, or by default one of this process,
+/// so that concurrent runs do not take each other over.
+pub(crate) fn client_prefix(target: &Target) -> String {
+    target
+        .client_prefix
+        .clone()
+        .unwrap_or_else(|| format!("vb{}", std::process::id()))
 }
 
 /// An id unlikely to repeat: the process id and the time.

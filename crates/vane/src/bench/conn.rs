@@ -2,12 +2,18 @@
 //! them. Against a loopback broker the connections come from 127.0.0.2, 127.0.0.3, ... in turn
 //! (`--sources`), so that tens of thousands fit in the ephemeral port range. Reports the connect rate, connect
 //! times and failures. The process's open-file limit is checked up front.
+//!
+//! With `--persistent` the sessions outlive the connections, and `--subscribe` makes each
+//! subscribe to a filter; with `--disconnect` each connection ends (DISCONNECT) as soon as it
+//! is connected and subscribed, instead of being held, so that any number of offline persistent
+//! sessions can be made with few open files. `--retry-for` retries refused connections, to
+//! time how long a starting broker takes to answer its first CONNECT (`first_connack_unix`).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -44,13 +50,43 @@ pub struct ConnArgs {
     /// Longest time for one connection attempt (TCP and CONNACK).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+    /// Keep persistent sessions: Clean Session 0 (MQTT 3.1.1), or Clean Start 0 and a Session
+    /// Expiry Interval that never ends (MQTT 5.0). Connection i has client id
+    /// `<client prefix>-c<i>`: with a fixed --client-prefix a later run resumes the sessions
+    /// (counted as `session_present`).
+    #[arg(long)]
+    pub persistent: bool,
+    /// Each connection subscribes to this filter once connected; `{i}` in it stands for the
+    /// connection's number (0 to N-1).
+    #[arg(long, value_name = "FILTER")]
+    pub subscribe: Option<String>,
+    /// QoS of the --subscribe subscriptions.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// End each connection with DISCONNECT as soon as it is connected (and subscribed) instead
+    /// of holding them all: at most --concurrency are open at once, whatever the number of
+    /// connections. --hold does not apply.
+    #[arg(long)]
+    pub disconnect: bool,
+    /// Retry a connection that fails (refused, closed, no CONNACK) for this long after the
+    /// start, every 5 ms: to wait for a broker that is starting. 0: no retry.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub retry_for: Duration,
 }
 
 /// File descriptors kept free for the runtime, stdio and the like.
 const SPARE_FDS: u64 = 64;
 
 pub fn run(args: ConnArgs) -> anyhow::Result<()> {
-    let n = u64::from(args.connections);
+    if args.subscribe.as_deref() == Some("") {
+        bail!("--subscribe must not be empty");
+    }
+    // Connections open at once: all of them, unless each ends at once.
+    let n = if args.disconnect {
+        u64::from(args.connections.min(args.concurrency))
+    } else {
+        u64::from(args.connections)
+    };
     match common::open_files_limit() {
         Some(limit) if n + SPARE_FDS > limit => bail!(
             "{n} connections need about {} open files, but this process may open only {limit} \
@@ -66,8 +102,19 @@ pub fn run(args: ConnArgs) -> anyhow::Result<()> {
     } else {
         Duration::ZERO
     };
+    // Without --disconnect, --connections is below a million (clap) and the open-file limit.
+    let per_connection = if args.disconnect {
+        Duration::from_millis(2) * args.connections
+    } else {
+        Duration::ZERO
+    };
     common::execute_one(
-        open_budget + args.connect_timeout * 2 + args.hold + Duration::from_secs(60),
+        open_budget
+            + per_connection
+            + args.retry_for
+            + args.connect_timeout * 2
+            + args.hold
+            + Duration::from_secs(60),
         &args,
         &args.target,
         run_async(&args),
@@ -86,23 +133,54 @@ struct Report {
     /// Connections the broker closed while held.
     dropped: u64,
     close_secs: f64,
+    /// Connections whose --subscribe subscription was granted.
+    subscribed: u64,
+    /// CONNACKs with Session Present set: sessions the broker resumed.
+    session_present: u64,
+    /// Wall-clock time of the first CONNACK, seconds since the Unix epoch.
+    first_connack_unix: Option<f64>,
+}
+
+/// Microseconds since the Unix epoch, now.
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Connection attempts made so far, and the tallies of what they did.
+#[derive(Default)]
+struct Tally {
+    opened: AtomicU64,
+    failed: AtomicU64,
+    subscribed: AtomicU64,
+    session_present: AtomicU64,
+    /// Microseconds since the Unix epoch of the first CONNACK; u64::MAX before it.
+    first_connack: AtomicU64,
 }
 
 async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
     let dialer = common::dialer(&args.target)
         .await?
-        .with_keep_alive(args.keepalive);
-    let prefix = format!("{}-c", common::client_prefix());
+        .with_keep_alive(args.keepalive)
+        .with_persistent(args.persistent);
+    let prefix = format!("{}-c", common::client_prefix(&args.target));
     let n = args.connections as usize;
-    let opened = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
+    let qos = vane_proto::QoS::from_u8(args.qos).context("--qos")?;
+    let tally = Arc::new(Tally {
+        first_connack: AtomicU64::new(u64::MAX),
+        ..Tally::default()
+    });
+    let (opened, failed) = (&tally.opened, &tally.failed);
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let limit = Arc::new(Semaphore::new(args.concurrency as usize));
     let start = Instant::now();
+    let retry_end = start + args.retry_for;
     let mut set = JoinSet::new();
     let progress = {
-        let (opened, failed, quiet) = (opened.clone(), failed.clone(), args.target.quiet);
+        let (tally, quiet) = (tally.clone(), args.target.quiet);
         tokio::spawn(async move {
+            let (opened, failed) = (&tally.opened, &tally.failed);
             let mut last = 0;
             common::progress(start, start + Duration::from_secs(3600), quiet, |t, dt| {
                 let now = opened.load(Relaxed);
@@ -118,33 +196,78 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
             .await;
         })
     };
+    let mut clients = Vec::with_capacity(if args.disconnect { 0 } else { n });
+    let mut connect_us = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     for i in 0..n {
         if args.rate > 0 {
             sleep_until(start + Duration::from_secs_f64(i as f64 / f64::from(args.rate))).await;
         }
         let permit = limit.clone().acquire_owned().await?;
-        let (id, opened, failed, errors) = (
-            format!("{prefix}{i}"),
-            opened.clone(),
-            failed.clone(),
-            errors.clone(),
-        );
+        let (id, tally, errors) = (format!("{prefix}{i}"), tally.clone(), errors.clone());
         let connect_timeout = args.connect_timeout;
+        let filter = args
+            .subscribe
+            .as_ref()
+            .map(|f| f.replace("{i}", &i.to_string()));
+        let disconnect_at_once = args.disconnect;
         set.spawn(async move {
             let began = Instant::now();
-            let attempt = dialer.connect(i, &id, 256);
-            let result = match timeout(connect_timeout, attempt).await {
-                Ok(r) => r,
-                Err(_) => Err(anyhow::anyhow!("no CONNACK within {connect_timeout:?}")),
+            let result = loop {
+                let attempt = dialer.connect(i, &id, 256);
+                let result = match timeout(connect_timeout, attempt).await {
+                    Ok(r) => r,
+                    Err(_) => Err(anyhow::anyhow!("no CONNACK within {connect_timeout:?}")),
+                };
+                if result.is_ok() || Instant::now() >= retry_end {
+                    break result;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            let took = began.elapsed();
+            if result.is_ok() {
+                tally.first_connack.fetch_min(unix_micros(), Relaxed);
+            }
+            let result = match (result, filter) {
+                (Ok(mut client), Some(filter)) => {
+                    let subscribing = client.subscribe(&filter, qos);
+                    match timeout(connect_timeout, subscribing).await {
+                        Ok(Ok(_)) => {
+                            tally.subscribed.fetch_add(1, Relaxed);
+                            Ok(client)
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(anyhow::anyhow!("no SUBACK within {connect_timeout:?}")),
+                    }
+                }
+                (result, _) => result,
+            };
+            let result = match result {
+                Ok(mut client) if disconnect_at_once => {
+                    tally
+                        .session_present
+                        .fetch_add(u64::from(client.session_present), Relaxed);
+                    disconnect(&mut client).await;
+                    // The broker closes the connection after DISCONNECT; wait for it a moment, so
+                    // that the session is offline when this run ends.
+                    let _ = timeout(Duration::from_secs(1), client.next_packet()).await;
+                    Ok(None)
+                }
+                Ok(client) => {
+                    tally
+                        .session_present
+                        .fetch_add(u64::from(client.session_present), Relaxed);
+                    Ok(Some(client))
+                }
+                Err(e) => Err(e),
             };
             drop(permit);
             match result {
                 Ok(client) => {
-                    opened.fetch_add(1, Relaxed);
-                    Some((client, began.elapsed()))
+                    tally.opened.fetch_add(1, Relaxed);
+                    Some((client, took))
                 }
                 Err(e) => {
-                    failed.fetch_add(1, Relaxed);
+                    tally.failed.fetch_add(1, Relaxed);
                     let mut errors = errors.lock().unwrap_or_else(|e| e.into_inner());
                     if errors.len() < 10 {
                         errors.push(format!("{id}: {e:#}"));
@@ -153,28 +276,36 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
                 }
             }
         });
-    }
-    let mut clients = Vec::with_capacity(n);
-    let mut connect_us = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
-    while let Some(joined) = set.join_next().await {
-        if let Some((client, took)) = joined? {
-            connect_us.saturating_record(took.as_micros() as u64);
-            clients.push(client);
+        // Collect what has finished, so that finished tasks do not pile up.
+        while let Some(joined) = set.try_join_next() {
+            collect(joined?, &mut connect_us, &mut clients);
         }
+    }
+    while let Some(joined) = set.join_next().await {
+        collect(joined?, &mut connect_us, &mut clients);
     }
     let open_secs = start.elapsed().as_secs_f64();
     progress.abort();
     if !args.target.quiet {
         eprintln!(
-            "opened {} connections in {open_secs:.2} s ({} failed); holding for {:?}",
-            thousands(clients.len() as u64),
+            "opened {} connections in {open_secs:.2} s ({} failed); {}",
+            thousands(opened.load(Relaxed)),
             thousands(failed.load(Relaxed)),
-            args.hold
+            if args.disconnect {
+                "each disconnected at once".to_string()
+            } else {
+                format!("holding for {:?}", args.hold)
+            }
         );
     }
     // Hold: every connection waits for the end of the hold, pinging if keep alive is on, and
     // notices when the broker closes it.
-    let hold_end = Instant::now() + args.hold;
+    let hold_for = if args.disconnect {
+        Duration::ZERO
+    } else {
+        args.hold
+    };
+    let hold_end = Instant::now() + hold_for;
     let dropped = Arc::new(AtomicU64::new(0));
     let mut holders = JoinSet::new();
     for mut client in clients {
@@ -201,7 +332,25 @@ async fn run_async(args: &ConnArgs) -> anyhow::Result<Report> {
         connect_us,
         dropped: dropped.load(Relaxed),
         close_secs: closing.elapsed().as_secs_f64(),
+        subscribed: tally.subscribed.load(Relaxed),
+        session_present: tally.session_present.load(Relaxed),
+        first_connack_unix: match tally.first_connack.load(Relaxed) {
+            u64::MAX => None,
+            us => Some(us as f64 / 1e6),
+        },
     })
+}
+
+/// Records what one connection task returned: its connect time, and the client if it is held.
+fn collect(
+    joined: Option<(Option<Client>, Duration)>,
+    connect_us: &mut Histogram<u64>,
+    clients: &mut Vec<Client>,
+) {
+    if let Some((client, took)) = joined {
+        connect_us.saturating_record(took.as_micros() as u64);
+        clients.extend(client);
+    }
 }
 
 /// Keeps one connection until `end`; fails when the broker closes it.
@@ -242,6 +391,12 @@ impl Report {
             "hold_secs": args.hold.as_secs_f64(),
             "dropped_while_held": self.dropped,
             "close_secs": self.close_secs,
+            "persistent": args.persistent,
+            "subscribe": args.subscribe,
+            "subscribed": self.subscribed,
+            "session_present": self.session_present,
+            "disconnect": args.disconnect,
+            "first_connack_unix": self.first_connack_unix,
             "errors": self.errors,
         })
     }
@@ -280,7 +435,21 @@ impl Report {
                 thousands(self.connect_us.max())
             ),
         );
-        t.row("closed by the broker while held", thousands(self.dropped));
+        if args.persistent {
+            t.row(
+                "sessions resumed (Session Present)",
+                thousands(self.session_present),
+            );
+        }
+        if let Some(filter) = &args.subscribe {
+            t.row(
+                "subscribed",
+                format!("{} to {filter}", thousands(self.subscribed)),
+            );
+        }
+        if !args.disconnect {
+            t.row("closed by the broker while held", thousands(self.dropped));
+        }
         t.row("close time", format!("{:.2} s", self.close_secs));
         for e in &self.errors {
             t.row("error", e.clone());

@@ -77,6 +77,14 @@ pub struct FlowArgs {
     /// Load before the measured time, not counted.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
+    /// Subscribers keep persistent sessions: Clean Session 0 (MQTT 3.1.1), or Clean Start 0 and
+    /// a Session Expiry Interval that never ends (MQTT 5.0). Their sessions stay on the broker
+    /// after the run; with a fixed --client-prefix a later run resumes them, without
+    /// subscribing again (`resumed_sessions`), and receives what was queued meanwhile (with
+    /// publishers here, as foreign messages; with `sub`, counted). Publishers keep clean
+    /// sessions.
+    #[arg(long)]
+    pub persistent: bool,
 }
 
 /// How the publishers publish: every publish/subscribe scenario but `sub`.
@@ -99,12 +107,23 @@ pub struct PublishArgs {
     /// (QoS 1 and 2 only).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub drain: Duration,
+    /// During the drain, the subscribers stop once nothing has arrived for this long (QoS 1
+    /// and 2 only). Longer than any pause of the broker's, such as a periodic save of its
+    /// database, or what it still has queued counts as lost.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub settle: Duration,
     /// Runtime threads for the publishers; the subscribers have a thread of their own.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
     /// Topic prefix: publisher i publishes to PREFIX/<i>.
     #[arg(long, default_value = "bench")]
     pub prefix: String,
+    /// Publishes of each publisher: it stops after this many, and the run ends once every
+    /// publisher has stopped (at QoS 1 and 2, once they are all acknowledged), or at the end
+    /// of --warmup + --duration (+ --drain) at the latest. Without it, publishers publish
+    /// until the end of the measured time.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
 }
 
 /// `--rate`: a finite number of messages per second, 0 or more.
@@ -190,8 +209,6 @@ impl Shape<'_> {
 
 /// Subscriber read buffer; one read takes up to this much.
 const SUB_READ_BUF: usize = 1024 * 1024;
-/// After the publishers have finished, the subscribers stop once nothing arrived for this long.
-const QUIET: Duration = Duration::from_millis(250);
 
 /// What every task shares: live counters, read by the progress line.
 #[derive(Default)]
@@ -206,6 +223,24 @@ struct Counters {
     refused: AtomicU64,
     /// Publishers whose connection failed during the run.
     failed: AtomicU64,
+    /// Subscribers whose persistent session the broker resumed (not subscribed again).
+    resumed: AtomicU64,
+}
+
+/// Publishers still running, and a signal once none is (for `--count`).
+struct Running {
+    publishers: AtomicU64,
+    none: tokio::sync::Notify,
+}
+
+impl Running {
+    /// One publisher has stopped.
+    fn stopped(&self) {
+        if self.publishers.fetch_sub(1, Relaxed) == 1 {
+            // notify_one keeps a permit when nobody waits yet.
+            self.none.notify_one();
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -239,6 +274,10 @@ struct Plan {
     rate: f64,
     batch: usize,
     window: usize,
+    /// Publishes of each publisher, when limited (`--count`).
+    count: Option<u64>,
+    /// Subscribers keep persistent sessions.
+    persistent: bool,
     prefix: String,
     client_prefix: String,
     /// Written into payloads, so that the subscribers can tell this run's messages from others.
@@ -314,8 +353,10 @@ async fn run_async(
         rate: publish.map_or(0.0, |p| p.rate),
         batch: publish.map_or(1, |p| p.batch as usize),
         window: publish.map_or(1, |p| p.window as usize),
+        count: publish.and_then(|p| p.count),
+        persistent: args.persistent,
         prefix: prefix.to_string(),
-        client_prefix: common::client_prefix(),
+        client_prefix: common::client_prefix(&args.target),
         run_id: common::run_id(),
     });
     let counters = Arc::new(Counters::default());
@@ -369,9 +410,13 @@ async fn run_async(
         end,
         drain_end: end + drain,
     };
+    let running = Arc::new(Running {
+        publishers: AtomicU64::new(plan.publishers as u64),
+        none: tokio::sync::Notify::new(),
+    });
     let mut publishers = JoinSet::new();
     for (i, client) in clients.into_iter().enumerate() {
-        let (plan, counters) = (plan.clone(), counters.clone());
+        let (plan, counters, running) = (plan.clone(), counters.clone(), running.clone());
         publishers.spawn(async move {
             let mut publisher = Publisher::new(&plan, i, counters, &client, start);
             let result = if plan.qos == QoS::AtMostOnce {
@@ -382,11 +427,14 @@ async fn run_async(
             if result.is_err() {
                 publisher.counters.failed.fetch_add(1, Relaxed);
             }
+            running.stopped();
             (i, result.map(|()| publisher.outcome()))
         });
     }
 
-    let window = monitor(&counters, timeline, shape, args.target.quiet).await;
+    // With --count the run may end before the measured time does: when no publisher runs.
+    let finished = (plan.count.is_some() && plan.publishers > 0).then_some(&running.none);
+    let window = monitor(&counters, timeline, shape, args.target.quiet, finished).await;
 
     // QoS 0 stops at the end of the window; QoS 1 and 2 wait for acknowledgements and deliveries.
     if plan.qos == QoS::AtMostOnce {
@@ -412,7 +460,8 @@ async fn run_async(
         }
     }
     if plan.qos != QoS::AtMostOnce {
-        // Wait for the last deliveries: until nothing arrives for QUIET, at most until the end
+        let settle = publish.map_or(Duration::ZERO, |p| p.settle);
+        // Wait for the last deliveries: until nothing arrives for --settle, at most until the end
         // of the drain.
         let mut last = counters.received.load(Relaxed);
         let mut last_change = Instant::now();
@@ -421,7 +470,7 @@ async fn run_async(
             let now = counters.received.load(Relaxed);
             if now != last {
                 (last, last_change) = (now, Instant::now());
-            } else if last_change.elapsed() >= QUIET {
+            } else if last_change.elapsed() >= settle {
                 break;
             }
         }
@@ -457,21 +506,45 @@ struct Window {
     samples: Vec<f64>,
 }
 
-/// Prints a progress line every second and snapshots the counters at the window's ends.
-async fn monitor(counters: &Counters, t: Timeline, shape: Shape<'_>, quiet: bool) -> Window {
+/// Prints a progress line every second and snapshots the counters at the window's ends: the
+/// end of the measured time, or when `finished` is signalled if that comes first.
+async fn monitor(
+    counters: &Counters,
+    t: Timeline,
+    shape: Shape<'_>,
+    quiet: bool,
+    finished: Option<&tokio::sync::Notify>,
+) -> Window {
     let (publishers, subscribers) = shape.counts();
     let second = Duration::from_secs(1);
     let mut prev = counters.snapshot();
     let mut first = (t.warm_end <= t.start).then_some(prev);
     let mut next_tick = t.start + second;
     let mut samples = Vec::new();
+    let start = prev;
+    let mut ended = false;
     loop {
         let target = match first {
             None => next_tick.min(t.warm_end),
             Some(_) => next_tick.min(t.end),
         };
-        sleep_until(target).await;
+        if let Some(finished) = finished {
+            tokio::select! {
+                () = sleep_until(target) => {}
+                () = finished.notified() => ended = true,
+            }
+        } else {
+            sleep_until(target).await;
+        }
         let snap = counters.snapshot();
+        if ended {
+            // Everything was published before the measured time began: count it all.
+            return Window {
+                first: first.unwrap_or(start),
+                last: snap,
+                samples,
+            };
+        }
         if first.is_none() && snap.at >= t.warm_end {
             first = Some(snap);
         }
@@ -544,6 +617,8 @@ struct Publisher {
     seq: u64,
     /// When each publish is due, at a fixed --rate.
     pace: Option<Pace>,
+    /// Publishes in all (`--count`), if limited.
+    limit: Option<u64>,
     track: bool,
     /// The sequence number in flight under each packet id (index = id; 0 unused).
     in_flight: Vec<Option<u64>>,
@@ -582,6 +657,7 @@ impl Publisher {
             payload,
             seq: 0,
             pace,
+            limit: plan.count,
             track: plan.tracks_sequences(),
             in_flight: vec![None; window + 1],
             // Popped from the end: ids are used from 1 up.
@@ -594,8 +670,12 @@ impl Publisher {
         std::mem::take(&mut self.outcome)
     }
 
-    /// Publishes allowed now, at most `max`: all of them unless paced.
+    /// Publishes allowed now, at most `max`: all of them unless paced or limited.
     fn allowed(&self, max: usize) -> usize {
+        let max = match self.limit {
+            Some(limit) => limit.saturating_sub(self.seq).min(max as u64) as usize,
+            None => max,
+        };
         match self.pace {
             None => max,
             Some(pace) => pace
@@ -603,6 +683,11 @@ impl Publisher {
                 .saturating_sub(self.seq)
                 .min(max as u64) as usize,
         }
+    }
+
+    /// Whether every publish of a limited publisher (`--count`) has been written.
+    fn all_published(&self) -> bool {
+        self.limit.is_some_and(|limit| self.seq >= limit)
     }
 
     /// When the next publish is due, if paced.
@@ -642,6 +727,9 @@ impl Publisher {
         let end = sleep_until(t.end);
         tokio::pin!(end);
         loop {
+            if self.all_published() {
+                break;
+            }
             let n = self.allowed(self.batch);
             if n == 0 {
                 let due = self.next_due().unwrap_or(t.end);
@@ -708,7 +796,9 @@ impl Publisher {
                     n += 1;
                 }
                 self.counters.sent.fetch_add(n as u64, Relaxed);
-                if let (0, Some(at)) = (allowed, self.next_due()) {
+                if self.all_published() {
+                    publishing = false;
+                } else if let (0, Some(at)) = (allowed, self.next_due()) {
                     due.as_mut().reset(at);
                     waiting = true;
                 }
@@ -806,7 +896,7 @@ async fn subscribers(
     let connected = async {
         let read_buf = (SUB_READ_BUF / n.max(1)).max(16 * 1024);
         let mut clients = common::connect_many(
-            plan.dialer,
+            plan.dialer.with_persistent(plan.persistent),
             &format!("{}-s", plan.client_prefix),
             n,
             read_buf,
@@ -814,10 +904,19 @@ async fn subscribers(
         )
         .await?;
         let mut granted = None;
+        let mut resumed = 0;
         for (client, (filter, _)) in clients.iter_mut().zip(&plan.subscribers) {
+            // A resumed persistent session keeps its subscriptions, and its queued messages
+            // may come right after the CONNACK: they are counted, not skipped while waiting
+            // for a SUBACK.
+            if client.session_present {
+                resumed += 1;
+                continue;
+            }
             let g = client.subscribe(filter, plan.qos).await?;
             granted.get_or_insert(g);
         }
+        counters.resumed.store(resumed, Relaxed);
         anyhow::Ok((clients, granted))
     };
     let clients = match tokio::time::timeout(SETUP_TIMEOUT, connected).await {
@@ -944,6 +1043,8 @@ struct Report {
     sub_min: u64,
     sub_max: u64,
     errors: Vec<String>,
+    /// Subscribers whose persistent session was resumed.
+    resumed: u64,
 }
 
 impl Report {
@@ -1009,6 +1110,7 @@ impl Report {
             sub_min: per_sub.iter().copied().min().unwrap_or(0),
             sub_max: per_sub.iter().copied().max().unwrap_or(0),
             errors,
+            resumed: counters.resumed.load(Relaxed),
         }
     }
 
@@ -1049,6 +1151,11 @@ impl Report {
             "batch": publish.map(|p| p.batch),
             "window": publish.filter(|_| acked).map(|p| p.window),
             "threads": publish.map(|p| p.threads),
+            "count_per_publisher": publish.and_then(|p| p.count),
+            "drain_secs": publish.filter(|_| acked).map(|p| p.drain.as_secs_f64()),
+            "settle_secs": publish.filter(|_| acked).map(|p| p.settle.as_secs_f64()),
+            "persistent_subscribers": has_subs.then_some(args.persistent),
+            "resumed_sessions": (has_subs && args.persistent).then_some(self.resumed),
             "warmup_secs": args.warmup.as_secs_f64(),
             "duration_secs": args.duration.as_secs_f64(),
             "measured_secs": self.measured_secs,
@@ -1095,6 +1202,12 @@ impl Report {
             if p.rate > 0.0 {
                 heading += &format!(", {} msg/s per publisher", p.rate);
             }
+            if let Some(count) = p.count {
+                heading += &format!(", {} publishes per publisher", thousands(count));
+            }
+        }
+        if args.persistent && subscribers > 0 {
+            heading += ", persistent subscribers";
         }
         heading += &format!(
             "\nmeasured {:.2} s after {:?} warmup",

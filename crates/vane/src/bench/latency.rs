@@ -86,7 +86,7 @@ struct Report {
 async fn run_async(args: &LatencyArgs) -> anyhow::Result<Report> {
     let dialer = common::dialer(&args.target).await?;
     let qos = QoS::from_u8(args.qos).context("--qos")?;
-    let prefix = common::client_prefix();
+    let prefix = common::client_prefix(&args.target);
     let run_id = common::run_id();
     let setup = Instant::now() + SETUP_TIMEOUT;
     let mut sub = timeout_at(

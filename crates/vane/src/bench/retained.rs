@@ -3,6 +3,10 @@
 //! subscribes to `<prefix>/<run id>/#` and the time until it has received every one of them is
 //! measured. Messages that never arrive are reported as missing. At the end the retained
 //! messages are cleared again (empty retained publishes) unless `--keep`.
+//!
+//! `--only store` and `--only receive` run one half each, on topics `<prefix>/<i>` (no run
+//! id), so that messages stored by one run, and kept across a broker restart, are received by
+//! a later one.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -48,11 +52,31 @@ pub struct RetainedArgs {
     /// Leave the retained messages on the broker instead of clearing them.
     #[arg(long)]
     pub keep: bool,
+    /// Run one half only, on topics PREFIX/<i>: `store` publishes the retained messages and
+    /// keeps them; `receive` subscribes and counts those that arrive (of --messages).
+    #[arg(long, value_enum)]
+    pub only: Option<Phase>,
+    /// The new subscriber's filter; PREFIX/<run id>/# by default (PREFIX/# with --only).
+    /// Only messages under the prefix count.
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+/// `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// Publish the retained messages and keep them.
+    Store,
+    /// Subscribe and count the retained messages that arrive.
+    Receive,
 }
 
 pub fn run(args: RetainedArgs) -> anyhow::Result<()> {
     if args.prefix.is_empty() || args.prefix.contains(['+', '#']) {
         bail!("--prefix must be a non-empty topic name without wildcards");
+    }
+    if args.filter.as_deref() == Some("") {
+        bail!("--filter must not be empty");
     }
     common::execute_one(
         SETUP_TIMEOUT + args.duration * 3 + Duration::from_secs(15),
@@ -67,8 +91,10 @@ pub fn run(args: RetainedArgs) -> anyhow::Result<()> {
 struct Report {
     broker: String,
     granted: QoS,
-    store_secs: f64,
-    receive_secs: f64,
+    /// None when not stored here (`--only receive`).
+    store_secs: Option<f64>,
+    /// None when not received here (`--only store`).
+    receive_secs: Option<f64>,
     /// Until the first retained message arrived.
     first_secs: Option<f64>,
     received: u64,
@@ -80,37 +106,62 @@ struct Report {
 async fn run_async(args: &RetainedArgs) -> anyhow::Result<Report> {
     let dialer = common::dialer(&args.target).await?;
     let qos = QoS::from_u8(args.qos).context("--qos")?;
-    let client_prefix = common::client_prefix();
+    let client_prefix = common::client_prefix(&args.target);
     let run = u64::from_be_bytes(common::run_id());
-    let base = format!("{}/{run:016x}", args.prefix);
+    let base = match args.only {
+        Some(_) => args.prefix.clone(),
+        None => format!("{}/{run:016x}", args.prefix),
+    };
     let n = u64::from(args.messages);
     let quiet = args.target.quiet;
 
-    let mut publisher = timeout_at(
-        Instant::now() + SETUP_TIMEOUT,
-        dialer.connect(0, &format!("{client_prefix}-rp"), 64 * 1024),
-    )
-    .await
-    .context("publisher: no CONNACK in time")??;
-    let payload = vec![b'r'; args.payload as usize];
-    let started = Instant::now();
-    publish_all(
-        &mut publisher,
-        &base,
-        n,
-        &payload,
-        args,
-        started + args.duration,
-    )
-    .await
-    .context("storing the retained messages")?;
-    let store_secs = started.elapsed().as_secs_f64();
-    if !quiet {
-        eprintln!(
-            "stored {} retained messages in {store_secs:.2} s ({} msg/s)",
-            thousands(n),
-            thousands(per_sec(n, store_secs) as u64)
-        );
+    let mut publisher = None;
+    let mut store_secs = None;
+    if args.only != Some(Phase::Receive) {
+        let mut client = timeout_at(
+            Instant::now() + SETUP_TIMEOUT,
+            dialer.connect(0, &format!("{client_prefix}-rp"), 64 * 1024),
+        )
+        .await
+        .context("publisher: no CONNACK in time")??;
+        let payload = vec![b'r'; args.payload as usize];
+        let started = Instant::now();
+        publish_all(
+            &mut client,
+            &base,
+            n,
+            &payload,
+            args,
+            started + args.duration,
+        )
+        .await
+        .context("storing the retained messages")?;
+        let secs = started.elapsed().as_secs_f64();
+        if !quiet {
+            eprintln!(
+                "stored {} retained messages in {secs:.2} s ({} msg/s)",
+                thousands(n),
+                thousands(per_sec(n, secs) as u64)
+            );
+        }
+        store_secs = Some(secs);
+        publisher = Some(client);
+    }
+    if args.only == Some(Phase::Store) {
+        if let Some(client) = publisher.as_mut() {
+            disconnect(client).await;
+        }
+        return Ok(Report {
+            broker: dialer.addr.to_string(),
+            granted: qos,
+            store_secs,
+            receive_secs: None,
+            first_secs: None,
+            received: 0,
+            missing: 0,
+            duplicates: 0,
+            cleared: false,
+        });
     }
 
     // The new subscriber: SUBSCRIBE and count distinct topics until all arrived.
@@ -127,7 +178,8 @@ async fn run_async(args: &RetainedArgs) -> anyhow::Result<Report> {
     let mut first: Option<Instant> = None;
     let topic_prefix = format!("{base}/");
     let start = Instant::now();
-    sub.send_subscribe(&format!("{base}/#"), qos).await?;
+    let filter = args.filter.clone().unwrap_or_else(|| format!("{base}/#"));
+    sub.send_subscribe(&filter, qos).await?;
     let deadline = start + args.duration;
     let receiving = {
         let waiter = done.clone();
@@ -173,26 +225,20 @@ async fn run_async(args: &RetainedArgs) -> anyhow::Result<Report> {
     result.context("subscriber")?;
     disconnect(&mut sub).await;
 
-    let cleared = if args.keep {
-        false
-    } else {
-        publish_all(
-            &mut publisher,
-            &base,
-            n,
-            &[],
-            args,
-            Instant::now() + args.duration,
-        )
-        .await
-        .is_ok()
-    };
-    disconnect(&mut publisher).await;
+    let mut cleared = false;
+    if let Some(client) = publisher.as_mut() {
+        if !args.keep {
+            cleared = publish_all(client, &base, n, &[], args, Instant::now() + args.duration)
+                .await
+                .is_ok();
+        }
+        disconnect(client).await;
+    }
     Ok(Report {
         broker: dialer.addr.to_string(),
         granted: qos,
         store_secs,
-        receive_secs,
+        receive_secs: Some(receive_secs),
         first_secs: first.map(|f| (f - start).as_secs_f64()),
         received: distinct,
         missing: n - distinct,
@@ -277,13 +323,17 @@ impl Report {
             "qos": self.granted.as_u8(),
             "payload_bytes": args.payload,
             "window": args.window,
+            "only": args.only.map(|p| match p {
+                Phase::Store => "store",
+                Phase::Receive => "receive",
+            }),
             "store_secs": self.store_secs,
-            "store_per_sec": per_sec(u64::from(args.messages), self.store_secs),
+            "store_per_sec": self.store_secs.map(|s| per_sec(u64::from(args.messages), s)),
             "receive_secs": self.receive_secs,
             "first_message_secs": self.first_secs,
-            "received": self.received,
-            "received_per_sec": per_sec(self.received, self.receive_secs),
-            "missing": self.missing,
+            "received": self.receive_secs.map(|_| self.received),
+            "received_per_sec": self.receive_secs.map(|s| per_sec(self.received, s)),
+            "missing": self.receive_secs.map(|_| self.missing),
             "duplicates": self.duplicates,
             "cleared": self.cleared,
         })
@@ -299,42 +349,48 @@ impl Report {
             args.payload,
         ));
         let n = u64::from(args.messages);
-        t.row(
-            "stored",
-            format!(
-                "{:.2} s ({} msg/s, window {})",
-                self.store_secs,
-                thousands(per_sec(n, self.store_secs) as u64),
-                args.window
-            ),
-        );
-        t.row(
-            "new subscriber received all in",
-            if self.missing == 0 {
-                format!("{:.3} s", self.receive_secs)
-            } else {
-                format!("did not: stopped after {:.3} s", self.receive_secs)
-            },
-        );
-        t.row(
-            "first message after",
-            self.first_secs
-                .map_or("none".into(), |s| format!("{:.3} s", s)),
-        );
-        t.row(
-            "received",
-            format!(
-                "{} ({} msg/s)",
-                thousands(self.received),
-                thousands(per_sec(self.received, self.receive_secs) as u64)
-            ),
-        );
-        t.row("missing", thousands(self.missing));
-        t.row("duplicates", thousands(self.duplicates));
-        t.row(
-            "cleared afterwards",
-            if self.cleared { "yes" } else { "no" },
-        );
+        if let Some(store_secs) = self.store_secs {
+            t.row(
+                "stored",
+                format!(
+                    "{:.2} s ({} msg/s, window {})",
+                    store_secs,
+                    thousands(per_sec(n, store_secs) as u64),
+                    args.window
+                ),
+            );
+        }
+        if let Some(receive_secs) = self.receive_secs {
+            t.row(
+                "new subscriber received all in",
+                if self.missing == 0 {
+                    format!("{receive_secs:.3} s")
+                } else {
+                    format!("did not: stopped after {receive_secs:.3} s")
+                },
+            );
+            t.row(
+                "first message after",
+                self.first_secs
+                    .map_or("none".into(), |s| format!("{:.3} s", s)),
+            );
+            t.row(
+                "received",
+                format!(
+                    "{} ({} msg/s)",
+                    thousands(self.received),
+                    thousands(per_sec(self.received, receive_secs) as u64)
+                ),
+            );
+            t.row("missing", thousands(self.missing));
+            t.row("duplicates", thousands(self.duplicates));
+        }
+        if args.only.is_none() {
+            t.row(
+                "cleared afterwards",
+                if self.cleared { "yes" } else { "no" },
+            );
+        }
         t
     }
 }
