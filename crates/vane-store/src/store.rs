@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -136,6 +136,8 @@ struct Shared {
     set_aside: u64,
     late_submit_logged: AtomicBool,
     failed: Mutex<Option<String>>,
+    /// Operations submitted and not yet committed.
+    pending_ops: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -211,6 +213,7 @@ impl Store {
             set_aside: scanned.recovered.set_aside,
             late_submit_logged: AtomicBool::new(false),
             failed: Mutex::new(None),
+            pending_ops: AtomicUsize::new(0),
         });
         let queue = db.ks(Ks::Queue).clone();
         let committer = Committer {
@@ -256,6 +259,7 @@ impl Store {
         }
         pending.last_ticket += 1;
         let ticket = pending.last_ticket;
+        shared.pending_ops.fetch_add(ops.len(), Ordering::Relaxed);
         pending.work.push((ticket, ops));
         drop(pending);
         shared.wake.notify_one();
@@ -310,6 +314,12 @@ impl Store {
     /// The last ticket handed out by [`Store::submit`].
     pub fn last_ticket(&self) -> Ticket {
         lock(&self.inner.shared.pending).last_ticket
+    }
+
+    /// Operations submitted and not yet committed: what a broker should stop adding to while
+    /// the disk catches up.
+    pub fn pending_ops(&self) -> usize {
+        self.inner.shared.pending_ops.load(Ordering::Relaxed)
     }
 
     /// Highest ticket made durable as the durability mode promises.
@@ -383,11 +393,15 @@ struct Committer {
 /// The keys a group writes, last write wins: `None` deletes.
 type Group = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 7];
 
+/// Most operations committed in one group (one write batch, one sync).
+const MAX_GROUP_OPS: usize = 16 * 1024;
+
 impl Committer {
     fn run(mut self) -> Result<u64, StoreError> {
         let mut unsynced_since: Option<Instant> = None;
         loop {
             let (work, closing) = self.next_work(unsynced_since);
+            let taken: usize = work.iter().map(|(_, ops)| ops.len()).sum();
             if !work.is_empty() && lock(&self.shared.failed).is_none() {
                 if let Err(e) = self.commit_group(work) {
                     tracing::error!(dir = %self.db.dir.display(), error = %e, "store commit failed; later writes are not durable");
@@ -396,6 +410,7 @@ impl Committer {
                     unsynced_since.get_or_insert_with(Instant::now);
                 }
             }
+            self.shared.pending_ops.fetch_sub(taken, Ordering::Relaxed);
             if let (Durability::Batch { interval }, Some(since)) = (self.durability, unsynced_since)
             {
                 if closing || since.elapsed() >= interval {
@@ -414,7 +429,20 @@ impl Committer {
         let mut pending = lock(&self.shared.pending);
         loop {
             if !pending.work.is_empty() || pending.closing {
-                return (std::mem::take(&mut pending.work), pending.closing);
+                // A bounded group: the batch and its encoded records stay a few MiB however
+                // far the publishers are ahead of the disk.
+                let mut ops = 0;
+                let n = pending
+                    .work
+                    .iter()
+                    .take_while(|(_, w)| {
+                        let take = ops < MAX_GROUP_OPS;
+                        ops += w.len();
+                        take
+                    })
+                    .count();
+                let work: Vec<_> = pending.work.drain(..n).collect();
+                return (work, pending.closing && pending.work.is_empty());
             }
             match (self.durability, unsynced_since) {
                 (Durability::Batch { interval }, Some(since)) => {

@@ -43,6 +43,10 @@ const KEEP_BUFFER_AFTER: usize = 1024;
 const DRAIN_BATCH: usize = 256;
 /// Bytes of packets held back while publishing is paused, above which reading stops.
 const DEFERRED_LIMIT: usize = 64 * 1024;
+/// Store operations waiting for the disk above which connections stop reading until it
+/// catches up: publishers (at any QoS) then wait, instead of the broker buffering their
+/// messages' records without bound.
+const STORE_PENDING_LIMIT: usize = 64 * 1024;
 
 /// Why a connection ended once accepted.
 #[derive(Debug)]
@@ -418,14 +422,20 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             }
             self.flush_ops(session);
             let gated = !self.gate_open();
-            // The store ticket to wait for: output held for acknowledgements, or an offline
-            // queue on disk not yet readable.
-            let store_wait = match (gated.then_some(self.gate), pull) {
-                (Some(g), Pull::WaitStore(t)) => Some(g.min(t)),
-                (Some(g), _) => Some(g),
-                (None, Pull::WaitStore(t)) => Some(t),
-                (None, _) => None,
-            };
+            // The store ticket to wait for: output held for acknowledgements, an offline
+            // queue on disk not yet readable, or (when the disk is behind) any progress.
+            let store_behind = self.store_behind();
+            let store_wait = [
+                gated.then_some(self.gate),
+                match pull {
+                    Pull::WaitStore(t) => Some(t),
+                    _ => None,
+                },
+                store_behind,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if store_wait.is_some() {
                 if let Some(why) = self.broker.store.as_ref().and_then(Store::failure) {
                     return End::StoreFailed(why);
@@ -434,7 +444,8 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
             let want_mailbox = pull == Pull::Empty;
             let want_read = self.write_buf.len() < READ_PAUSE_WRITE_BACKLOG
-                && self.deferred_bytes < DEFERRED_LIMIT;
+                && self.deferred_bytes < DEFERRED_LIMIT
+                && store_behind.is_none();
             tokio::select! {
                 biased;
                 _ = &mut *kick => return End::TakenOver,
@@ -788,6 +799,19 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         if self.durable.is_none() {
             self.durable = self.broker.store.as_ref().map(Store::watch);
         }
+    }
+
+    /// When the store has more operations waiting for the disk than it should, the ticket
+    /// whose durability means it has made progress: reading pauses until then.
+    fn store_behind(&mut self) -> Option<Ticket> {
+        let store = self.broker.store.as_ref()?;
+        if store.pending_ops() <= STORE_PENDING_LIMIT {
+            return None;
+        }
+        if self.durable.is_none() {
+            self.durable = Some(store.watch());
+        }
+        Some(store.durable_ticket() + 1)
     }
 
     /// True when nothing written to the client waits for the store.
