@@ -101,8 +101,9 @@ pub struct Delivery {
     /// Identifiers of every matching subscription of this subscriber (MQTT 5.0).
     pub subscription_ids: Vec<u32>,
     /// The shared subscription (`$share/<group>/<filter>`) this delivery was picked for, so
-    /// that another member can take it if this one leaves without acknowledging it.
-    pub shared: Option<TopicFilter>,
+    /// that another member can take it if this one leaves without acknowledging it. Boxed:
+    /// most deliveries have none, and every delivery is moved several times on its way.
+    pub shared: Option<Box<TopicFilter>>,
     /// Its record in the store (a sequence number unique in the broker), when it is kept on
     /// disk for a persistent session; completing it deletes the record.
     pub stored: Option<u64>,

@@ -86,7 +86,7 @@ impl<S> RouteScratch<S> {
                 qos: message.qos.min(sub.options.qos),
                 retain: message.retain && sub.options.retain_as_published,
                 subscription_ids: sub.subscription_id.into_iter().collect(),
-                shared: Some(m.filter),
+                shared: Some(Box::new(m.filter)),
                 stored: None,
             };
             deliver(sub.subscriber, delivery);

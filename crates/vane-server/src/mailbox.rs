@@ -213,6 +213,7 @@ impl Mailbox {
     }
 
     /// Queues a delivery and wakes the connection task.
+    #[inline]
     pub(crate) fn push(&self, delivery: Delivery) -> Pushed {
         self.push_evicting(delivery, &mut Vec::new(), 0)
     }
@@ -221,6 +222,7 @@ impl Mailbox {
     /// dropped by the overflow policy (this one or older ones) are added to `evicted`.
     /// `ticket` is the store commit that holds the delivery's record, if it has one: the
     /// delivery of an offline session is then kept on disk only.
+    #[inline]
     pub(crate) fn push_evicting(
         &self,
         delivery: Delivery,
@@ -585,7 +587,9 @@ mod tests {
         let m = mailbox(100, OverflowPolicy::DropOldest);
         let mut evicted = Vec::new();
         let mut shared = stored(1);
-        shared.shared = Some(vane_proto::TopicFilter::parse("$share/g/t").expect("filter"));
+        shared.shared = Some(Box::new(
+            vane_proto::TopicFilter::parse("$share/g/t").expect("filter"),
+        ));
         m.push_evicting(shared, &mut evicted, 1);
         m.push_evicting(
             Delivery {

@@ -299,7 +299,7 @@ pub(crate) fn decode_delivery(value: &[u8], seq: u64, clocks: Clocks) -> Result<
         qos,
         retain: flags & FLAG_RETAIN != 0,
         subscription_ids,
-        shared,
+        shared: shared.map(Box::new),
         stored: Some(seq),
     })
 }

@@ -75,7 +75,9 @@ fn delivery(topic: &str, n: u64) -> Delivery {
         qos: QoS::AtLeastOnce,
         retain: false,
         subscription_ids: vec![7, 268_435_455],
-        shared: Some(TopicFilter::parse(bs("$share/g/a/+")).expect("filter")),
+        shared: Some(Box::new(
+            TopicFilter::parse(bs("$share/g/a/+")).expect("filter"),
+        )),
         stored: None,
     }
 }

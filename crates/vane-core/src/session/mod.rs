@@ -132,7 +132,7 @@ struct Inflight {
     message: Arc<Message>,
     retain: bool,
     subscription_ids: Vec<u32>,
-    shared: Option<TopicFilter>,
+    shared: Option<Box<TopicFilter>>,
     /// The delivery's store record, for a persistent session.
     stored: Option<u64>,
 }

@@ -1332,7 +1332,7 @@ fn take_shared_returns_queued_and_unacknowledged_qos1_but_not_qos2_in_flight() {
     let mut s = v5(clock);
     let filter = vane_proto::TopicFilter::parse("$share/g/t").expect("filter");
     let shared = |qos| Delivery {
-        shared: Some(filter.clone()),
+        shared: Some(Box::new(filter.clone())),
         ..delivery("t", qos, b"x", clock.at(0))
     };
     s.deliver(shared(QoS::AtLeastOnce), clock.at(1))
@@ -3217,7 +3217,7 @@ mod store_events {
         let mut s = v5(clock);
         let filter = vane_proto::TopicFilter::parse("$share/g/t").expect("filter");
         let d = Delivery {
-            shared: Some(filter),
+            shared: Some(Box::new(filter)),
             ..stored("t", QoS::AtLeastOnce, 11, clock)
         };
         s.deliver(d, clock.at(1)).expect("room");
