@@ -205,3 +205,87 @@ async fn an_inbound_qos2_id_survives_a_restart() {
     );
     broker.stop().await;
 }
+
+/// A v5 client with a session of `expiry` seconds and a QoS 1 will on `topic` delayed by
+/// `delay` seconds, which then loses its connection without DISCONNECT.
+async fn vanish_with_delayed_will(
+    broker: &TestBroker,
+    id: &str,
+    topic: &str,
+    delay: u32,
+    expiry: u32,
+) {
+    let mut connect = with_will(connect_v5(id), topic, "gone", 1, false);
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(expiry);
+    if let Some(will) = connect.will.as_mut() {
+        will.properties.will_delay_interval = Some(delay);
+    }
+    let c = TestClient::connect(broker.addr(), connect).await;
+    drop(c);
+    // The broker notices the closed socket and parks the will with the session.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_will_delay_that_ran_out_while_the_broker_was_down_publishes_the_will_at_start() {
+    // [MQTT-3.1.3-9] the will goes when the delay has passed; the delay counts from the
+    // disconnect, not from the restart.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path()).await;
+    persistent_subscriber(&broker, "will-watcher", "wills/#", 1).await;
+    vanish_with_delayed_will(&broker, "mortal", "wills/mortal", 1, 3600).await;
+    broker.stop().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let broker = start(dir.path()).await;
+    let mut w = TestClient::connect(broker.addr(), connect_v311_persistent("will-watcher")).await;
+    let got = collect(&mut w).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(&got[0].topic[..], "wills/mortal");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_will_delay_still_running_at_restart_waits_for_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path()).await;
+    let mut w = TestClient::connect(broker.addr(), connect_v311("early-watcher")).await;
+    w.send(subscribe(1, "wills/#", 1)).await;
+    w.expect(suback(1, &[1])).await;
+    vanish_with_delayed_will(&broker, "slow", "wills/slow", 3, 3600).await;
+    drop(w);
+    broker.stop().await;
+    let broker = start(dir.path()).await;
+    let mut w = TestClient::connect(broker.addr(), connect_v311("late-watcher")).await;
+    w.send(subscribe(1, "wills/#", 1)).await;
+    w.expect(suback(1, &[1])).await;
+    w.expect_nothing(Duration::from_millis(1000)).await;
+    w.set_timeout(Duration::from_secs(5));
+    let will = w.recv_publish().await;
+    assert_eq!(&will.topic[..], "wills/slow");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_that_expired_while_the_broker_was_down_is_gone() {
+    // [MQTT-3.1.2-23] the session lasts its expiry interval after the disconnect, broker
+    // downtime included.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path()).await;
+    let mut connect = connect_v5("short-lived");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(1);
+    let mut c = TestClient::connect(broker.addr(), connect.clone()).await;
+    c.send(subscribe(1, "s/#", 1)).await;
+    c.expect(suback(1, &[1])).await;
+    c.disconnect().await;
+    broker.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let broker = start(dir.path()).await;
+    let (_c, ack) = TestClient::connect_with_ack(broker.addr(), connect).await;
+    assert!(
+        !ack.session_present,
+        "the session expired during the downtime"
+    );
+    broker.stop().await;
+}
