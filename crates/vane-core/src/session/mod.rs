@@ -164,6 +164,22 @@ pub enum StoreEvent {
     },
 }
 
+/// Something waiting in the session's own queue.
+#[derive(Debug)]
+enum Backlogged {
+    /// One delivery.
+    One(crate::message::Delivery),
+    /// The retained messages a new subscription receives, turned into deliveries only as the
+    /// in-flight window takes them: a `#` subscription to a million retained messages costs a
+    /// pointer per message while it waits, not a whole delivery.
+    Retained {
+        messages: VecDeque<Arc<Message>>,
+        /// The QoS granted to the subscription.
+        qos: QoS,
+        subscription_id: Option<u32>,
+    },
+}
+
 /// The state of one client session: everything that outlives a single packet.
 #[derive(Debug)]
 pub struct Session {
@@ -190,7 +206,9 @@ pub struct Session {
     transmit: VecDeque<Transmit>,
     /// Deliveries owed to the client ahead of its mailbox (retained messages for a new
     /// subscription); kept with the session across reconnects.
-    backlog: VecDeque<crate::message::Delivery>,
+    backlog: VecDeque<Backlogged>,
+    /// Deliveries in `backlog`, counting each retained message of a run.
+    backlog_count: usize,
     /// Session Expiry Interval in seconds: 0 ends the session with the connection, `u32::MAX`
     /// never expires. MQTT 3.x: 0 for a clean session, `u32::MAX` otherwise.
     session_expiry: u32,
@@ -228,6 +246,7 @@ impl Session {
             client_max_packet_size: None,
             transmit: VecDeque::new(),
             backlog: VecDeque::new(),
+            backlog_count: 0,
             session_expiry: 0,
             will: None,
             dropped_oversize: 0,

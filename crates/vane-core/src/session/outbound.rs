@@ -11,7 +11,7 @@ use vane_proto::{
 };
 
 use super::topic_alias::AliasChoice;
-use super::{Inflight, InflightState, Session, StoreEvent};
+use super::{Backlogged, Inflight, InflightState, Session, StoreEvent};
 use crate::message::{Delivery, Message};
 
 /// Something queued for the client.
@@ -110,7 +110,60 @@ impl Session {
     /// used for the retained messages a new subscription receives. Unlike the mailbox, this
     /// queue has no cap: it holds what the retained store already bounds.
     pub fn enqueue(&mut self, d: Delivery) {
-        self.backlog.push_back(d);
+        self.backlog.push_back(Backlogged::One(d));
+        self.backlog_count += 1;
+    }
+
+    /// Queues the retained messages a new subscription receives [MQTT-3.3.1-6], in order,
+    /// behind what already waits; each goes out with the retain flag at the lower of its QoS
+    /// and the subscription's `qos`.
+    pub fn enqueue_retained(
+        &mut self,
+        messages: Vec<Arc<Message>>,
+        qos: QoS,
+        subscription_id: Option<u32>,
+    ) {
+        if messages.is_empty() {
+            return;
+        }
+        self.backlog_count += messages.len();
+        self.backlog.push_back(Backlogged::Retained {
+            messages: messages.into(),
+            qos,
+            subscription_id,
+        });
+    }
+
+    /// Takes the next waiting delivery.
+    fn next_backlogged(&mut self) -> Option<Delivery> {
+        let d = match self.backlog.front_mut()? {
+            Backlogged::One(_) => match self.backlog.pop_front() {
+                Some(Backlogged::One(d)) => d,
+                _ => return None,
+            },
+            Backlogged::Retained {
+                messages,
+                qos,
+                subscription_id,
+            } => {
+                let (qos, subscription_id) = (*qos, *subscription_id);
+                let message = messages.pop_front();
+                if messages.is_empty() {
+                    self.backlog.pop_front();
+                }
+                let message = message?;
+                Delivery {
+                    qos: message.qos.min(qos),
+                    retain: true,
+                    subscription_ids: subscription_id.into_iter().collect(),
+                    message,
+                    shared: None,
+                    stored: None,
+                }
+            }
+        };
+        self.backlog_count -= 1;
+        Some(d)
     }
 
     /// Takes back the shared-subscription deliveries this session has not completed, so that
@@ -146,10 +199,17 @@ impl Session {
                 });
             }
         }
-        let (shared, plain): (Vec<Delivery>, Vec<Delivery>) =
-            self.backlog.drain(..).partition(|d| d.shared.is_some());
-        self.backlog = plain.into();
-        taken.extend(shared);
+        let mut kept = VecDeque::with_capacity(self.backlog.len());
+        for b in self.backlog.drain(..) {
+            match b {
+                Backlogged::One(d) if d.shared.is_some() => {
+                    self.backlog_count -= 1;
+                    taken.push(d);
+                }
+                other => kept.push_back(other),
+            }
+        }
+        self.backlog = kept;
         // They leave this session: its records go, the member that takes them stores its own.
         for d in &mut taken {
             if let Some(seq) = d.stored.take() {
@@ -161,18 +221,19 @@ impl Session {
 
     /// Deliveries waiting in the session's own queue.
     pub fn backlog_len(&self) -> usize {
-        self.backlog.len()
+        self.backlog_count
     }
 
     /// Moves up to `max` waiting deliveries into flight. Returns true when some remain because
     /// the in-flight window is full.
     pub fn flush_backlog(&mut self, now: Instant, max: usize) -> bool {
         for _ in 0..max {
-            let Some(d) = self.backlog.pop_front() else {
+            let Some(d) = self.next_backlogged() else {
                 return false;
             };
             if let Err(d) = self.deliver(d, now) {
-                self.backlog.push_front(d);
+                self.backlog.push_front(Backlogged::One(d));
+                self.backlog_count += 1;
                 return true;
             }
         }

@@ -3230,3 +3230,77 @@ mod store_events {
         assert_eq!(events(&mut s), vec![StoreEvent::Completed { seq: 11 }]);
     }
 }
+
+mod retained_runs {
+    //! Retained messages for a new subscription wait as a run of shared messages and become
+    //! deliveries only as the in-flight window takes them.
+    use super::*;
+
+    #[test]
+    fn a_retained_run_goes_out_in_order_with_the_granted_qos_and_the_retain_flag() {
+        // [MQTT-3.3.1-6] sent to the new subscriber, [MQTT-3.3.1-8] with RETAIN set,
+        // [MQTT-3.8.4-8] at most the granted QoS.
+        let clock = Clock::new();
+        let config = SessionConfig {
+            max_inflight: 2,
+            ..SessionConfig::default()
+        };
+        let mut s = session_with(&connect_v5("c"), config, clock.at(0));
+        let messages: Vec<Arc<Message>> = (0..5u8)
+            .map(|i| {
+                let qos = if i == 0 {
+                    QoS::AtMostOnce
+                } else {
+                    QoS::ExactlyOnce
+                };
+                Arc::new(message(&format!("r/{i}"), qos, b"x", clock.at(0)))
+            })
+            .collect();
+        s.enqueue_retained(messages, QoS::AtLeastOnce, Some(9));
+        assert_eq!(s.backlog_len(), 5);
+        // Window of 2: the QoS 0 one and two QoS 1 ones, then the window is full.
+        assert!(
+            s.flush_backlog(clock.at(1), 100),
+            "some wait for the window"
+        );
+        assert_eq!(s.backlog_len(), 2);
+        let packets = drain(&mut s, clock.at(1));
+        let topics: Vec<_> = packets
+            .iter()
+            .map(|p| match p {
+                Packet::Publish(p) => {
+                    assert!(p.retain);
+                    assert!(p.qos <= QoS::AtLeastOnce);
+                    assert_eq!(p.properties.subscription_identifiers, vec![9]);
+                    p.topic.to_string()
+                }
+                other => panic!("expected PUBLISH, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(topics, ["r/0", "r/1", "r/2"]);
+        for id in publish_ids(&packets) {
+            s.handle_packet(puback(id), clock.at(2)).expect("ok");
+        }
+        assert!(!s.flush_backlog(clock.at(2), 100));
+        assert_eq!(s.backlog_len(), 0);
+        assert_eq!(drain(&mut s, clock.at(2)).len(), 2);
+    }
+
+    #[test]
+    fn taking_shared_deliveries_back_leaves_retained_runs_in_place() {
+        let clock = Clock::new();
+        let mut s = v5(clock);
+        s.enqueue_retained(
+            vec![Arc::new(message("r", QoS::AtLeastOnce, b"x", clock.at(0)))],
+            QoS::AtLeastOnce,
+            None,
+        );
+        let filter = vane_proto::TopicFilter::parse("$share/g/t").expect("filter");
+        s.enqueue(Delivery {
+            shared: Some(Box::new(filter)),
+            ..delivery("t", QoS::AtLeastOnce, b"y", clock.at(0))
+        });
+        assert_eq!(s.take_shared().len(), 1);
+        assert_eq!(s.backlog_len(), 1);
+    }
+}

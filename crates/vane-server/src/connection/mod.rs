@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 use vane_core::session::{Action, NewSubscription, StoreEvent};
-use vane_core::{Delivery, RouteScratch, Session, SessionError};
+use vane_core::{RouteScratch, Session, SessionError};
 use vane_proto::{
     DecodeError, Decoder, Disconnect, DisconnectReason, Packet, PubAckReason, RetainHandling,
 };
@@ -212,7 +212,6 @@ pub(crate) async fn serve<R, W>(
         scratch: RouteScratch::with_seed(rand::random()),
         authenticated: None,
         reauth: auth::Reauthentication::new(),
-        retained_scratch: Vec::new(),
         congested: None,
         deferred: VecDeque::new(),
         deferred_bytes: 0,
@@ -237,7 +236,6 @@ struct Connection<R, W> {
     /// Who the CONNECT's AUTH exchange authenticated, for re-authentication.
     authenticated: Option<auth::Authenticated>,
     reauth: auth::Reauthentication,
-    retained_scratch: Vec<Arc<vane_core::Message>>,
     /// A receiver whose full queue this client's messages went beyond: reading pauses until
     /// it drains (backpressure), so QoS 1/2 messages are not acknowledged and then dropped.
     congested: Option<Subscriber>,
@@ -624,7 +622,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         }
         match session.handle_packet(packet, now) {
             Ok(None) => None,
-            Ok(Some(action)) => self.apply(session, slot, action, now),
+            Ok(Some(action)) => self.apply(session, slot, action),
             Err(e) => Some(End::Session(e)),
         }
     }
@@ -646,7 +644,6 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         session: &mut Session,
         slot: &Arc<crate::registry::SessionSlot>,
         action: Action,
-        now: Instant,
     ) -> Option<End> {
         match action {
             Action::Publish { message, ack } => {
@@ -688,7 +685,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 self.broker
                     .index_subscriptions(slot, subs.iter().map(|s| &s.subscription));
                 for s in &subs {
-                    self.queue_retained(session, s, now);
+                    self.queue_retained(session, s);
                 }
                 self.save_session(session, slot);
             }
@@ -720,7 +717,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
 
     /// Queues the retained messages a new subscription receives [MQTT-3.3.1-6], as MQTT 5.0
     /// Retain Handling asks [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11].
-    fn queue_retained(&mut self, session: &mut Session, s: &NewSubscription, now: Instant) {
+    fn queue_retained(&mut self, session: &mut Session, s: &NewSubscription) {
         let sub = &s.subscription;
         if sub.filter.share_group().is_some() {
             // Retained messages are not sent for a shared subscription (MQTT 5.0 section 4.8.2).
@@ -734,23 +731,13 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         if !send {
             return;
         }
+        let mut matches = Vec::new();
         self.broker
             .retained
             .read()
-            .matches_into(&sub.filter, &mut self.retained_scratch);
-        for message in self.retained_scratch.drain(..) {
-            if message.is_expired(now) {
-                continue;
-            }
-            session.enqueue(Delivery {
-                qos: message.qos.min(sub.options.qos),
-                retain: true,
-                subscription_ids: sub.subscription_id.into_iter().collect(),
-                message,
-                shared: None,
-                stored: None,
-            });
-        }
+            .matches_into(&sub.filter, &mut matches);
+        // Expired ones are dropped as they come up (`Session::deliver`).
+        session.enqueue_retained(matches, sub.options.qos, sub.subscription_id);
     }
 
     /// Writes (or deletes) the session's store record when a connection begins: a persistent
