@@ -104,13 +104,16 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// A queued delivery as the model keeps it: payload byte, QoS, (packet id, released).
+type Queued = (u8, u8, Option<(u16, bool)>);
+
 /// What the store should hold.
 #[derive(Debug, Default)]
 struct Model {
     /// client -> expiry
     sessions: BTreeMap<usize, u32>,
     /// client -> seq -> (payload, qos, outflight)
-    queues: BTreeMap<usize, BTreeMap<u64, (u8, u8, Option<(u16, bool)>)>>,
+    queues: BTreeMap<usize, BTreeMap<u64, Queued>>,
     inbound: BTreeMap<usize, BTreeSet<u16>>,
     retained: BTreeMap<usize, u8>,
 }
