@@ -115,7 +115,9 @@ impl End {
 /// A byte stream that can wait until it is readable without being handed a buffer, so an idle
 /// connection holds no read buffer while it waits.
 pub(crate) trait Readable: AsyncRead + Unpin {
-    /// Waits until a read would make progress; a spurious wake-up is fine.
+    /// Waits until a read would make progress; a spurious wake-up is fine. It must not wait
+    /// while the stream itself holds bytes a read would return (a TLS stream's decrypted
+    /// records): the socket may never become readable again for them.
     fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
 }
 
