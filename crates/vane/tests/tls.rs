@@ -233,6 +233,42 @@ async fn tls_1_2_and_1_3_are_both_served() {
     broker.stop().await;
 }
 
+/// Many packets in one write: the broker's TLS stream then holds decrypted bytes beyond its
+/// first read while the socket has nothing more to signal. Every packet must still be read
+/// at once, without the client sending anything else.
+#[tokio::test]
+async fn packets_already_decrypted_are_read_without_more_input() {
+    let files = Files::new();
+    let broker = tls_broker(files.tls(), |_| {}).await;
+    let mut subscriber = connect_tls(broker.addr(), default_client(&files.ca), "burst-sub").await;
+    subscriber.send(subscribe(1, "burst/#", 0)).await;
+    match subscriber.recv().await {
+        Some(Packet::SubAck(_)) => {}
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    let mut publisher = connect_tls(broker.addr(), default_client(&files.ca), "burst-pub").await;
+    let payload = vec![b'x'; 1000];
+    let mut burst = Vec::new();
+    for i in 0..40 {
+        burst.extend_from_slice(&encode(
+            ProtocolVersion::V3_1_1,
+            &publish(&format!("burst/{i}"), 0, 0, &payload),
+        ));
+    }
+    burst.extend_from_slice(&encode(
+        ProtocolVersion::V3_1_1,
+        &publish("burst/last", 1, 9, b"end"),
+    ));
+    publisher.send_raw(&burst).await;
+    publisher.expect(Packet::PubAck(PubAck::new(pid(9)))).await;
+    for i in 0..40 {
+        let p = subscriber.recv_publish().await;
+        assert_eq!(&p.topic[..], format!("burst/{i}"));
+    }
+    assert_eq!(&subscriber.recv_publish().await.payload[..], b"end");
+    broker.stop().await;
+}
+
 #[tokio::test]
 async fn client_trusting_another_ca_fails_the_handshake() {
     let files = Files::new();
