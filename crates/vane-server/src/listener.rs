@@ -28,15 +28,16 @@ pub(crate) async fn run_tcp(
                     // Small packets are the norm: send them at once, batching is done above.
                     let _ = stream.set_nodelay(true);
                     debug!(%peer, "connection accepted");
+                    let connect_deadline = tokio::time::Instant::now() + broker.config.mqtt.connect_timeout;
                     match &tls {
                         // The handshake runs in the connection's own task, so a slow one holds
                         // up no one else.
                         Some(acceptor) => {
-                            tokio::spawn(tls::serve(broker.clone(), peer, stream, acceptor.clone(), shutdown.clone()));
+                            tokio::spawn(tls::serve(broker.clone(), peer, stream, acceptor.clone(), connect_deadline, shutdown.clone()));
                         }
                         None => {
                             let (reader, writer) = stream.into_split();
-                            tokio::spawn(connection::serve(broker.clone(), peer, reader, writer, shutdown.clone()));
+                            tokio::spawn(connection::serve(broker.clone(), peer, reader, writer, connect_deadline, shutdown.clone()));
                         }
                     }
                 }

@@ -112,18 +112,21 @@ impl Readable for TlsReader {
     }
 }
 
-/// Runs the TLS handshake, bounded by the CONNECT timeout (a client that never finishes it is
-/// dropped), then serves MQTT over the encrypted stream. A client the handshake refuses (no
-/// or an unverifiable certificate on a listener that requires one) never reaches MQTT.
+/// Runs the TLS handshake, then serves MQTT over the encrypted stream. The handshake and the
+/// CONNECT that follows share one deadline, `mqtt.connect_timeout` after the accept: a client
+/// that never finishes the handshake is dropped, and a slow handshake leaves less time for
+/// CONNECT. A client the handshake refuses (no or an unverifiable certificate on a listener
+/// that requires one) never reaches MQTT.
 pub(crate) async fn serve(
     broker: Arc<Broker>,
     peer: SocketAddr,
     stream: TcpStream,
     acceptor: TlsAcceptor,
+    connect_deadline: tokio::time::Instant,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let timeout = broker.config.mqtt.connect_timeout;
-    let handshake = tokio::time::timeout(timeout, acceptor.accept(stream));
+    let handshake = tokio::time::timeout_at(connect_deadline, acceptor.accept(stream));
     let stream = tokio::select! {
         res = handshake => match res {
             Ok(Ok(stream)) => stream,
@@ -139,5 +142,13 @@ pub(crate) async fn serve(
         _ = shutdown.changed() => return,
     };
     let (reader, writer) = tokio::io::split(stream);
-    connection::serve(broker, peer, TlsReader(reader), writer, shutdown).await;
+    connection::serve(
+        broker,
+        peer,
+        TlsReader(reader),
+        writer,
+        connect_deadline,
+        shutdown,
+    )
+    .await;
 }

@@ -386,6 +386,40 @@ async fn a_handshake_that_never_finishes_is_dropped_at_the_connect_timeout() {
     broker.stop().await;
 }
 
+/// The handshake and CONNECT share one deadline: a client that spends most of the connect
+/// timeout before its ClientHello has only the rest of it to send CONNECT.
+#[tokio::test]
+async fn handshake_and_connect_share_the_connect_timeout() {
+    let files = Files::new();
+    let broker = tls_broker(files.tls(), |c| {
+        c.mqtt.connect_timeout = Duration::from_millis(2000);
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let tcp = TcpStream::connect(broker.addr())
+        .await
+        .expect("TCP connect");
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    let connector = TlsConnector::from(Arc::new(default_client(&files.ca)));
+    let name = ServerName::try_from("localhost").expect("server name");
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .expect("a handshake within the timeout succeeds");
+    let mut client = TestClient::over(stream, ProtocolVersion::V3_1_1);
+    // No CONNECT: the broker must close at the 2 s deadline, not 2 s after the handshake.
+    match client.next_event(Duration::from_secs(4)).await {
+        Received::Closed | Received::Error(_) => {}
+        other => panic!("expected the broker to close, got {other:?}"),
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_millis(2900),
+        "closed after {elapsed:?}, expected about 2 s"
+    );
+    broker.stop().await;
+}
+
 fn bind_error(tls: TlsConfig) -> String {
     let config = Config {
         listeners: vec![test_support::vane_config::ListenerConfig {

@@ -149,12 +149,15 @@ fn release_if_idle(buf: &mut BytesMut, moved: usize) {
     }
 }
 
-/// Serves one client connection from its first byte to its close.
+/// Serves one client connection from its first byte to its close. CONNECT must have arrived
+/// by `connect_deadline` (`mqtt.connect_timeout` after the connection was accepted: a TLS
+/// handshake before it counts against the same deadline).
 pub(crate) async fn serve<R, W>(
     broker: Arc<Broker>,
     peer: SocketAddr,
     mut reader: R,
     mut writer: W,
+    connect_deadline: tokio::time::Instant,
     shutdown: watch::Receiver<bool>,
 ) where
     R: Readable,
@@ -165,8 +168,8 @@ pub(crate) async fn serve<R, W>(
     let mut write_buf = BytesMut::new();
     let mut decoder = Decoder::new(broker.config.mqtt.max_packet_size.0);
     let connect_timeout = broker.config.mqtt.connect_timeout;
-    let connect = match tokio::time::timeout(
-        connect_timeout,
+    let connect = match tokio::time::timeout_at(
+        connect_deadline,
         read_connect(&mut reader, &mut read_buf, &mut decoder),
     )
     .await
