@@ -3,8 +3,9 @@
 #
 # Starts the broker under test on a free 127.0.0.1 port, runs the paho-mqtt
 # scenarios (interop/paho_scenarios.py), the mosquitto_pub/mosquitto_sub
-# scenarios below, then the MQTT 5.0 scenarios of paho-mqtt
-# (interop/paho_v5_scenarios.py) and of MQTT.js (interop/mqttjs/scenarios.mjs),
+# scenarios below, the TLS scenarios of interop/tls_mosquitto.sh (a second
+# Vane with TLS listeners; skipped without openssl), then the MQTT 5.0
+# scenarios of paho-mqtt (interop/paho_v5_scenarios.py) and of MQTT.js (interop/mqttjs/scenarios.mjs),
 # stops the broker and prints one final line:
 #     N passed, M failed
 # Exit status is 0 only if nothing failed. MQTT 5.0 scenarios for features
@@ -18,7 +19,8 @@
 #                       by the chosen port, e.g. 'mosquitto -p {port}'.
 #                       Vane-only scenarios (p2p) are skipped.
 #   INTEROP_ONLY        space-separated scenario names to run (debugging); names
-#                       of the v5 suites start with v5_ (paho) and mqttjs_ (MQTT.js)
+#                       of the v5 suites start with v5_ (paho) and mqttjs_ (MQTT.js);
+#                       mosq_tls runs the TLS suite
 #   INTEROP_V5_ALL=1    also run the PENDING MQTT 5.0 scenarios, as real tests
 #                       (paho_v5_scenarios.py --all, ALL=1 for MQTT.js)
 #   INTEROP_SKIP_INSTALL=1  do not try to install missing dependencies
@@ -418,6 +420,13 @@ run_suite() {
         fail "$name" "exited with status $rc without reporting a failed scenario"
     fi
 }
+
+# TLS with mosquitto_pub/mosquitto_sub (interop/tls_mosquitto.sh): Vane only, as the script
+# starts its own Vane with TLS listeners and certificates it makes with openssl.
+if [ -z "${INTEROP_BROKER_CMD:-}" ] && { [ -z "${INTEROP_ONLY:-}" ] || [[ " $INTEROP_ONLY " == *" mosq_tls "* ]]; }; then
+    run_suite mosq_tls "$WORKDIR/mosq_tls.out" \
+        env VANE_BIN="$VANE_BIN" timeout -k 5 120 bash "$SCRIPT_DIR/tls_mosquitto.sh"
+fi
 
 V5_PY_ARGS=(--host "$HOST" --port "$PORT")
 if [ -n "${INTEROP_BROKER_CMD:-}" ]; then

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -132,9 +132,14 @@ pub enum Received {
     Error(std::io::Error),
 }
 
+/// A byte stream a [`TestClient`] can speak MQTT over: TCP, or TLS over TCP.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for S {}
+
 /// A raw MQTT client: no keep-alive, no retries, no automatic acknowledgements.
 pub struct TestClient {
-    stream: TcpStream,
+    stream: Box<dyn ClientStream>,
     version: ProtocolVersion,
     decoder: Decoder,
     read_buf: BytesMut,
@@ -150,8 +155,14 @@ impl TestClient {
             .expect("TCP connect within 2 s")
             .expect("TCP connect to the test broker");
         let _ = stream.set_nodelay(true);
+        TestClient::over(stream, version)
+    }
+
+    /// A client over an already open stream (a TLS stream, say), which has sent nothing yet.
+    /// `version` decodes what the broker sends.
+    pub fn over(stream: impl ClientStream + 'static, version: ProtocolVersion) -> TestClient {
         TestClient {
-            stream,
+            stream: Box::new(stream),
             version,
             decoder: Decoder::with_version(version, DEFAULT_MAX_PACKET_SIZE),
             read_buf: BytesMut::with_capacity(4096),
@@ -185,14 +196,7 @@ impl TestClient {
             .map_err(|_| Error::new(ErrorKind::TimedOut, "TCP connect timed out"))??;
         let _ = stream.set_nodelay(true);
         let version = connect.protocol;
-        let mut client = TestClient {
-            stream,
-            version,
-            decoder: Decoder::with_version(version, DEFAULT_MAX_PACKET_SIZE),
-            read_buf: BytesMut::with_capacity(4096),
-            eof: false,
-            timeout: DEFAULT_TIMEOUT,
-        };
+        let mut client = TestClient::over(stream, version);
         client
             .try_send_raw(&encode(version, &Packet::Connect(Box::new(connect))))
             .await?;

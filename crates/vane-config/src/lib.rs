@@ -63,6 +63,27 @@ pub struct ListenerConfig {
     /// Connections the kernel holds for the accept loop (listen backlog; the kernel caps it
     /// at net.core.somaxconn).
     pub backlog: u32,
+    /// TLS on this listener. Absent (the default): plain TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS on a listener (TLS 1.2 and 1.3). The files are read and parsed when the broker starts
+/// (and by `vane serve --check`); one that cannot be stops it, naming the file: a listener
+/// configured for TLS never falls back to plain TCP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file with the server's certificate chain, leaf first.
+    pub cert: String,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// PEM file with the CA certificates client certificates are verified against. Empty:
+    /// client certificates are not asked for.
+    pub client_ca: String,
+    /// With `client_ca`: refuse, during the handshake, a client without a certificate signed
+    /// by one of those CAs. false: a client may send none, but one it sends must verify.
+    pub require_client_cert: bool,
 }
 
 impl Default for ListenerConfig {
@@ -70,6 +91,7 @@ impl Default for ListenerConfig {
         ListenerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
             backlog: 4096,
+            tls: None,
         }
     }
 }
@@ -373,6 +395,23 @@ impl Config {
             if l.backlog == 0 {
                 problems.push(format!("listeners[{i}].backlog: must be at least 1"));
             }
+            if let Some(tls) = &l.tls {
+                if tls.cert.is_empty() {
+                    problems.push(format!(
+                        "listeners[{i}].tls.cert: must name the PEM certificate chain file"
+                    ));
+                }
+                if tls.key.is_empty() {
+                    problems.push(format!(
+                        "listeners[{i}].tls.key: must name the PEM private key file"
+                    ));
+                }
+                if tls.require_client_cert && tls.client_ca.is_empty() {
+                    problems.push(format!(
+                        "listeners[{i}].tls.client_ca: must name a PEM CA file when require_client_cert = true"
+                    ));
+                }
+            }
         }
         if m.connect_timeout.is_zero() {
             problems.push("mqtt.connect_timeout: must be more than 0s".into());
@@ -449,6 +488,29 @@ mod tests {
             Config::parse("[mqtt]\nmax_inflight = 0\nmax_qos = 3\n[queue]\nmax_messages = 0\n");
         match err {
             Err(ConfigError::Invalid(p)) => assert_eq!(p.len(), 3, "{p:?}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn listener_tls_parses_and_is_checked() {
+        let c = Config::parse(
+            "[[listeners]]\nbind = \"127.0.0.1:8883\"\ntls = { cert = \"s.pem\", key = \"s.key\", client_ca = \"ca.pem\", require_client_cert = true }\n",
+        )
+        .expect("valid");
+        let tls = c.listeners[0].tls.as_ref().expect("tls");
+        assert_eq!((tls.cert.as_str(), tls.key.as_str()), ("s.pem", "s.key"));
+        assert!(tls.require_client_cert);
+        match Config::parse(
+            "[[listeners]]\nbind = \"127.0.0.1:8883\"\ntls = { require_client_cert = true }\n",
+        ) {
+            Err(ConfigError::Invalid(p)) => {
+                assert_eq!(p.len(), 3, "{p:?}");
+                assert!(
+                    p.iter().all(|m| m.starts_with("listeners[0].tls.")),
+                    "{p:?}"
+                );
+            }
             other => panic!("expected Invalid, got {other:?}"),
         }
     }

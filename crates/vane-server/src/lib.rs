@@ -12,5 +12,6 @@ mod mailbox;
 mod persistence;
 mod registry;
 mod server;
+pub mod tls;
 
 pub use server::{Server, ServerError};

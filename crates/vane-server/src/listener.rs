@@ -1,18 +1,22 @@
-//! The TCP accept loop: one task per accepted connection.
+//! The TCP accept loop: one task per accepted connection, which runs the TLS handshake first
+//! on a TLS listener.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error};
 
 use crate::broker::Broker;
 use crate::connection;
+use crate::tls;
 
-/// Accepts connections until shutdown.
+/// Accepts connections until shutdown; with an acceptor, every connection is TLS.
 pub(crate) async fn run_tcp(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -24,8 +28,18 @@ pub(crate) async fn run_tcp(
                     // Small packets are the norm: send them at once, batching is done above.
                     let _ = stream.set_nodelay(true);
                     debug!(%peer, "connection accepted");
-                    let (reader, writer) = stream.into_split();
-                    tokio::spawn(connection::serve(broker.clone(), peer, reader, writer, shutdown.clone()));
+                    let connect_deadline = tokio::time::Instant::now() + broker.config.mqtt.connect_timeout;
+                    match &tls {
+                        // The handshake runs in the connection's own task, so a slow one holds
+                        // up no one else.
+                        Some(acceptor) => {
+                            tokio::spawn(tls::serve(broker.clone(), peer, stream, acceptor.clone(), connect_deadline, shutdown.clone()));
+                        }
+                        None => {
+                            let (reader, writer) = stream.into_split();
+                            tokio::spawn(connection::serve(broker.clone(), peer, reader, writer, connect_deadline, shutdown.clone()));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors or a transient error: back off instead of spinning.

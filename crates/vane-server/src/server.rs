@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tracing::info;
 use vane_config::Config;
 
@@ -23,6 +24,9 @@ pub enum ServerError {
     /// The store could not be opened (damaged, another version, or not a store at all).
     #[error("store: {0}")]
     Store(#[from] vane_store::StoreError),
+    /// A listener's TLS certificate, key or client CA file could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// A listener could not bind its address.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -37,12 +41,24 @@ pub enum ServerError {
 pub struct Server {
     broker: Arc<Broker>,
     listeners: Vec<TcpListener>,
+    /// Per listener, in the same order: its TLS acceptor, if it is a TLS listener.
+    tls: Vec<Option<TlsAcceptor>>,
 }
 
 impl Server {
     /// Binds every configured listener. Port 0 picks a free port (see [`Server::local_addrs`]).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let authenticators = crate::auth::load(&config.auth).map_err(ServerError::Auth)?;
+        // Certificates are loaded before anything else starts: a TLS listener whose files
+        // cannot be used stops the broker instead of serving plain TCP.
+        let mut tls = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let acceptor = match &l.tls {
+                Some(t) => Some(crate::tls::acceptor(i, t).map_err(ServerError::Tls)?),
+                None => None,
+            };
+            tls.push(acceptor);
+        }
         // The store is opened and restored before any port is bound: a client that can
         // connect finds its session as it left it.
         let opened = crate::persistence::open(&config.store)?;
@@ -62,7 +78,11 @@ impl Server {
         if let Some(recovered) = recovered {
             crate::persistence::restore(&broker, recovered).await;
         }
-        Ok(Server { broker, listeners })
+        Ok(Server {
+            broker,
+            listeners,
+            tls,
+        })
     }
 
     /// The addresses actually bound, in configuration order.
@@ -77,14 +97,17 @@ impl Server {
     /// closes their connections.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
-        for (listener, addr) in self
+        for ((listener, tls), addr) in self
             .listeners
             .into_iter()
+            .zip(self.tls)
             .zip(self.broker.config.listeners.iter())
         {
-            info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.bind.to_string()), "listening for MQTT over TCP");
+            let transport = if tls.is_some() { "TLS" } else { "TCP" };
+            info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.bind.to_string()), "listening for MQTT over {transport}");
             tokio::spawn(listener::run_tcp(
                 listener,
+                tls,
                 self.broker.clone(),
                 stop_rx.clone(),
             ));

@@ -43,6 +43,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.check {
         vane_server::auth::check(&config.auth)
             .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
+        vane_server::tls::check(&config).map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
         println!("configuration is valid");
         return Ok(());
     }

@@ -115,7 +115,9 @@ impl End {
 /// A byte stream that can wait until it is readable without being handed a buffer, so an idle
 /// connection holds no read buffer while it waits.
 pub(crate) trait Readable: AsyncRead + Unpin {
-    /// Waits until a read would make progress; a spurious wake-up is fine.
+    /// Waits until a read would make progress; a spurious wake-up is fine. It must not wait
+    /// while the stream itself holds bytes a read would return (a TLS stream's decrypted
+    /// records): the socket may never become readable again for them.
     fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
 }
 
@@ -147,12 +149,15 @@ fn release_if_idle(buf: &mut BytesMut, moved: usize) {
     }
 }
 
-/// Serves one client connection from its first byte to its close.
+/// Serves one client connection from its first byte to its close. CONNECT must have arrived
+/// by `connect_deadline` (`mqtt.connect_timeout` after the connection was accepted: a TLS
+/// handshake before it counts against the same deadline).
 pub(crate) async fn serve<R, W>(
     broker: Arc<Broker>,
     peer: SocketAddr,
     mut reader: R,
     mut writer: W,
+    connect_deadline: tokio::time::Instant,
     shutdown: watch::Receiver<bool>,
 ) where
     R: Readable,
@@ -163,8 +168,8 @@ pub(crate) async fn serve<R, W>(
     let mut write_buf = BytesMut::new();
     let mut decoder = Decoder::new(broker.config.mqtt.max_packet_size.0);
     let connect_timeout = broker.config.mqtt.connect_timeout;
-    let connect = match tokio::time::timeout(
-        connect_timeout,
+    let connect = match tokio::time::timeout_at(
+        connect_deadline,
         read_connect(&mut reader, &mut read_buf, &mut decoder),
     )
     .await
