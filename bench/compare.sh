@@ -68,16 +68,11 @@ VANE_BIN=${VANE_BIN:-}
 HOST=127.0.0.1
 TOOLS="$SCRIPT_DIR/.tools"
 REPORT_PY="$SCRIPT_DIR/compare_report.py"
+LOG_TAG=compare
+# shellcheck source=bench/lib.sh
+. "$SCRIPT_DIR/lib.sh"
 
-log() { printf '[compare] %s\n' "$*" >&2; }
-die() {
-    log "$*"
-    exit 1
-}
-
-for n in DURATION WARMUP PAYLOAD PUBLISHERS SUBSCRIBERS PAIRS LATENCY_RATE CONNECTIONS RETAINED RETAINED_WAIT PORT; do
-    case ${!n} in '' | *[!0-9]*) die "$n must be a whole number, not '${!n}'" ;; esac
-done
+require_whole_numbers DURATION WARMUP PAYLOAD PUBLISHERS SUBSCRIBERS PAIRS LATENCY_RATE CONNECTIONS RETAINED RETAINED_WAIT PORT
 case $MQTT_VERSION in 3.1.1 | 5) ;; *) die "MQTT_VERSION is 3.1.1 or 5" ;; esac
 [ "$DURATION" -gt 0 ] || die "DURATION must be above zero"
 
@@ -90,25 +85,6 @@ BENCH_PID=""
 SAMPLER_PID=""
 WATCHDOG_PID=""
 
-stop_pid() {
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    kill "$pid" 2>/dev/null || return 0
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    stop_pid "$WATCHDOG_PID"
-    stop_pid "$SAMPLER_PID"
-    stop_pid "$BENCH_PID"
-    stop_pid "$BROKER_PID"
-    rm -rf "$WORK"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -119,15 +95,6 @@ for tool in python3 taskset timeout; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
 
-SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO=(sudo -n env DEBIAN_FRONTEND=noninteractive)
-fi
-
-find_mosquitto() {
-    command -v mosquitto 2>/dev/null || { [ -x /usr/sbin/mosquitto ] && echo /usr/sbin/mosquitto; } || true
-}
-
 find_rumqttd() {
     if [ -x "$TOOLS/bin/rumqttd" ]; then
         echo "$TOOLS/bin/rumqttd"
@@ -136,26 +103,7 @@ find_rumqttd() {
     fi
 }
 
-needs() { case " $BROKERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-
-MOSQUITTO=""
-if needs mosquitto; then
-    MOSQUITTO=$(find_mosquitto)
-    if [ -z "$MOSQUITTO" ]; then
-        [ "${SKIP_INSTALL:-0}" = 1 ] && die "mosquitto is not installed (SKIP_INSTALL=1)"
-        [ "${#SUDO[@]}" -eq 0 ] || command -v sudo >/dev/null 2>&1 || die "not root and no sudo: install mosquitto"
-        log "installing mosquitto (apt-get)"
-        export DEBIAN_FRONTEND=noninteractive
-        opts=(-y -q -o DPkg::Lock::Timeout=300 --no-install-recommends)
-        if ! timeout 900 "${SUDO[@]}" apt-get install "${opts[@]}" mosquitto </dev/null >&2; then
-            log "apt-get install failed; running apt-get update and retrying"
-            timeout 600 "${SUDO[@]}" apt-get -q -o DPkg::Lock::Timeout=300 update </dev/null >&2
-            timeout 900 "${SUDO[@]}" apt-get install "${opts[@]}" mosquitto </dev/null >&2
-        fi
-        MOSQUITTO=$(find_mosquitto)
-        [ -n "$MOSQUITTO" ] || die "mosquitto is still missing after apt-get install"
-    fi
-fi
+ensure_mosquitto
 
 RUMQTTD=""
 if needs rumqttd; then
@@ -169,20 +117,8 @@ if needs rumqttd; then
     fi
 fi
 
-if [ -z "$VANE_BIN" ]; then
-    VANE_BIN="$REPO_ROOT/target/release/vane"
-    if [ "${SKIP_BUILD:-0}" != 1 ]; then
-        log "cargo build --release -p vane"
-        timeout 3600 cargo build --release -q -p vane </dev/null >&2
-    fi
-fi
-[ -x "$VANE_BIN" ] || die "$VANE_BIN is missing"
-
-NPROC=$(nproc)
-if [ "$NPROC" -lt 2 ]; then
-    log "only $NPROC CPU: broker and load generator share it, the figures mean little"
-    BENCH_CPU=$BROKER_CPU
-fi
+ensure_vane "$REPO_ROOT/target/release/vane"
+check_cpus
 
 # The conn scenario holds CONNECTIONS sockets in the load generator and as many in the broker.
 want=$((CONNECTIONS + 1000))
@@ -200,10 +136,7 @@ taskset -cp "$BENCH_CPU" $$ >/dev/null
 # ---------------------------------------------------------------------------
 # Brokers
 # ---------------------------------------------------------------------------
-port_open() {
-    (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
-
+# wait_port: waits 10 s at most for the broker to listen on PORT; fails if it exits first.
 wait_port() {
     for _ in $(seq 200); do
         port_open "$PORT" && return 0
@@ -269,68 +202,6 @@ start_broker() {
     fi
 }
 
-stop_broker() {
-    stop_pid "$BROKER_PID"
-    BROKER_PID=""
-}
-
-# The helpers below use shell builtins only (no command substitution, no child process), so
-# that sampling costs the load generator's CPU next to nothing.
-
-# proc_kb PID FIELD: sets KB to a /proc/PID/status field in kB (VmRSS, VmHWM); empty once the
-# process is gone.
-proc_kb() {
-    local key value _
-    KB=""
-    while read -r key value _; do
-        if [ "$key" = "$2:" ]; then
-            KB=$value
-            return
-        fi
-    done 2>/dev/null <"/proc/$1/status" || true
-}
-
-# proc_ticks PID: sets TICKS to the process's utime + stime in clock ticks; empty once it is gone.
-proc_ticks() {
-    local stat
-    TICKS=""
-    read -r stat 2>/dev/null <"/proc/$1/stat" || return 0
-    # shellcheck disable=SC2206 # the fields after "(comm) " are space-separated numbers
-    local fields=(${stat##*) })
-    TICKS=$((fields[11] + fields[12]))
-}
-
-# count_lines FILE [PREFIX]: sets LINES to the number of lines of FILE (starting with PREFIX).
-count_lines() {
-    local line
-    LINES=0
-    while IFS= read -r line; do
-        [[ $line == "${2:-}"* ]] && LINES=$((LINES + 1))
-    done 2>/dev/null <"$1" || true
-}
-
-# A pipe nobody writes to: `read -t` on it sleeps without a child process.
-exec {SLEEP_FD}<> <(:)
-pause() {
-    read -rt "$1" -u "$SLEEP_FD" _ || true
-}
-
-# sample BROKER BENCH ERR OUT: every 0.1 s, "time broker_ticks bench_ticks broker_rss_kb
-# progress_lines" while BENCH lives ("-" for what is gone).
-sample() {
-    local broker=$1 bench=$2 err=$3 out=$4 bt gt
-    while kill -0 "$bench" 2>/dev/null; do
-        count_lines "$err"
-        proc_ticks "$broker"
-        bt=$TICKS
-        proc_ticks "$bench"
-        gt=$TICKS
-        proc_kb "$broker" VmRSS
-        printf '%s %s %s %s %s\n' "$EPOCHREALTIME" "${bt:--}" "${gt:--}" "${KB:--}" "$LINES" >>"$out"
-        pause 0.1
-    done
-}
-
 # ---------------------------------------------------------------------------
 # Runs
 # ---------------------------------------------------------------------------
@@ -385,18 +256,8 @@ run_one() {
     proc_kb "$BROKER_PID" VmRSS
     rss_before=$KB
     log "$broker / $scenario: vane bench ${ARGS[*]}"
-    launched=$EPOCHREALTIME
-    # env and taskset exec the load generator, so $! is its pid (sampled for CPU). It stops by
-    # itself (it has a hard deadline of its own); the watchdog is a second guard.
-    env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE taskset -c "$BENCH_CPU" "$VANE_BIN" bench "${ARGS[@]}" >"$json" 2>"$err" &
-    BENCH_PID=$!
-    (
-        pause "$(run_limit)"
-        kill -9 "$BENCH_PID" 2>/dev/null
-    ) &
-    WATCHDOG_PID=$!
-    sample "$BROKER_PID" "$BENCH_PID" "$err" "$samples" &
-    SAMPLER_PID=$!
+    launch_sampled "$(run_limit)" "$json" "$err" "$samples" "${ARGS[@]}"
+    launched=$LAUNCHED
     if [ "$KIND" = conn ]; then
         # The broker's RSS with every connection held: a second after the load generator says
         # they are open (it holds them for at least 5 s).
@@ -412,13 +273,9 @@ run_one() {
             pause 0.1
         done
     fi
-    wait "$BENCH_PID" || status=$?
-    BENCH_PID=""
-    ended=$EPOCHREALTIME
-    stop_pid "$WATCHDOG_PID"
-    WATCHDOG_PID=""
-    stop_pid "$SAMPLER_PID"
-    SAMPLER_PID=""
+    finish_sampled
+    status=$BENCH_STATUS
+    ended=$ENDED
     proc_kb "$BROKER_PID" VmHWM
     local rss_peak=$KB
     [ -n "$rss_peak" ] || log "$broker / $scenario: the broker exited during the run"
@@ -444,14 +301,9 @@ version_of() {
     esac
 }
 
-VANE_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || VANE_REV="$VANE_REV + uncommitted changes"
+VANE_REV=$(vane_rev)
 {
-    printf 'date=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    printf 'cpu_model=%s\n' "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-    printf 'cpus=%s\n' "$NPROC"
-    printf 'kernel=%s\n' "$(uname -sr)"
-    printf 'memory_kb=%s\n' "$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+    machine_facts
     printf 'vane_rev=%s\n' "$VANE_REV"
     for b in $BROKERS; do printf 'version_%s=%s\n' "$b" "$(version_of "$b")"; done
     printf 'brokers=%s\nscenarios=%s\n' "$BROKERS" "$SCENARIOS"
@@ -469,7 +321,5 @@ for broker in $BROKERS; do
 done
 log "runs took $((SECONDS - started)) s"
 
-report_args=(report --dir "$OUT")
-[ "${NO_BENCHMARKS_UPDATE:-0}" = 1 ] || report_args+=(--benchmarks "$REPO_ROOT/BENCHMARKS.md")
-python3 "$REPORT_PY" "${report_args[@]}"
+write_report "$REPORT_PY" "$OUT"
 log "results in ${OUT#"$REPO_ROOT"/}"

@@ -18,6 +18,10 @@ import os
 import sys
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_common import machine_line, markdown_table, pct, raw_results_link, read_env, write_report  # noqa: E402
+
 BEGIN = "<!-- compare:begin -->"
 END = "<!-- compare:end -->"
 NAMES = {"vane": "Vane", "mosquitto": "Mosquitto", "rumqttd": "rumqttd"}
@@ -165,10 +169,6 @@ def ratio(vane, other, digits=2):
     return f"{vane / other:.{digits}f}×"
 
 
-def pct(v):
-    return "n/a" if v is None else f"{v:.0f}%"
-
-
 def mib(kb):
     return "n/a" if kb is None else f"{kb / 1024:.1f} MiB"
 
@@ -179,15 +179,6 @@ def get(d, *keys):
             return None
         d = d.get(k)
     return d
-
-
-def read_env(path):
-    env = {}
-    for line in Path(path).read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            env[key] = value
-    return env
 
 
 class Scenario:
@@ -328,12 +319,6 @@ def retained_table(runs, brokers, names, env):
     return head, rows
 
 
-def markdown_table(head, rows):
-    out = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(out)
-
-
 def build_report(directory):
     env = read_env(directory / "machine.env")
     brokers = env["brokers"].split()
@@ -351,11 +336,10 @@ def build_report(directory):
         names[b] = label
     described = [f"{names[b]} ({env.get('vane_rev', '?')})" if b == "vane" else names[b] for b in brokers]
     titles = Scenario(env)
-    rel = os.path.relpath(directory, Path(__file__).resolve().parent.parent)
-    mem_gib = int(env.get("memory_kb", 0)) / 1024 / 1024
+    rel = raw_results_link(directory)
     lines = [
         f"Run of {env['date']} with `bash bench/compare.sh` ([raw results]({rel}/)). "
-        f"Machine: {env['cpus']} CPUs, {env['cpu_model']}, {env['kernel']}, {mem_gib:.1f} GiB of memory. "
+        f"Machine: {machine_line(env)}. "
         f"Brokers: {', '.join(described)}; each is started afresh for every run, "
         f"pinned to CPU {env['broker_cpu']}, with `vane bench` pinned to CPU {env['bench_cpu']}.",
         "",
@@ -397,23 +381,9 @@ def build_report(directory):
     return "\n".join(lines) + "\n"
 
 
-def splice(benchmarks, report):
-    text = benchmarks.read_text()
-    begin, end = text.find(BEGIN), text.find(END)
-    if begin < 0 or end < begin:
-        raise SystemExit(f"{benchmarks}: no {BEGIN} ... {END} markers")
-    new = text[: begin + len(BEGIN)] + "\n" + report + text[end:]
-    benchmarks.write_text(new)
-
-
 def report(args):
     directory = Path(args.dir)
-    text = build_report(directory)
-    (directory / "report.md").write_text(text)
-    print(text)
-    if args.benchmarks:
-        splice(Path(args.benchmarks), text)
-        print(f"[compare] report written into {args.benchmarks}", file=sys.stderr)
+    write_report(directory, build_report(directory), args.benchmarks, BEGIN, END, "compare")
 
 
 def main():

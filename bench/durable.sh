@@ -88,17 +88,12 @@ REPORT_PY="$SCRIPT_DIR/durable_report.py"
 COMPARE_PY="$SCRIPT_DIR/compare_report.py"
 # Publishers of the queued-rss scenario; QUEUE_MESSAGES is spread over them.
 QUEUE_PUBLISHERS=10
+LOG_TAG=durable
+# shellcheck source=bench/lib.sh
+. "$SCRIPT_DIR/lib.sh"
 
-log() { printf '[durable] %s\n' "$*" >&2; }
-die() {
-    log "$*"
-    exit 1
-}
-
-for n in DURATION WARMUP PAYLOAD PUBLISHERS RETAINED SESSIONS QUEUE_SESSIONS QUEUE_MESSAGES \
-    CHECK_WAIT START_WAIT STOP_WAIT PORT MOSQUITTO_AUTOSAVE MOSQUITTO_MAX_QUEUED VANE_MAX_QUEUED INFLIGHT; do
-    case ${!n} in '' | *[!0-9]*) die "$n must be a whole number, not '${!n}'" ;; esac
-done
+require_whole_numbers DURATION WARMUP PAYLOAD PUBLISHERS RETAINED SESSIONS QUEUE_SESSIONS QUEUE_MESSAGES \
+    CHECK_WAIT START_WAIT STOP_WAIT PORT MOSQUITTO_AUTOSAVE MOSQUITTO_MAX_QUEUED VANE_MAX_QUEUED INFLIGHT
 [ "$DURATION" -gt 0 ] || die "DURATION must be above zero"
 [ "$QUEUE_MESSAGES" -ge "$QUEUE_PUBLISHERS" ] || die "QUEUE_MESSAGES must be at least $QUEUE_PUBLISHERS"
 [ $((QUEUE_MESSAGES % QUEUE_PUBLISHERS)) -eq 0 ] || die "QUEUE_MESSAGES must be a multiple of $QUEUE_PUBLISHERS"
@@ -118,25 +113,6 @@ BENCH_PID=""
 SAMPLER_PID=""
 WATCHDOG_PID=""
 
-stop_pid() {
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    kill "$pid" 2>/dev/null || return 0
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    stop_pid "$WATCHDOG_PID"
-    stop_pid "$SAMPLER_PID"
-    stop_pid "$BENCH_PID"
-    stop_pid "$BROKER_PID"
-    rm -rf "$WORK"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -147,50 +123,9 @@ for tool in python3 taskset timeout du; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
 
-SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO=(sudo -n env DEBIAN_FRONTEND=noninteractive)
-fi
-
-find_mosquitto() {
-    command -v mosquitto 2>/dev/null || { [ -x /usr/sbin/mosquitto ] && echo /usr/sbin/mosquitto; } || true
-}
-
-needs() { case " $BROKERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-
-MOSQUITTO=""
-if needs mosquitto; then
-    MOSQUITTO=$(find_mosquitto)
-    if [ -z "$MOSQUITTO" ]; then
-        [ "${SKIP_INSTALL:-0}" = 1 ] && die "mosquitto is not installed (SKIP_INSTALL=1)"
-        [ "${#SUDO[@]}" -eq 0 ] || command -v sudo >/dev/null 2>&1 || die "not root and no sudo: install mosquitto"
-        log "installing mosquitto (apt-get)"
-        export DEBIAN_FRONTEND=noninteractive
-        opts=(-y -q -o DPkg::Lock::Timeout=300 --no-install-recommends)
-        if ! timeout 900 "${SUDO[@]}" apt-get install "${opts[@]}" mosquitto </dev/null >&2; then
-            log "apt-get install failed; running apt-get update and retrying"
-            timeout 600 "${SUDO[@]}" apt-get -q -o DPkg::Lock::Timeout=300 update </dev/null >&2
-            timeout 900 "${SUDO[@]}" apt-get install "${opts[@]}" mosquitto </dev/null >&2
-        fi
-        MOSQUITTO=$(find_mosquitto)
-        [ -n "$MOSQUITTO" ] || die "mosquitto is still missing after apt-get install"
-    fi
-fi
-
-if [ -z "$VANE_BIN" ]; then
-    VANE_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/vane"
-    if [ "${SKIP_BUILD:-0}" != 1 ]; then
-        log "cargo build --release -p vane"
-        timeout 3600 cargo build --release -q -p vane </dev/null >&2
-    fi
-fi
-[ -x "$VANE_BIN" ] || die "$VANE_BIN is missing"
-
-NPROC=$(nproc)
-if [ "$NPROC" -lt 2 ]; then
-    log "only $NPROC CPU: broker and load generator share it, the figures mean little"
-    BENCH_CPU=$BROKER_CPU
-fi
+ensure_mosquitto
+ensure_vane "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/vane"
+check_cpus
 
 # The brokers hold up to QUEUE_SESSIONS connections at once, and the load generator as many;
 # sessions-startup keeps at most 256 open at a time whatever SESSIONS is.
@@ -203,63 +138,6 @@ ulimit -n "$want"
 
 # This script, its samplers and the load generator share BENCH_CPU; the broker has BROKER_CPU.
 taskset -cp "$BENCH_CPU" $$ >/dev/null
-
-# ---------------------------------------------------------------------------
-# /proc helpers (shell builtins only: no child process while sampling)
-# ---------------------------------------------------------------------------
-# proc_kb PID FIELD: sets KB to a /proc/PID/status field in kB (VmRSS, VmHWM); empty once the
-# process is gone.
-proc_kb() {
-    local key value _
-    KB=""
-    while read -r key value _; do
-        if [ "$key" = "$2:" ]; then
-            KB=$value
-            return
-        fi
-    done 2>/dev/null <"/proc/$1/status" || true
-}
-
-# proc_ticks PID: sets TICKS to the process's utime + stime in clock ticks; empty once it is gone.
-proc_ticks() {
-    local stat
-    TICKS=""
-    read -r stat 2>/dev/null <"/proc/$1/stat" || return 0
-    # shellcheck disable=SC2206 # the fields after "(comm) " are space-separated numbers
-    local fields=(${stat##*) })
-    TICKS=$((fields[11] + fields[12]))
-}
-
-# count_lines FILE [PREFIX]: sets LINES to the number of lines of FILE (starting with PREFIX).
-count_lines() {
-    local line
-    LINES=0
-    while IFS= read -r line; do
-        [[ $line == "${2:-}"* ]] && LINES=$((LINES + 1))
-    done 2>/dev/null <"$1" || true
-}
-
-# A pipe nobody writes to: `read -t` on it sleeps without a child process.
-exec {SLEEP_FD}<> <(:)
-pause() {
-    read -rt "$1" -u "$SLEEP_FD" _ || true
-}
-
-# sample BROKER BENCH ERR OUT: every 0.1 s, "time broker_ticks bench_ticks broker_rss_kb
-# progress_lines" while BENCH lives ("-" for what is gone).
-sample() {
-    local broker=$1 bench=$2 err=$3 out=$4 bt gt
-    while kill -0 "$bench" 2>/dev/null; do
-        count_lines "$err"
-        proc_ticks "$broker"
-        bt=$TICKS
-        proc_ticks "$bench"
-        gt=$TICKS
-        proc_kb "$broker" VmRSS
-        printf '%s %s %s %s %s\n' "$EPOCHREALTIME" "${bt:--}" "${gt:--}" "${KB:--}" "$LINES" >>"$out"
-        pause 0.1
-    done
-}
 
 # json_get FILE KEY...: prints the value at KEY... of a JSON file ("" when absent or null).
 json_get() {
@@ -278,10 +156,6 @@ EOF
 # ---------------------------------------------------------------------------
 # Brokers
 # ---------------------------------------------------------------------------
-port_open() {
-    (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
-
 # The configurations; BENCHMARKS.md and the raw results show these files. Mosquitto's
 # persistence_location is filled in per run (a fresh directory each time).
 write_configs() {
@@ -397,21 +271,19 @@ stop_broker_gracefully() {
     BROKER_PID=""
 }
 
-stop_broker() {
-    stop_pid "$BROKER_PID"
-    BROKER_PID=""
-}
-
+# rss_now: prints the broker's RSS (VmRSS) in kB; empty once it is gone.
 rss_now() {
     proc_kb "$BROKER_PID" VmRSS
     echo "$KB"
 }
 
+# rss_peak: prints the broker's peak RSS (VmHWM) in kB; empty once it is gone.
 rss_peak() {
     proc_kb "$BROKER_PID" VmHWM
     echo "$KB"
 }
 
+# disk_bytes DIR: prints what DIR takes on disk, in bytes.
 disk_bytes() {
     du -sk "$1" 2>/dev/null | awk '{ print $1 * 1024 }'
 }
@@ -438,23 +310,11 @@ run_throughput() {
     ARGS=(fanin --host "$HOST" --port "$PORT" --json --publishers "$PUBLISHERS" --qos 1 --persistent
         --client-prefix dur-tp --payload "$PAYLOAD" --duration "${DURATION}s" --warmup "${WARMUP}s" --drain 60s --settle 5s)
     log "$broker / throughput: vane bench ${ARGS[*]}"
-    launched=$EPOCHREALTIME
-    env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE taskset -c "$BENCH_CPU" "$VANE_BIN" bench "${ARGS[@]}" >"$json" 2>"$err" &
-    BENCH_PID=$!
-    (
-        pause $((WARMUP + DURATION + 150))
-        kill -9 "$BENCH_PID" 2>/dev/null
-    ) &
-    WATCHDOG_PID=$!
-    sample "$BROKER_PID" "$BENCH_PID" "$err" "$samples" &
-    SAMPLER_PID=$!
-    wait "$BENCH_PID" || status=$?
-    BENCH_PID=""
-    ended=$EPOCHREALTIME
-    stop_pid "$WATCHDOG_PID"
-    WATCHDOG_PID=""
-    stop_pid "$SAMPLER_PID"
-    SAMPLER_PID=""
+    launch_sampled $((WARMUP + DURATION + 150)) "$json" "$err" "$samples" "${ARGS[@]}"
+    launched=$LAUNCHED
+    finish_sampled
+    status=$BENCH_STATUS
+    ended=$ENDED
     local peak
     peak=$(rss_peak)
     [ -n "$peak" ] || log "$broker / throughput: the broker exited during the run"
@@ -601,14 +461,9 @@ version_of() {
     esac
 }
 
-VANE_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || VANE_REV="$VANE_REV + uncommitted changes"
+VANE_REV=$(vane_rev)
 {
-    printf 'date=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    printf 'cpu_model=%s\n' "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-    printf 'cpus=%s\n' "$NPROC"
-    printf 'kernel=%s\n' "$(uname -sr)"
-    printf 'memory_kb=%s\n' "$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+    machine_facts
     printf 'loadavg_before=%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
     printf 'filesystem=%s\n' "$(df -T "$WORK" 2>/dev/null | awk 'NR == 2 { print $2 }')"
     printf 'vane_rev=%s\n' "$VANE_REV"
@@ -630,7 +485,5 @@ done
 printf 'total_secs=%s\n' $((SECONDS - started)) >>"$OUT/machine.env"
 log "runs took $((SECONDS - started)) s"
 
-report_args=(report --dir "$OUT")
-[ "${NO_BENCHMARKS_UPDATE:-0}" = 1 ] || report_args+=(--benchmarks "$REPO_ROOT/BENCHMARKS.md")
-python3 "$REPORT_PY" "${report_args[@]}"
+write_report "$REPORT_PY" "$OUT"
 log "results in ${OUT#"$REPO_ROOT"/}"

@@ -9,9 +9,13 @@ report (report.md in that directory), and with --benchmarks writes it between th
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report_common  # noqa: E402
+from report_common import machine_line, markdown_table, pct, raw_results_link, write_report  # noqa: E402
 
 BEGIN = "<!-- durable:begin -->"
 END = "<!-- durable:end -->"
@@ -24,16 +28,7 @@ LABELS = {
 
 
 def read_env(path):
-    env = {}
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
-        return env
-    for line in lines:
-        key, sep, value = line.partition("=")
-        if sep:
-            env[key] = value
-    return env
+    return report_common.read_env(path, missing_ok=True)
 
 
 def fnum(v):
@@ -62,21 +57,11 @@ def size(b):
     return "n/a" if b is None else f"{b / 1024 / 1024:.1f} MiB"
 
 
-def pct(v):
-    return "n/a" if v is None else f"{v:.0f}%"
-
-
 def ratio(a, b):
     a, b = fnum(a), fnum(b)
     if a is None or b is None or b == 0:
         return "n/a"
     return f"{a / b:.2f}×"
-
-
-def markdown_table(head, rows):
-    out = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(out)
 
 
 def status_note(f, key):
@@ -240,14 +225,13 @@ def build_report(directory):
         if b == "mosquitto" and len(version) >= 2:
             label += f" {version[-1]}"
         names[b] = label
-    rel = os.path.relpath(directory, Path(__file__).resolve().parent.parent)
-    mem_gib = int(env.get("memory_kb", 0)) / 1024 / 1024
+    rel = raw_results_link(directory)
     mosq = next((names[b] for b in brokers if b == "mosquitto"), "Mosquitto")
     total = env.get("total_secs")
     lines = [
         f"Run of {env['date']} with `bash bench/durable.sh` ([raw results]({rel}/), with the "
         f"configuration files). Vane at commit {env.get('vane_rev', '?')}; {mosq}. Machine: "
-        f"{env['cpus']} CPUs, {env['cpu_model']}, {env['kernel']}, {mem_gib:.1f} GiB of memory, "
+        f"{machine_line(env)}, "
         f"state directories on {env.get('filesystem') or 'an unknown filesystem'}, load average "
         f"{env.get('loadavg_before', '?')} just before the run. Each broker is "
         f"started afresh on an empty state directory for every scenario, pinned to CPU "
@@ -311,14 +295,6 @@ def build_report(directory):
     return "\n".join(lines) + "\n"
 
 
-def splice(benchmarks, report):
-    text = benchmarks.read_text()
-    begin, end = text.find(BEGIN), text.find(END)
-    if begin < 0 or end < begin:
-        raise SystemExit(f"{benchmarks}: no {BEGIN} ... {END} markers")
-    benchmarks.write_text(text[: begin + len(BEGIN)] + "\n" + report + text[end:])
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -327,12 +303,7 @@ def main():
     p.add_argument("--benchmarks", help="BENCHMARKS.md to write the report into")
     args = parser.parse_args()
     directory = Path(args.dir)
-    text = build_report(directory)
-    (directory / "report.md").write_text(text)
-    print(text)
-    if args.benchmarks:
-        splice(Path(args.benchmarks), text)
-        print(f"[durable] report written into {args.benchmarks}", file=sys.stderr)
+    write_report(directory, build_report(directory), args.benchmarks, BEGIN, END, "durable")
 
 
 if __name__ == "__main__":
