@@ -1,12 +1,19 @@
-//! `vane pub` and `vane sub` end to end against a `vane serve` child process.
+//! `vane pub` and `vane sub` end to end against a `vane serve` child process, over plain TCP
+//! and over TLS (certificates made at test time with rcgen).
 
 mod common;
 
 use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{serve, Proc, VANE};
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
+};
 
 /// Starts `vane sub` with stdout piped.
 fn spawn_sub(port: u16, args: &[&str]) -> Proc {
@@ -334,4 +341,314 @@ fn will_and_persistent_session_options() {
         ],
     );
     assert_eq!(finish_ok(sub, "vane sub -c"), "while away\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+// ---------------------------------------------------------------------------------------------
+
+/// A certificate with its key.
+struct Issued {
+    cert: Certificate,
+    key: KeyPair,
+}
+
+impl Issued {
+    /// Writes `NAME.pem` and `NAME.key` into `dir`.
+    fn write(&self, dir: &Path, name: &str) {
+        std::fs::write(dir.join(format!("{name}.pem")), self.cert.pem()).expect("write cert");
+        std::fs::write(dir.join(format!("{name}.key")), self.key.serialize_pem())
+            .expect("write key");
+    }
+}
+
+fn make_ca(name: &str) -> Issued {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate().expect("CA key");
+    let cert = params.self_signed(&key).expect("CA self-signs");
+    Issued { cert, key }
+}
+
+/// A certificate signed by `ca` for `sans` (server) or with no names (client).
+fn make_leaf(ca: &Issued, name: &str, sans: Vec<SanType>, server: bool) -> Issued {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.subject_alt_names = sans;
+    params.extended_key_usages = vec![if server {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    let key = KeyPair::generate().expect("leaf key");
+    let cert = params
+        .signed_by(&key, &ca.cert, &ca.key)
+        .expect("CA signs the certificate");
+    Issued { cert, key }
+}
+
+/// A broker with three TLS listeners, and the PEM files the clients use.
+struct TlsBroker {
+    _broker: Proc,
+    dir: tempfile::TempDir,
+    /// Server certificate for localhost and 127.0.0.1, no client certificates.
+    tls: u16,
+    /// The same, and a client certificate signed by the CA is required.
+    mtls: u16,
+    /// Server certificate for another name only (other.example).
+    other_name: u16,
+}
+
+impl TlsBroker {
+    fn start() -> TlsBroker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = make_ca("vane cli test CA");
+        ca.write(dir.path(), "ca");
+        make_ca("some other CA").write(dir.path(), "stranger");
+        make_leaf(
+            &ca,
+            "localhost",
+            vec![
+                SanType::DnsName("localhost".try_into().expect("DNS name")),
+                SanType::IpAddress([127, 0, 0, 1].into()),
+            ],
+            true,
+        )
+        .write(dir.path(), "server");
+        make_leaf(
+            &ca,
+            "other.example",
+            vec![SanType::DnsName(
+                "other.example".try_into().expect("DNS name"),
+            )],
+            true,
+        )
+        .write(dir.path(), "other");
+        make_leaf(&ca, "alice", Vec::new(), false).write(dir.path(), "alice");
+        std::fs::write(dir.path().join("garbage.key"), "not a key\n").expect("write");
+
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let ports = [
+            common::free_port(),
+            common::free_port(),
+            common::free_port(),
+        ];
+        let config = format!(
+            "[[listeners]]\nbind = \"127.0.0.1:{}\"\ntls = {{ cert = {:?}, key = {:?} }}\n\n\
+             [[listeners]]\nbind = \"127.0.0.1:{}\"\n\
+             tls = {{ cert = {:?}, key = {:?}, client_ca = {:?}, require_client_cert = true }}\n\n\
+             [[listeners]]\nbind = \"127.0.0.1:{}\"\ntls = {{ cert = {:?}, key = {:?} }}\n",
+            ports[0],
+            path("server.pem"),
+            path("server.key"),
+            ports[1],
+            path("server.pem"),
+            path("server.key"),
+            path("ca.pem"),
+            ports[2],
+            path("other.pem"),
+            path("other.key"),
+        );
+        let config_path = dir.path().join("vane.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let child = Command::new(VANE)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--durability", "memory"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start vane serve");
+        let mut broker = Proc(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for port in ports {
+            while TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
+                assert!(
+                    broker.0.try_wait().expect("poll").is_none(),
+                    "vane serve exited early"
+                );
+                assert!(
+                    Instant::now() < deadline,
+                    "vane serve is not listening after 10 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        TlsBroker {
+            _broker: broker,
+            dir,
+            tls: ports[0],
+            mtls: ports[1],
+            other_name: ports[2],
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+#[test]
+fn tls_pub_reaches_tls_sub() {
+    let b = TlsBroker::start();
+    let ca = b.path("ca.pem");
+    // The default host 127.0.0.1 matches the IP address SAN, localhost the DNS SAN.
+    let sub = spawn_sub(
+        b.tls,
+        &[
+            "--cafile", &ca, "-C", "3", "-W", "10", "-v", "-q", "1", "-t", "s/#",
+        ],
+    );
+    settle();
+    for (version, qos) in [("tlsv1.2", "0"), ("tlsv1.3", "1"), ("tlsv1.3", "2")] {
+        let out = publish(
+            b.tls,
+            &[
+                "-h",
+                "localhost",
+                "--cafile",
+                &ca,
+                "--tls-version",
+                version,
+                "-q",
+                qos,
+                "-t",
+                &format!("s/{version}"),
+                "-m",
+                &format!("q{qos}"),
+            ],
+            None,
+        );
+        assert_ok(&out, "vane pub --cafile");
+    }
+    let stdout = finish_ok(sub, "vane sub --cafile");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, ["s/tlsv1.2 q0", "s/tlsv1.3 q1", "s/tlsv1.3 q2"]);
+}
+
+#[test]
+fn mtls_needs_cert_and_key() {
+    let b = TlsBroker::start();
+    let ca = b.path("ca.pem");
+    for version in ["tlsv1.2", "tlsv1.3"] {
+        let out = publish(
+            b.mtls,
+            &[
+                "--cafile",
+                &ca,
+                "--tls-version",
+                version,
+                "-t",
+                "m",
+                "-m",
+                "x",
+            ],
+            None,
+        );
+        let stderr = failure(&out, "a client without a certificate must be refused");
+        assert!(
+            stderr.contains("client certificate")
+                && stderr.contains("--cert")
+                && stderr.contains("--key"),
+            "{version}: stderr: {stderr}"
+        );
+        let out = finish(spawn_sub(b.mtls, &["--cafile", &ca, "-W", "10", "-t", "m"]));
+        failure(&out, "a subscriber without a certificate must be refused");
+    }
+
+    let (cert, key) = (b.path("alice.pem"), b.path("alice.key"));
+    let with_cert = ["--cafile", &ca, "--cert", &cert, "--key", &key];
+    let sub_args: Vec<&str> = with_cert
+        .iter()
+        .copied()
+        .chain(["-C", "1", "-W", "10", "-q", "1", "-t", "m"])
+        .collect();
+    let sub = spawn_sub(b.mtls, &sub_args);
+    settle();
+    let pub_args: Vec<&str> = with_cert
+        .iter()
+        .copied()
+        .chain(["-q", "1", "-t", "m", "-m", "mutual"])
+        .collect();
+    assert_ok(&publish(b.mtls, &pub_args, None), "vane pub --cert --key");
+    assert_eq!(finish_ok(sub, "vane sub --cert --key"), "mutual\n");
+}
+
+#[test]
+fn wrong_ca_and_wrong_name_fail_and_insecure_skips_only_the_name() {
+    let b = TlsBroker::start();
+    let ca = b.path("ca.pem");
+    let stranger = b.path("stranger.pem");
+    let out = publish(b.tls, &["--cafile", &stranger, "-t", "w", "-m", "x"], None);
+    let stderr = failure(&out, "a server certificate from an untrusted CA must fail");
+    assert!(
+        stderr.contains("TLS handshake failed") && stderr.contains("UnknownIssuer"),
+        "stderr: {stderr}"
+    );
+    let out = publish(
+        b.tls,
+        &["--cafile", &stranger, "--insecure", "-t", "w", "-m", "x"],
+        None,
+    );
+    let stderr = failure(&out, "--insecure still verifies the chain");
+    assert!(stderr.contains("UnknownIssuer"), "stderr: {stderr}");
+
+    // The certificate is for other.example, not 127.0.0.1.
+    let out = publish(b.other_name, &["--cafile", &ca, "-t", "w", "-m", "x"], None);
+    let stderr = failure(&out, "a certificate for another name must fail");
+    assert!(stderr.contains("NotValidForName"), "stderr: {stderr}");
+    assert_ok(
+        &publish(
+            b.other_name,
+            &["--cafile", &ca, "--insecure", "-t", "w", "-m", "x"],
+            None,
+        ),
+        "vane pub --insecure",
+    );
+}
+
+#[test]
+fn unusable_tls_files_are_named() {
+    let b = TlsBroker::start();
+    let missing = b.path("missing.pem");
+    let out = publish(b.tls, &["--cafile", &missing, "-t", "f", "-m", "x"], None);
+    let stderr = failure(&out, "a missing --cafile must fail");
+    assert!(
+        stderr.contains(&format!("cannot read {missing}")),
+        "stderr: {stderr}"
+    );
+
+    let garbage = b.path("garbage.key");
+    let out = publish(b.tls, &["--cafile", &garbage, "-t", "f", "-m", "x"], None);
+    let stderr = failure(&out, "a --cafile without certificates must fail");
+    assert!(
+        stderr.contains(&garbage) && stderr.contains("no CERTIFICATE"),
+        "stderr: {stderr}"
+    );
+
+    let (ca, cert) = (b.path("ca.pem"), b.path("alice.pem"));
+    let out = publish(
+        b.mtls,
+        &[
+            "--cafile", &ca, "--cert", &cert, "--key", &garbage, "-t", "f", "-m", "x",
+        ],
+        None,
+    );
+    let stderr = failure(&out, "a --key without a key must fail");
+    assert!(
+        stderr.contains(&garbage) && stderr.contains("no PRIVATE KEY"),
+        "stderr: {stderr}"
+    );
+
+    let out = publish(b.mtls, &["--cafile", &ca, "--cert", &cert, "-t", "f"], None);
+    failure(&out, "--cert without --key is a usage error");
 }

@@ -1,17 +1,22 @@
 //! The connection shared by `vane pub` and `vane sub`: options in the style of mosquitto_pub /
-//! mosquitto_sub, CONNECT with will and credentials, packet I/O, keep alive and DISCONNECT.
+//! mosquitto_sub, CONNECT with will and credentials, TLS, packet I/O, keep alive and
+//! DISCONNECT.
+
+mod tls;
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
 use clap::{Args, ValueEnum};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vane_proto::{
     ConnAckReason, Connect, Decoder, Disconnect, DisconnectReason, LastWill, Packet, PacketId,
     ProtocolVersion, QoS, UserProperty, WillProperties,
 };
+
+pub use tls::TlsArgs;
 
 /// Largest packet accepted from the broker.
 const MAX_PACKET: usize = 256 * 1024 * 1024;
@@ -84,6 +89,8 @@ pub struct ConnectArgs {
     /// Retain the last will.
     #[arg(long, requires = "will_topic")]
     pub will_retain: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -134,9 +141,14 @@ fn refusal(reason: ConnAckReason, version: ProtocolVersion) -> String {
     format!("connection refused: {text} (0x{code:02X})")
 }
 
+/// A byte stream to the broker: plain TCP or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 /// A connected MQTT client.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     read_buf: BytesMut,
     decoder: Decoder,
     pub version: ProtocolVersion,
@@ -155,11 +167,23 @@ impl Conn {
         if args.no_clean && args.id.is_none() {
             bail!("-c (disable clean session) needs a client id (-i)");
         }
+        // Read the TLS files before connecting, so a bad file is reported as such.
+        let tls = tls::Tls::new(&args.tls, &args.host)?;
         let addr = format!("{}:{}", args.host, args.port);
-        let stream = TcpStream::connect(&addr)
+        let tcp = TcpStream::connect(&addr)
             .await
             .with_context(|| format!("cannot connect to {addr}"))?;
-        stream.set_nodelay(true)?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match &tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let handshake = tokio::time::timeout(Duration::from_secs(30), tls.handshake(tcp))
+                    .await
+                    .with_context(|| format!("no TLS handshake with {addr} within 30 s"))?
+                    .with_context(|| format!("cannot connect to {addr}"))?;
+                Box::new(handshake)
+            }
+        };
         let mut conn = Conn {
             stream,
             read_buf: BytesMut::with_capacity(8 * 1024),
@@ -195,10 +219,33 @@ impl Conn {
                 properties: WillProperties::default(),
             });
         }
-        conn.send(&Packet::Connect(Box::new(connect))).await?;
-        let packet = tokio::time::timeout(Duration::from_secs(30), conn.next_packet())
-            .await
-            .context("no CONNACK within 30 s")??;
+        let exchange = async {
+            conn.send(&Packet::Connect(Box::new(connect))).await?;
+            tokio::time::timeout(Duration::from_secs(30), conn.next_packet())
+                .await
+                .context("no CONNACK within 30 s")?
+        };
+        let packet = match exchange.await {
+            // With TLS 1.3 the client's side of the handshake ends before the server has
+            // checked the client certificate: a refusal shows only now, as an alert or a close.
+            Err(e) if tls::certificate_required(&e) && !args.tls.has_client_cert() => {
+                return Err(e.context(
+                    "the broker requires a client certificate: give one with --cert and --key",
+                ));
+            }
+            Err(e) if args.tls.enabled() && !args.tls.has_client_cert() => {
+                return Err(e.context(
+                    "no CONNACK over TLS; if the broker's listener requires a client \
+                     certificate, give one with --cert and --key",
+                ));
+            }
+            Err(e) if args.tls.enabled() => {
+                return Err(e.context(
+                    "no CONNACK over TLS; the broker may have refused the client certificate",
+                ));
+            }
+            other => other?,
+        };
         match packet {
             Packet::ConnAck(ack) if !ack.reason.is_error() => Ok(conn),
             Packet::ConnAck(ack) => {
@@ -233,6 +280,7 @@ impl Conn {
             .write_all(&buf)
             .await
             .context("writing to the broker")?;
+        self.stream.flush().await.context("writing to the broker")?;
         Ok(())
     }
 
