@@ -66,6 +66,8 @@ pub(crate) struct Broker {
     share_policy: SharePolicy,
     /// Enhanced authentication methods offered to MQTT 5.0 clients.
     pub authenticators: vane_auth::Authenticators,
+    /// The password file for user name and password in CONNECT, if one is configured.
+    pub passwords: Option<Arc<vane_auth::PasswordFile>>,
     /// The embedded store; `None` when durability is `memory`.
     pub store: Option<Store>,
     /// Connection tasks running, so that shutdown can wait for them to save their sessions.
@@ -81,6 +83,7 @@ impl Broker {
     pub(crate) fn new(
         config: Config,
         authenticators: vane_auth::Authenticators,
+        passwords: Option<Arc<vane_auth::PasswordFile>>,
         store: Option<Store>,
     ) -> Broker {
         let max_qos = QoS::from_u8(config.mqtt.max_qos).unwrap_or(QoS::ExactlyOnce);
@@ -100,6 +103,7 @@ impl Broker {
         Broker {
             share_policy,
             authenticators,
+            passwords,
             config,
             session_config,
             registry: SessionRegistry::new(),
