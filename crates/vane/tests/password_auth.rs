@@ -275,3 +275,30 @@ async fn a_broken_password_file_stops_the_broker_naming_the_line() {
     };
     assert!(error.contains(".missing"), "{error}");
 }
+
+#[tokio::test]
+async fn concurrent_password_checks_all_complete() {
+    // Checks take turns on a bounded number of threads; none is lost or refused.
+    let (broker, _file) = password_broker("storm").await;
+    let addr = broker.addr();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (user, password) = if i % 2 == 0 {
+            ("bob", "hunter2")
+        } else {
+            ("bob", "wrong")
+        };
+        let c = with_login(connect_v311(&unique_id("storm")), user, password);
+        tasks.push(tokio::spawn(async move { (i, ack(addr, c).await) }));
+    }
+    for task in tasks {
+        let (i, reason) = task.await.expect("task");
+        let expected = if i % 2 == 0 {
+            ConnAckReason::Success
+        } else {
+            ConnAckReason::BadUserNameOrPassword
+        };
+        assert_eq!(reason, expected, "client {i}");
+    }
+    broker.stop().await;
+}

@@ -90,6 +90,20 @@ async fn check_password(
         // PBKDF2 takes milliseconds of CPU: off the runtime's workers, so that a storm of
         // CONNECTs cannot stall the clients already connected.
         Some(password) => {
+            // Clients waiting for a turn wait no longer than a client may take to send
+            // CONNECT; then they are told the server is busy (MQTT 3.x: return code 3).
+            let timeout = broker.config.mqtt.connect_timeout;
+            let Ok(Ok(_permit)) =
+                tokio::time::timeout(timeout, broker.password_checks.acquire()).await
+            else {
+                tracing::info!(
+                    %peer,
+                    client_id,
+                    username = user.as_str(),
+                    "CONNECT refused: too many password checks waiting"
+                );
+                return Err(ConnAckReason::ServerBusy);
+            };
             let user = user.clone();
             tokio::task::spawn_blocking(move || passwords.verify(&user, &password))
                 .await
@@ -232,6 +246,7 @@ fn refusal_text(reason: ConnAckReason) -> &'static str {
         ConnAckReason::BadAuthenticationMethod => "authentication method not supported",
         ConnAckReason::BadUserNameOrPassword => "bad user name or password",
         ConnAckReason::NotAuthorized => "not authorized",
+        ConnAckReason::ServerBusy => "server busy",
         ConnAckReason::QoSNotSupported => "will QoS above the server's maximum QoS",
         ConnAckReason::PayloadFormatInvalid => "will payload is marked UTF-8 but is not",
         ConnAckReason::UseAnotherServer => "use another server",
