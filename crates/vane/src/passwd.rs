@@ -26,7 +26,7 @@ const DEFAULT_SCRAM_ITERATIONS: u32 = 10_000;
 /// says otherwise. Mosquitto writes 101, which a stolen file's hashes barely slow down; OWASP
 /// (2023) suggests 210,000 for PBKDF2-HMAC-SHA512. Every CONNECT with a password pays it once
 /// (about 40 ms of one core in a release build), on the blocking thread pool: 100,000 is a
-/// thousand times Mosquitto's cost to an attacker while a 2-core broker still checks about 50
+/// thousand times Mosquitto's cost to an attacker while a 2-core broker still checks about 25
 /// CONNECTs a second during a reconnect storm.
 const DEFAULT_PASSWORD_ITERATIONS: u32 = 100_000;
 
