@@ -43,11 +43,13 @@
 #![warn(missing_docs)]
 
 mod exchange;
+pub mod password;
 mod registry;
 pub mod scram;
 mod store;
 
 pub use exchange::{AuthExchange, AuthFailure, AuthStep, Authenticator};
+pub use password::{PasswordFile, PasswordHash};
 pub use registry::{Authenticators, UnknownMethod};
 pub use scram::{ScramAuthenticator, ScramCredentials, SCRAM_SHA_256};
 pub use store::{CredentialStore, MemoryCredentialStore};

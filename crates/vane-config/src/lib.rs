@@ -66,6 +66,32 @@ pub struct ListenerConfig {
     /// TLS on this listener. Absent (the default): plain TCP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Whether clients that are not authenticated (no user name and password checked against
+    /// `[auth] password_file`, no enhanced authentication) may connect here. Absent (the
+    /// default): only on a loopback address and only when no password file is configured;
+    /// see [`ListenerConfig::anonymous`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
+}
+
+impl ListenerConfig {
+    /// Whether this listener accepts anonymous clients, and why (for the log), given whether
+    /// `[auth] password_file` is configured.
+    pub fn anonymous(&self, password_file: bool) -> (bool, &'static str) {
+        match self.allow_anonymous {
+            Some(true) => (true, "allow_anonymous = true"),
+            Some(false) => (false, "allow_anonymous = false"),
+            None if password_file => (
+                false,
+                "a password file is configured (set allow_anonymous = true to accept anonymous clients)",
+            ),
+            None if !self.bind.ip().is_loopback() => (
+                false,
+                "not a loopback address (set allow_anonymous = true to accept anonymous clients)",
+            ),
+            None => (true, "loopback address and no password file"),
+        }
+    }
 }
 
 /// TLS on a listener (TLS 1.2 and 1.3). The files are read and parsed when the broker starts
@@ -92,6 +118,7 @@ impl Default for ListenerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
             backlog: 4096,
             tls: None,
+            allow_anonymous: None,
         }
     }
 }
@@ -241,6 +268,12 @@ pub struct AuthConfig {
     /// and a CONNECT naming one gets CONNACK 0x8C. A file that cannot be read or parsed stops
     /// the broker from starting, naming the line.
     pub scram_credentials: String,
+    /// Password file for user name and password in CONNECT, in Mosquitto's format: one
+    /// `user:$7$iterations$salt$hash` (PBKDF2-HMAC-SHA512) or `user:$6$salt$hash` (SHA-512,
+    /// read only) line per user, written by `vane passwd FILE USER`. With one, a client giving
+    /// a user name must give the matching password. Empty: no password file. A file that
+    /// cannot be read or parsed stops the broker from starting, naming the line.
+    pub password_file: String,
 }
 
 /// When a configured redirect applies.
@@ -490,6 +523,28 @@ mod tests {
             Err(ConfigError::Invalid(p)) => assert_eq!(p.len(), 3, "{p:?}"),
             other => panic!("expected Invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn anonymous_rule_per_listener() {
+        let loopback = ListenerConfig::default();
+        assert!(loopback.anonymous(false).0);
+        assert!(!loopback.anonymous(true).0);
+        let any: ListenerConfig = toml::from_str("bind = \"0.0.0.0:1883\"").expect("parses");
+        assert_eq!(any.allow_anonymous, None);
+        let (allowed, why) = any.anonymous(false);
+        assert!(!allowed);
+        assert!(why.contains("not a loopback address"), "{why}");
+        let v6: ListenerConfig = toml::from_str("bind = \"[::1]:1883\"").expect("parses");
+        assert!(v6.anonymous(false).0);
+        let open: ListenerConfig =
+            toml::from_str("bind = \"0.0.0.0:1883\"\nallow_anonymous = true").expect("parses");
+        assert!(open.anonymous(true).0);
+        let closed = ListenerConfig {
+            allow_anonymous: Some(false),
+            ..ListenerConfig::default()
+        };
+        assert!(!closed.anonymous(false).0);
     }
 
     #[test]

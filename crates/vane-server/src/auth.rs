@@ -9,7 +9,29 @@ use vane_config::AuthConfig;
 
 /// Checks that the configured authentication loads (for `vane serve --check`).
 pub fn check(config: &AuthConfig) -> Result<(), String> {
-    load(config).map(|_| ())
+    load(config)?;
+    load_passwords(config)?;
+    Ok(())
+}
+
+/// The password file for user name and password in CONNECT, if one is configured. A file that
+/// cannot be read or parsed is an error naming the file and line: it never means "allow".
+pub(crate) fn load_passwords(
+    config: &AuthConfig,
+) -> Result<Option<Arc<vane_auth::PasswordFile>>, String> {
+    if config.password_file.is_empty() {
+        return Ok(None);
+    }
+    let path = &config.password_file;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{path}: not UTF-8 text"))?;
+    let file = vane_auth::PasswordFile::parse_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    tracing::info!(
+        path,
+        users = file.len(),
+        "password file loaded: user names in CONNECT must come with their password"
+    );
+    Ok(Some(Arc::new(file)))
 }
 
 /// The methods the configuration offers. An unreadable or invalid credentials file is an error

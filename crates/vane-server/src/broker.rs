@@ -66,6 +66,12 @@ pub(crate) struct Broker {
     share_policy: SharePolicy,
     /// Enhanced authentication methods offered to MQTT 5.0 clients.
     pub authenticators: vane_auth::Authenticators,
+    /// The password file for user name and password in CONNECT, if one is configured.
+    pub passwords: Option<Arc<vane_auth::PasswordFile>>,
+    /// Password checks running at once. PBKDF2 is pure CPU: without a bound, a storm of
+    /// CONNECTs would fill the blocking pool with hashing threads that crowd the runtime's
+    /// workers off the cores. One core is left to the workers when there are two or more.
+    pub password_checks: tokio::sync::Semaphore,
     /// The embedded store; `None` when durability is `memory`.
     pub store: Option<Store>,
     /// Connection tasks running, so that shutdown can wait for them to save their sessions.
@@ -81,6 +87,7 @@ impl Broker {
     pub(crate) fn new(
         config: Config,
         authenticators: vane_auth::Authenticators,
+        passwords: Option<Arc<vane_auth::PasswordFile>>,
         store: Option<Store>,
     ) -> Broker {
         let max_qos = QoS::from_u8(config.mqtt.max_qos).unwrap_or(QoS::ExactlyOnce);
@@ -100,6 +107,12 @@ impl Broker {
         Broker {
             share_policy,
             authenticators,
+            passwords,
+            password_checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get().saturating_sub(1))
+                    .max(1),
+            ),
             config,
             session_config,
             registry: SessionRegistry::new(),

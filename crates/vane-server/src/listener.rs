@@ -17,6 +17,7 @@ use crate::tls;
 pub(crate) async fn run_tcp(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    allow_anonymous: bool,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -33,11 +34,11 @@ pub(crate) async fn run_tcp(
                         // The handshake runs in the connection's own task, so a slow one holds
                         // up no one else.
                         Some(acceptor) => {
-                            tokio::spawn(tls::serve(broker.clone(), peer, stream, acceptor.clone(), connect_deadline, shutdown.clone()));
+                            tokio::spawn(tls::serve(broker.clone(), peer, allow_anonymous, stream, acceptor.clone(), connect_deadline, shutdown.clone()));
                         }
                         None => {
                             let (reader, writer) = stream.into_split();
-                            tokio::spawn(connection::serve(broker.clone(), peer, reader, writer, connect_deadline, shutdown.clone()));
+                            tokio::spawn(connection::serve(broker.clone(), peer, allow_anonymous, reader, writer, connect_deadline, shutdown.clone()));
                         }
                     }
                 }

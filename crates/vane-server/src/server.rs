@@ -49,6 +49,7 @@ impl Server {
     /// Binds every configured listener. Port 0 picks a free port (see [`Server::local_addrs`]).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let authenticators = crate::auth::load(&config.auth).map_err(ServerError::Auth)?;
+        let passwords = crate::auth::load_passwords(&config.auth).map_err(ServerError::Auth)?;
         // Certificates are loaded before anything else starts: a TLS listener whose files
         // cannot be used stops the broker instead of serving plain TCP.
         let mut tls = Vec::new();
@@ -74,7 +75,7 @@ impl Server {
             })?;
             listeners.push(listener);
         }
-        let broker = Arc::new(Broker::new(config, authenticators, store));
+        let broker = Arc::new(Broker::new(config, authenticators, passwords, store));
         if let Some(recovered) = recovered {
             crate::persistence::restore(&broker, recovered).await;
         }
@@ -104,10 +105,17 @@ impl Server {
             .zip(self.broker.config.listeners.iter())
         {
             let transport = if tls.is_some() { "TLS" } else { "TCP" };
-            info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.bind.to_string()), "listening for MQTT over {transport}");
+            let (allow_anonymous, why) = addr.anonymous(self.broker.passwords.is_some());
+            let anonymous = if allow_anonymous {
+                "accepted"
+            } else {
+                "refused"
+            };
+            info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.bind.to_string()), "listening for MQTT over {transport}; anonymous clients {anonymous}: {why}");
             tokio::spawn(listener::run_tcp(
                 listener,
                 tls,
+                allow_anonymous,
                 self.broker.clone(),
                 stop_rx.clone(),
             ));

@@ -120,6 +120,7 @@ impl Readable for TlsReader {
 pub(crate) async fn serve(
     broker: Arc<Broker>,
     peer: SocketAddr,
+    allow_anonymous: bool,
     stream: TcpStream,
     acceptor: TlsAcceptor,
     connect_deadline: tokio::time::Instant,
@@ -145,6 +146,7 @@ pub(crate) async fn serve(
     connection::serve(
         broker,
         peer,
+        allow_anonymous,
         TlsReader(reader),
         writer,
         connect_deadline,

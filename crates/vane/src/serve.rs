@@ -44,6 +44,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         vane_server::auth::check(&config.auth)
             .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
         vane_server::tls::check(&config).map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+        for listener in &config.listeners {
+            let (allowed, why) = listener.anonymous(!config.auth.password_file.is_empty());
+            let anonymous = if allowed { "accepted" } else { "refused" };
+            println!(
+                "listener {}: anonymous clients {anonymous}: {why}",
+                listener.bind
+            );
+        }
         println!("configuration is valid");
         return Ok(());
     }

@@ -191,3 +191,50 @@ fn serve_check_validates_a_config_file() {
     let _ = std::fs::remove_file(good);
     let _ = std::fs::remove_file(bad);
 }
+
+#[test]
+fn serve_check_loads_the_password_file_and_reports_anonymous_clients() {
+    let dir = std::env::temp_dir();
+    let id = std::process::id();
+    let passwd = dir.join(format!("vane-test-passwd-{id}"));
+    let config = dir.join(format!("vane-test-passwd-{id}.toml"));
+    let write_config = |bind: &str| {
+        let text = format!(
+            "[[listeners]]\nbind = \"{bind}\"\n\n[auth]\npassword_file = {:?}\n",
+            passwd.to_str().expect("UTF-8 temp path")
+        );
+        std::fs::write(&config, text).expect("write config");
+    };
+    let check = || {
+        Command::new(VANE)
+            .args(["serve", "--check", "--config"])
+            .arg(&config)
+            .output()
+            .expect("run vane")
+    };
+
+    // A broken line stops the check, naming the line.
+    std::fs::write(&passwd, "# users\nalice:not-a-hash\n").expect("write");
+    write_config("127.0.0.1:1883");
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("line 2"), "{stderr}");
+
+    // An empty file is valid; with it, even the loopback listener refuses anonymous clients.
+    std::fs::write(&passwd, "# no users yet\n").expect("write");
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("listener 127.0.0.1:1883: anonymous clients refused"),
+        "{stdout}"
+    );
+
+    let _ = std::fs::remove_file(passwd);
+    let _ = std::fs::remove_file(config);
+}

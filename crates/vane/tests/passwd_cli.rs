@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use vane_auth::scram::file::parse_str;
-use vane_auth::{CredentialStore, MemoryCredentialStore, ScramCredentials};
+use vane_auth::{
+    CredentialStore, MemoryCredentialStore, PasswordFile, PasswordHash, ScramCredentials,
+};
 
 /// A fresh directory under the system temp dir, removed when dropped.
 struct TempDir(PathBuf);
@@ -194,15 +196,94 @@ fn add_replace_and_delete_users() {
 }
 
 #[test]
-fn only_the_scram_format_is_supported_so_far() {
-    let dir = TempDir::new("noscram");
-    let err = fails(
-        &dir.0,
-        &["passwd", "users", "alice", "--password", "pw"],
+fn without_scram_a_mosquitto_password_file_is_written() {
+    let dir = TempDir::new("mosquitto");
+    let d = &dir.0;
+    let file = dir.path("passwd");
+    // A file mosquitto_passwd could have written (101 iterations), kept as it is.
+    let legacy = {
+        let first = PasswordHash::with_salt("old", b"0123456789ab".to_vec(), 101);
+        vane_auth::password::format_line("dev", &first).expect("line")
+    };
+    std::fs::write(&file, format!("# from mosquitto\n{legacy}\n")).expect("write");
+    let out = succeeds(
+        d,
+        &[
+            "passwd",
+            "passwd",
+            "alice",
+            "--password",
+            "pw1",
+            "--iterations",
+            "1000",
+        ],
         None,
     );
-    assert!(err.contains("only --scram is supported so far"), "{err}");
-    assert!(!dir.path("users").exists());
+    assert!(out.contains("added user \"alice\""), "{out}");
+    let out = succeeds(
+        d,
+        &["passwd", "passwd", "bob", "--stdin", "--iterations", "2000"],
+        Some("pw2\n"),
+    );
+    assert!(out.contains("added user \"bob\""), "{out}");
+    let text = std::fs::read_to_string(&file).expect("read");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[..2], ["# from mosquitto", legacy.as_str()]);
+    assert!(lines[2].starts_with("alice:$7$1000$"), "{text}");
+    assert!(lines[3].starts_with("bob:$7$2000$"), "{text}");
+    let users = PasswordFile::parse_str(&text).expect("parses");
+    assert!(users.verify("alice", b"pw1"));
+    assert!(users.verify("bob", b"pw2"));
+    assert!(users.verify("dev", b"old"));
+    assert!(!users.verify("alice", b"pw2"));
+
+    // Replace in place, with the default iteration count.
+    succeeds(d, &["passwd", "passwd", "alice", "--password", "pw3"], None);
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert!(text
+        .lines()
+        .nth(2)
+        .expect("line 3")
+        .starts_with("alice:$7$100000$"));
+    let users = PasswordFile::parse_str(&text).expect("parses");
+    assert!(users.verify("alice", b"pw3"));
+    assert!(!users.verify("alice", b"pw1"));
+
+    // Delete.
+    let out = succeeds(d, &["passwd", "passwd", "bob", "--delete"], None);
+    assert!(out.contains("deleted user \"bob\""), "{out}");
+    let users =
+        PasswordFile::parse_str(&std::fs::read_to_string(&file).expect("read")).expect("parses");
+    assert!(users.get("bob").is_none());
+    assert_eq!(users.len(), 2);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // Weak counts, user names with ':', and a broken file are refused.
+    let err = fails(
+        d,
+        &[
+            "passwd",
+            "passwd",
+            "eve",
+            "--password",
+            "pw",
+            "--iterations",
+            "999",
+        ],
+        None,
+    );
+    assert!(err.contains("999"), "{err}");
+    let err = fails(d, &["passwd", "passwd", "e:ve", "--password", "pw"], None);
+    assert!(err.contains("invalid user name"), "{err}");
+    let broken = dir.path("broken");
+    std::fs::write(&broken, "alice:plaintext\n").expect("write");
+    let err = fails(d, &["passwd", "broken", "bob", "--password", "pw"], None);
+    assert!(err.contains("line 1"), "{err}");
 }
 
 #[test]

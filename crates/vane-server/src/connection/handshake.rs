@@ -27,6 +27,8 @@ pub(crate) enum HandshakeError {
     Decode(#[from] DecodeError),
     #[error("CONNECT refused: {0:?}")]
     Refused(ConnAckReason),
+    #[error("CONNECT refused by authentication: {0:?}")]
+    AuthRefused(ConnAckReason),
     #[error("a newer connection took the session over during the handshake")]
     Superseded,
     #[error("i/o error: {0}")]
@@ -44,6 +46,81 @@ pub(crate) struct Accepted {
     pub session_present: bool,
     /// Who the AUTH exchange authenticated, if the CONNECT used one.
     pub authenticated: Option<super::auth::Authenticated>,
+}
+
+/// Where a connection came from, for the decisions and log lines of the handshake.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin {
+    pub peer: std::net::SocketAddr,
+    /// Whether the listener accepts clients that are not authenticated.
+    pub allow_anonymous: bool,
+}
+
+/// Checks the CONNECT's user name and password against the password file, or the listener's
+/// anonymous rule. `Ok` carries the authenticated user name, if any.
+///
+/// A client is anonymous unless a password file is configured and it gives a user name: with
+/// no password file, a user name proves nothing.
+async fn check_password(
+    broker: &Broker,
+    connect: &Connect,
+    client_id: &str,
+    origin: Origin,
+) -> Result<Option<String>, ConnAckReason> {
+    let peer = origin.peer;
+    let username = connect.username.as_ref().map(|u| u.to_string());
+    let passwords = match (&broker.passwords, &username) {
+        (Some(passwords), Some(_)) => passwords.clone(),
+        _ => {
+            if origin.allow_anonymous {
+                return Ok(None);
+            }
+            tracing::info!(
+                %peer,
+                client_id,
+                username = username.as_deref().unwrap_or(""),
+                "CONNECT refused: anonymous clients are not allowed on this listener"
+            );
+            return Err(ConnAckReason::NotAuthorized);
+        }
+    };
+    let user = username.unwrap_or_default();
+    let password = connect.password.clone();
+    let verified = match password {
+        // PBKDF2 takes milliseconds of CPU: off the runtime's workers, so that a storm of
+        // CONNECTs cannot stall the clients already connected.
+        Some(password) => {
+            // Clients waiting for a turn wait no longer than a client may take to send
+            // CONNECT; then they are told the server is busy (MQTT 3.x: return code 3).
+            let timeout = broker.config.mqtt.connect_timeout;
+            let Ok(Ok(_permit)) =
+                tokio::time::timeout(timeout, broker.password_checks.acquire()).await
+            else {
+                tracing::info!(
+                    %peer,
+                    client_id,
+                    username = user.as_str(),
+                    "CONNECT refused: too many password checks waiting"
+                );
+                return Err(ConnAckReason::ServerBusy);
+            };
+            let user = user.clone();
+            tokio::task::spawn_blocking(move || passwords.verify(&user, &password))
+                .await
+                .unwrap_or(false)
+        }
+        None => false,
+    };
+    if verified {
+        return Ok(Some(user));
+    }
+    tracing::info!(
+        %peer,
+        client_id,
+        username = user.as_str(),
+        "CONNECT refused: bad user name or password"
+    );
+    Err(ConnAckReason::BadUserNameOrPassword)
 }
 
 /// Reads until a whole packet is decoded.
@@ -167,6 +244,9 @@ fn refusal_text(reason: ConnAckReason) -> &'static str {
     match reason {
         ConnAckReason::ClientIdentifierNotValid => "client identifier not valid",
         ConnAckReason::BadAuthenticationMethod => "authentication method not supported",
+        ConnAckReason::BadUserNameOrPassword => "bad user name or password",
+        ConnAckReason::NotAuthorized => "not authorized",
+        ConnAckReason::ServerBusy => "server busy",
         ConnAckReason::QoSNotSupported => "will QoS above the server's maximum QoS",
         ConnAckReason::PayloadFormatInvalid => "will payload is marked UTF-8 but is not",
         ConnAckReason::UseAnotherServer => "use another server",
@@ -204,6 +284,7 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     broker: &Broker,
     connect: Box<Connect>,
     io: HandshakeIo<'_, R, W>,
+    origin: Origin,
     now: Instant,
 ) -> Result<Accepted, HandshakeError> {
     let mut io = io;
@@ -230,6 +311,14 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             )
         }
     };
+    // User name and password (MQTT 3.1.2.8/3.1.2.9), or the listener's rule for anonymous
+    // clients, when no AUTH exchange authenticated the client.
+    if authenticated.is_none() {
+        if let Err(reason) = check_password(broker, &connect, &client_id, origin).await {
+            refuse(io.writer, &connect, reason, None).await;
+            return Err(HandshakeError::AuthRefused(reason));
+        }
+    }
     let (slot, guard, seq) = loop {
         let slot = broker
             .registry

@@ -26,7 +26,9 @@ use crate::broker::{Broker, Routed, Subscriber};
 use crate::mailbox::{Congestion, Pull, Spill};
 use crate::persistence;
 use crate::registry::{Kick, SessionSlot};
-use handshake::{accept, read_connect, refuse_undecodable, Accepted, HandshakeError, HandshakeIo};
+use handshake::{
+    accept, read_connect, refuse_undecodable, Accepted, HandshakeError, HandshakeIo, Origin,
+};
 
 /// Bytes of unwritten output above which the task stops taking deliveries from its mailbox.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -155,6 +157,7 @@ fn release_if_idle(buf: &mut BytesMut, moved: usize) {
 pub(crate) async fn serve<R, W>(
     broker: Arc<Broker>,
     peer: SocketAddr,
+    allow_anonymous: bool,
     mut reader: R,
     mut writer: W,
     connect_deadline: tokio::time::Instant,
@@ -197,8 +200,14 @@ pub(crate) async fn serve<R, W>(
         write_buf: &mut write_buf,
         decoder: &mut decoder,
     };
-    let accepted = match accept(&broker, connect, io, now).await {
+    let origin = Origin {
+        peer,
+        allow_anonymous,
+    };
+    let accepted = match accept(&broker, connect, io, origin, now).await {
         Ok(a) => a,
+        // Logged once, with the client id and user name, where it was decided.
+        Err(HandshakeError::AuthRefused(_)) => return,
         Err(e) => {
             info!(%peer, error = %e, "connection refused");
             return;
