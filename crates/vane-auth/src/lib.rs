@@ -47,6 +47,7 @@ pub mod password;
 mod registry;
 pub mod scram;
 mod store;
+mod username;
 
 pub use exchange::{AuthExchange, AuthFailure, AuthStep, Authenticator};
 pub use password::{PasswordFile, PasswordHash};

@@ -222,22 +222,11 @@ pub struct PasswordFileError {
 
 /// Checks that `username` can be stored in a password file.
 pub fn check_username(username: &str) -> Result<(), LineError> {
-    if username.is_empty() {
-        return Err(LineError::InvalidUsername("empty"));
+    if let Some(problem) = crate::username::line_problem(username) {
+        return Err(LineError::InvalidUsername(problem));
     }
     if username.contains(':') {
         return Err(LineError::InvalidUsername("contains ':'"));
-    }
-    if username.starts_with('#') {
-        return Err(LineError::InvalidUsername("starts with '#'"));
-    }
-    if username.trim() != username {
-        return Err(LineError::InvalidUsername(
-            "leading or trailing white space",
-        ));
-    }
-    if username.chars().any(char::is_control) {
-        return Err(LineError::InvalidUsername("control character"));
     }
     Ok(())
 }

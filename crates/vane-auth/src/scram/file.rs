@@ -166,19 +166,8 @@ pub fn load(path: impl AsRef<Path>) -> Result<MemoryCredentialStore, CredentialF
 }
 
 fn check_username(username: &str) -> Result<(), LineError> {
-    if username.is_empty() {
-        return Err(LineError::InvalidUsername("empty"));
-    }
-    if username.starts_with('#') {
-        return Err(LineError::InvalidUsername("starts with '#'"));
-    }
-    if username.trim() != username {
-        return Err(LineError::InvalidUsername(
-            "leading or trailing white space",
-        ));
-    }
-    if username.chars().any(char::is_control) {
-        return Err(LineError::InvalidUsername("control character"));
+    if let Some(problem) = crate::username::line_problem(username) {
+        return Err(LineError::InvalidUsername(problem));
     }
     match stringprep::saslprep(username) {
         Ok(prepared) if prepared == username => Ok(()),
