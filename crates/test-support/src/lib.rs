@@ -24,6 +24,7 @@ use vane_proto::{
 };
 use vane_server::Server;
 
+pub mod certs;
 pub mod enhanced_auth;
 pub mod process;
 

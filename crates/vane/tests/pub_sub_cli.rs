@@ -5,15 +5,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{serve, Proc, VANE};
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::SanType;
+use test_support::certs::{ca as make_ca, client_cert, leaf as make_leaf, server_cert};
 
 /// Starts `vane sub` with stdout piped.
 fn spawn_sub(port: u16, args: &[&str]) -> Proc {
@@ -347,52 +344,6 @@ fn will_and_persistent_session_options() {
 // TLS
 // ---------------------------------------------------------------------------------------------
 
-/// A certificate with its key.
-struct Issued {
-    cert: Certificate,
-    key: KeyPair,
-}
-
-impl Issued {
-    /// Writes `NAME.pem` and `NAME.key` into `dir`.
-    fn write(&self, dir: &Path, name: &str) {
-        std::fs::write(dir.join(format!("{name}.pem")), self.cert.pem()).expect("write cert");
-        std::fs::write(dir.join(format!("{name}.key")), self.key.serialize_pem())
-            .expect("write key");
-    }
-}
-
-fn make_ca(name: &str) -> Issued {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().expect("CA key");
-    let cert = params.self_signed(&key).expect("CA self-signs");
-    Issued { cert, key }
-}
-
-/// A certificate signed by `ca` for `sans` (server) or with no names (client).
-fn make_leaf(ca: &Issued, name: &str, sans: Vec<SanType>, server: bool) -> Issued {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.subject_alt_names = sans;
-    params.extended_key_usages = vec![if server {
-        ExtendedKeyUsagePurpose::ServerAuth
-    } else {
-        ExtendedKeyUsagePurpose::ClientAuth
-    }];
-    let key = KeyPair::generate().expect("leaf key");
-    let cert = params
-        .signed_by(&key, &ca.cert, &ca.key)
-        .expect("CA signs the certificate");
-    Issued { cert, key }
-}
-
 /// A broker with three TLS listeners, and the PEM files the clients use.
 struct TlsBroker {
     _broker: Proc,
@@ -411,16 +362,7 @@ impl TlsBroker {
         let ca = make_ca("vane cli test CA");
         ca.write(dir.path(), "ca");
         make_ca("some other CA").write(dir.path(), "stranger");
-        make_leaf(
-            &ca,
-            "localhost",
-            vec![
-                SanType::DnsName("localhost".try_into().expect("DNS name")),
-                SanType::IpAddress([127, 0, 0, 1].into()),
-            ],
-            true,
-        )
-        .write(dir.path(), "server");
+        server_cert(&ca).write(dir.path(), "server");
         make_leaf(
             &ca,
             "other.example",
@@ -430,7 +372,7 @@ impl TlsBroker {
             true,
         )
         .write(dir.path(), "other");
-        make_leaf(&ca, "alice", Vec::new(), false).write(dir.path(), "alice");
+        client_cert(&ca, "alice").write(dir.path(), "alice");
         std::fs::write(dir.path().join("garbage.key"), "not a key\n").expect("write");
 
         let path = |name: &str| dir.path().join(name).display().to_string();

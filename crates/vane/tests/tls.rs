@@ -6,12 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
-};
 use rustls::pki_types::{PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
+use test_support::certs::{ca, client_cert, server_cert, Issued};
 use test_support::vane_config::{Config, TlsConfig};
 use test_support::vane_proto::{ConnAckReason, Packet, ProtocolVersion, PubAck};
 use test_support::*;
@@ -21,54 +18,6 @@ use tokio_rustls::TlsConnector;
 // ---------------------------------------------------------------------------------------------
 // Certificates
 // ---------------------------------------------------------------------------------------------
-
-/// A certificate with its key.
-struct Issued {
-    cert: Certificate,
-    key: KeyPair,
-}
-
-fn ca(name: &str) -> Issued {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().expect("CA key");
-    let cert = params.self_signed(&key).expect("CA self-signs");
-    Issued { cert, key }
-}
-
-fn server_cert(ca: &Issued) -> Issued {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("server params");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    params.subject_alt_names = vec![
-        SanType::DnsName("localhost".try_into().expect("DNS name")),
-        SanType::IpAddress([127, 0, 0, 1].into()),
-    ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let key = KeyPair::generate().expect("server key");
-    let cert = params
-        .signed_by(&key, &ca.cert, &ca.key)
-        .expect("CA signs the server certificate");
-    Issued { cert, key }
-}
-
-fn client_cert(ca: &Issued, name: &str) -> Issued {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let key = KeyPair::generate().expect("client key");
-    let cert = params
-        .signed_by(&key, &ca.cert, &ca.key)
-        .expect("CA signs the client certificate");
-    Issued { cert, key }
-}
 
 /// The PEM files a TLS listener is configured with, in a directory of the test's own.
 struct Files {
