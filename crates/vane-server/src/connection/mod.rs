@@ -546,9 +546,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             {
                 Spill::Empty => {}
                 Spill::Wait(ticket) => {
-                    if self.durable.is_none() {
-                        self.durable = Some(store.watch());
-                    }
+                    self.watch_durable();
                     return Pull::WaitStore(ticket);
                 }
                 Spill::Taken(seqs) => {
@@ -804,6 +802,12 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
     /// Holds everything written to the client from now on until `ticket` is durable.
     fn hold_output_until(&mut self, ticket: Ticket) {
         self.gate = self.gate.max(ticket);
+        self.watch_durable();
+    }
+
+    /// Subscribes to the store's durable ticket, once per connection that ever waits for it
+    /// (most never do, and keep no receiver).
+    fn watch_durable(&mut self) {
         if self.durable.is_none() {
             self.durable = self.broker.store.as_ref().map(Store::watch);
         }
@@ -816,10 +820,9 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         if store.pending_ops() <= STORE_PENDING_LIMIT {
             return None;
         }
-        if self.durable.is_none() {
-            self.durable = Some(store.watch());
-        }
-        Some(store.durable_ticket() + 1)
+        let progress = store.durable_ticket() + 1;
+        self.watch_durable();
+        Some(progress)
     }
 
     /// True when nothing written to the client waits for the store.
