@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 mod exchange;
+pub mod jwt;
 pub mod password;
 mod registry;
 pub mod scram;
@@ -50,6 +51,7 @@ mod store;
 mod username;
 
 pub use exchange::{AuthExchange, AuthFailure, AuthStep, Authenticator};
+pub use jwt::{JwtIdentity, JwtVerifier, TopicPermissions};
 pub use password::{PasswordFile, PasswordHash};
 pub use registry::{Authenticators, UnknownMethod};
 pub use scram::{ScramAuthenticator, ScramCredentials, SCRAM_SHA_256};
