@@ -129,21 +129,30 @@ pub enum CertIdentity {
 }
 
 impl ListenerConfig {
+    /// Whether a verified client certificate names the client here (`tls.identity`).
+    pub fn names_certificates(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|t| t.identity != CertIdentity::None)
+    }
+
     /// Whether this listener accepts anonymous clients, and why (for the log), given whether
-    /// `[auth] password_file` is configured.
-    pub fn anonymous(&self, password_file: bool) -> (bool, &'static str) {
+    /// a method checking CONNECT credentials is configured (see
+    /// [`AuthConfig::checks_credentials`]). Certificate identities on this listener count as
+    /// such a method.
+    pub fn anonymous(&self, checks_credentials: bool) -> (bool, &'static str) {
         match self.allow_anonymous {
             Some(true) => (true, "allow_anonymous = true"),
             Some(false) => (false, "allow_anonymous = false"),
-            None if password_file => (
+            None if checks_credentials || self.names_certificates() => (
                 false,
-                "a password file is configured (set allow_anonymous = true to accept anonymous clients)",
+                "an authentication method is configured (set allow_anonymous = true to accept anonymous clients)",
             ),
             None if !self.bind.ip().is_loopback() => (
                 false,
                 "not a loopback address (set allow_anonymous = true to accept anonymous clients)",
             ),
-            None => (true, "loopback address and no password file"),
+            None => (true, "loopback address and no authentication method"),
         }
     }
 }
@@ -364,13 +373,27 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
-    /// Whether a method that checks credentials (password file, SCRAM, JWT, HTTP hook) is
-    /// configured.
-    pub fn any_method(&self) -> bool {
-        !self.password_file.is_empty()
-            || !self.scram_credentials.is_empty()
-            || self.jwt.enabled()
-            || self.http.enabled()
+    /// Whether a method that checks CONNECT's user name and password (password file, JWT,
+    /// HTTP hook) is configured: then listeners refuse anonymous clients unless they say
+    /// `allow_anonymous = true`.
+    pub fn checks_credentials(&self) -> bool {
+        !self.password_file.is_empty() || self.jwt.enabled() || self.http.enabled()
+    }
+}
+
+impl Config {
+    /// Whether client ids are bound to the user name that first used them: `auth.bind_client_id`
+    /// when set, otherwise whenever an authentication method is configured (including SCRAM
+    /// and certificate identities).
+    pub fn binds_client_ids(&self) -> bool {
+        self.auth.bind_client_id.unwrap_or_else(|| {
+            self.auth.checks_credentials()
+                || !self.auth.scram_credentials.is_empty()
+                || self
+                    .listeners
+                    .iter()
+                    .any(ListenerConfig::names_certificates)
+        })
     }
 }
 
@@ -674,10 +697,7 @@ impl Config {
         for (i, l) in self.listeners.iter().enumerate() {
             for method in l.auth.iter().flatten() {
                 let configured = match method {
-                    AuthMethod::Certificate => l
-                        .tls
-                        .as_ref()
-                        .is_some_and(|t| t.identity != CertIdentity::None),
+                    AuthMethod::Certificate => l.names_certificates(),
                     AuthMethod::PasswordFile => !self.auth.password_file.is_empty(),
                     AuthMethod::Jwt => self.auth.jwt.enabled(),
                     AuthMethod::Http => self.auth.http.enabled(),
@@ -839,6 +859,48 @@ mod tests {
                 );
             }
             other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn authentication_chain_options_parse_and_are_checked() {
+        let c = Config::parse(
+            "[[listeners]]\nbind = \"127.0.0.1:8883\"\nauth = [\"jwt\", \"http\"]\n[auth.jwt]\nsecret = \"s\"\n[auth.http]\nurl = \"http://127.0.0.1:9000/auth\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.listeners[0].auth,
+            Some(vec![AuthMethod::Jwt, AuthMethod::Http])
+        );
+        assert!(c.binds_client_ids(), "on by default with a method");
+        assert!(!Config::default().binds_client_ids());
+        // Listed but not configured; two key sources; a key that does not fit the algorithm;
+        // an https hook; identity without client_ca.
+        for (text, key) in [
+            (
+                "[[listeners]]\nauth = [\"password_file\"]\n",
+                "listeners[0].auth",
+            ),
+            (
+                "[auth.jwt]\nsecret = \"s\"\njwks_file = \"k.json\"\n",
+                "auth.jwt",
+            ),
+            (
+                "[auth.jwt]\nalgorithm = \"ES256\"\nsecret = \"s\"\n",
+                "auth.jwt.algorithm",
+            ),
+            ("[auth.http]\nurl = \"https://h/auth\"\n", "auth.http.url"),
+            (
+                "[[listeners]]\ntls = { cert = \"c\", key = \"k\", identity = \"cn\" }\n",
+                "listeners[0].tls.identity",
+            ),
+        ] {
+            match Config::parse(text) {
+                Err(ConfigError::Invalid(p)) => {
+                    assert!(p.iter().any(|m| m.starts_with(key)), "{text}: {p:?}")
+                }
+                other => panic!("{text}: expected Invalid, got {other:?}"),
+            }
         }
     }
 

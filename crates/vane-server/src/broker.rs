@@ -72,6 +72,10 @@ pub(crate) struct Broker {
     /// CONNECTs would fill the blocking pool with hashing threads that crowd the runtime's
     /// workers off the cores. One core is left to the workers when there are two or more.
     pub password_checks: tokio::sync::Semaphore,
+    /// JWT verification and the HTTP hook, when configured.
+    pub methods: crate::auth::Methods,
+    /// Whether a client id belongs to the user name that first used it (`auth.bind_client_id`).
+    pub binds_client_ids: bool,
     /// The embedded store; `None` when durability is `memory`.
     pub store: Option<Store>,
     /// Connection tasks running, so that shutdown can wait for them to save their sessions.
@@ -88,6 +92,7 @@ impl Broker {
         config: Config,
         authenticators: vane_auth::Authenticators,
         passwords: Option<Arc<vane_auth::PasswordFile>>,
+        methods: crate::auth::Methods,
         store: Option<Store>,
     ) -> Broker {
         let max_qos = QoS::from_u8(config.mqtt.max_qos).unwrap_or(QoS::ExactlyOnce);
@@ -108,6 +113,8 @@ impl Broker {
             share_policy,
             authenticators,
             passwords,
+            methods,
+            binds_client_ids: config.binds_client_ids(),
             password_checks: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism()
                     .map_or(1, |n| n.get().saturating_sub(1))

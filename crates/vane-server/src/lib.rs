@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod auth_hook;
 mod broker;
 mod connection;
 mod expiry;
@@ -15,3 +16,4 @@ mod server;
 pub mod tls;
 
 pub use server::{Server, ServerError};
+pub use tls::{Reloaded, TlsReloader};

@@ -6,18 +6,18 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error};
 
+use crate::auth::ListenerAuth;
 use crate::broker::Broker;
-use crate::connection;
-use crate::tls;
+use crate::connection::{self, Origin};
+use crate::tls::{self, TlsListener};
 
-/// Accepts connections until shutdown; with an acceptor, every connection is TLS.
+/// Accepts connections until shutdown; with TLS, every connection is TLS.
 pub(crate) async fn run_tcp(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    allow_anonymous: bool,
+    tls: Option<Arc<TlsListener>>,
+    auth: Arc<ListenerAuth>,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -33,12 +33,14 @@ pub(crate) async fn run_tcp(
                     match &tls {
                         // The handshake runs in the connection's own task, so a slow one holds
                         // up no one else.
-                        Some(acceptor) => {
-                            tokio::spawn(tls::serve(broker.clone(), peer, allow_anonymous, stream, acceptor.clone(), connect_deadline, shutdown.clone()));
+                        // The acceptor of the moment: a reload changes it for new connections.
+                        Some(tls_listener) => {
+                            tokio::spawn(tls::serve(broker.clone(), peer, auth.clone(), stream, tls_listener.acceptor(), connect_deadline, shutdown.clone()));
                         }
                         None => {
                             let (reader, writer) = stream.into_split();
-                            tokio::spawn(connection::serve(broker.clone(), peer, allow_anonymous, reader, writer, connect_deadline, shutdown.clone()));
+                            let origin = Origin { peer, listener: auth.clone(), cert_name: None };
+                            tokio::spawn(connection::serve(broker.clone(), origin, reader, writer, connect_deadline, shutdown.clone()));
                         }
                     }
                 }

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 use tracing::info;
 use vane_config::Config;
 
+use crate::auth::ListenerAuth;
 use crate::broker::Broker;
 use crate::listener;
+use crate::tls::{TlsListener, TlsReloader};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +42,8 @@ pub enum ServerError {
 pub struct Server {
     broker: Arc<Broker>,
     listeners: Vec<TcpListener>,
-    /// Per listener, in the same order: its TLS acceptor, if it is a TLS listener.
-    tls: Vec<Option<TlsAcceptor>>,
+    /// Per listener, in the same order: its TLS, if it is a TLS listener.
+    tls: Vec<Option<Arc<TlsListener>>>,
 }
 
 impl Server {
@@ -50,12 +51,13 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let authenticators = crate::auth::load(&config.auth).map_err(ServerError::Auth)?;
         let passwords = crate::auth::load_passwords(&config.auth).map_err(ServerError::Auth)?;
+        let methods = crate::auth::load_methods(&config.auth).map_err(ServerError::Auth)?;
         // Certificates are loaded before anything else starts: a TLS listener whose files
         // cannot be used stops the broker instead of serving plain TCP.
         let mut tls = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
             let acceptor = match &l.tls {
-                Some(t) => Some(crate::tls::acceptor(i, t).map_err(ServerError::Tls)?),
+                Some(t) => Some(Arc::new(TlsListener::load(i, t).map_err(ServerError::Tls)?)),
                 None => None,
             };
             tls.push(acceptor);
@@ -75,7 +77,13 @@ impl Server {
             })?;
             listeners.push(listener);
         }
-        let broker = Arc::new(Broker::new(config, authenticators, passwords, store));
+        let broker = Arc::new(Broker::new(
+            config,
+            authenticators,
+            passwords,
+            methods,
+            store,
+        ));
         if let Some(recovered) = recovered {
             crate::persistence::restore(&broker, recovered).await;
         }
@@ -84,6 +92,12 @@ impl Server {
             listeners,
             tls,
         })
+    }
+
+    /// Reloads the TLS listeners' certificates, keys and client CAs on demand (SIGHUP); it
+    /// stays valid while the server runs.
+    pub fn tls_reloader(&self) -> TlsReloader {
+        TlsReloader(self.tls.iter().flatten().cloned().collect())
     }
 
     /// The addresses actually bound, in configuration order.
@@ -98,24 +112,28 @@ impl Server {
     /// closes their connections.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
-        for ((listener, tls), addr) in self
+        for (index, ((listener, tls), addr)) in self
             .listeners
             .into_iter()
             .zip(self.tls)
             .zip(self.broker.config.listeners.iter())
+            .enumerate()
         {
             let transport = if tls.is_some() { "TLS" } else { "TCP" };
-            let (allow_anonymous, why) = addr.anonymous(self.broker.passwords.is_some());
-            let anonymous = if allow_anonymous {
+            let auth = Arc::new(ListenerAuth::new(&self.broker.config, index));
+            let anonymous = if auth.allow_anonymous {
                 "accepted"
             } else {
                 "refused"
             };
-            info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.bind.to_string()), "listening for MQTT over {transport}; anonymous clients {anonymous}: {why}");
+            info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.bind.to_string()), auth = %auth.describe(), "listening for MQTT over {transport}; anonymous clients {anonymous}: {}", auth.anonymous_why);
+            if let Some(tls) = &tls {
+                tokio::spawn(tls.clone().watch(stop_rx.clone()));
+            }
             tokio::spawn(listener::run_tcp(
                 listener,
                 tls,
-                allow_anonymous,
+                auth,
                 self.broker.clone(),
                 stop_rx.clone(),
             ));

@@ -13,8 +13,9 @@ use vane_proto::{
     ProtocolVersion, QoS,
 };
 
+use super::chain::Identity;
 use crate::broker::Broker;
-use crate::registry::{Kick, SessionGuard, SessionSlot};
+use crate::registry::{Bind, Kick, SessionGuard, SessionSlot};
 
 /// Why a connection ended before it was accepted.
 #[derive(Debug, thiserror::Error)]
@@ -46,81 +47,19 @@ pub(crate) struct Accepted {
     pub session_present: bool,
     /// Who the AUTH exchange authenticated, if the CONNECT used one.
     pub authenticated: Option<super::auth::Authenticated>,
+    /// Who the client is (AUTH exchange or the listener's chain).
+    pub identity: Identity,
 }
 
 /// Where a connection came from, for the decisions and log lines of the handshake.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Origin {
     pub peer: std::net::SocketAddr,
-    /// Whether the listener accepts clients that are not authenticated.
-    pub allow_anonymous: bool,
-}
-
-/// Checks the CONNECT's user name and password against the password file, or the listener's
-/// anonymous rule. `Ok` carries the authenticated user name, if any.
-///
-/// A client is anonymous unless a password file is configured and it gives a user name: with
-/// no password file, a user name proves nothing.
-async fn check_password(
-    broker: &Broker,
-    connect: &Connect,
-    client_id: &str,
-    origin: Origin,
-) -> Result<Option<String>, ConnAckReason> {
-    let peer = origin.peer;
-    let username = connect.username.as_ref().map(|u| u.to_string());
-    let passwords = match (&broker.passwords, &username) {
-        (Some(passwords), Some(_)) => passwords.clone(),
-        _ => {
-            if origin.allow_anonymous {
-                return Ok(None);
-            }
-            tracing::info!(
-                %peer,
-                client_id,
-                username = username.as_deref().unwrap_or(""),
-                "CONNECT refused: anonymous clients are not allowed on this listener"
-            );
-            return Err(ConnAckReason::NotAuthorized);
-        }
-    };
-    let user = username.unwrap_or_default();
-    let password = connect.password.clone();
-    let verified = match password {
-        // PBKDF2 takes milliseconds of CPU: off the runtime's workers, so that a storm of
-        // CONNECTs cannot stall the clients already connected.
-        Some(password) => {
-            // Clients waiting for a turn wait no longer than a client may take to send
-            // CONNECT; then they are told the server is busy (MQTT 3.x: return code 3).
-            let timeout = broker.config.mqtt.connect_timeout;
-            let Ok(Ok(_permit)) =
-                tokio::time::timeout(timeout, broker.password_checks.acquire()).await
-            else {
-                tracing::info!(
-                    %peer,
-                    client_id,
-                    username = user.as_str(),
-                    "CONNECT refused: too many password checks waiting"
-                );
-                return Err(ConnAckReason::ServerBusy);
-            };
-            let user = user.clone();
-            tokio::task::spawn_blocking(move || passwords.verify(&user, &password))
-                .await
-                .unwrap_or(false)
-        }
-        None => false,
-    };
-    if verified {
-        return Ok(Some(user));
-    }
-    tracing::info!(
-        %peer,
-        client_id,
-        username = user.as_str(),
-        "CONNECT refused: bad user name or password"
-    );
-    Err(ConnAckReason::BadUserNameOrPassword)
+    /// How the listener authenticates clients.
+    pub listener: Arc<crate::auth::ListenerAuth>,
+    /// The name of the verified client certificate that the listener's `tls.identity`
+    /// picked, if any.
+    pub cert_name: Option<String>,
 }
 
 /// Reads until a whole packet is decoded.
@@ -311,18 +250,41 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             )
         }
     };
-    // User name and password (MQTT 3.1.2.8/3.1.2.9), or the listener's rule for anonymous
-    // clients, when no AUTH exchange authenticated the client.
-    if authenticated.is_none() {
-        if let Err(reason) = check_password(broker, &connect, &client_id, origin).await {
-            refuse(io.writer, &connect, reason, None).await;
-            return Err(HandshakeError::AuthRefused(reason));
-        }
-    }
+    // The listener's chain (certificate, user name and password, JWT, HTTP hook), or its
+    // rule for anonymous clients, when no AUTH exchange authenticated the client.
+    let identity = match &authenticated {
+        Some(a) => Identity {
+            username: Some(a.username.clone()),
+            method: Some("scram"),
+            permissions: None,
+        },
+        None => match super::chain::authenticate(broker, &connect, &client_id, &origin).await {
+            Ok(identity) => identity,
+            Err(reason) => {
+                refuse(io.writer, &connect, reason, None).await;
+                return Err(HandshakeError::AuthRefused(reason));
+            }
+        },
+    };
     let (slot, guard, seq) = loop {
         let slot = broker
             .registry
             .get_or_create(&client_id, || broker.new_mailbox());
+        // Checked before the takeover starts: a refused client must not kick the owner.
+        if broker.binds_client_ids {
+            if let Bind::Refused { owner } = slot.bind(identity.username.as_deref()) {
+                tracing::info!(
+                    peer = %origin.peer,
+                    %client_id,
+                    username = identity.username.as_deref().unwrap_or(""),
+                    owner = %owner,
+                    "CONNECT refused: the client id is bound to another user name while its session exists"
+                );
+                let reason = ConnAckReason::NotAuthorized;
+                refuse(io.writer, &connect, reason, None).await;
+                return Err(HandshakeError::AuthRefused(reason));
+            }
+        }
         let seq = slot.begin_takeover();
         let guard = slot.acquire().await;
         if !slot.is_latest(seq) {
@@ -408,6 +370,7 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         kick,
         session_present,
         authenticated,
+        identity,
     })
 }
 
