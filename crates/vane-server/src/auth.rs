@@ -79,6 +79,15 @@ pub(crate) fn load_methods(config: &AuthConfig) -> Result<Methods, String> {
     Ok(methods)
 }
 
+/// The authentication methods listener `index` runs, in order (for `vane serve --check`).
+pub fn chain_names(config: &Config, index: usize) -> Vec<&'static str> {
+    ListenerAuth::new(config, index)
+        .chain
+        .iter()
+        .map(|m| m.name())
+        .collect()
+}
+
 /// How one listener authenticates clients.
 #[derive(Debug, Clone)]
 pub(crate) struct ListenerAuth {

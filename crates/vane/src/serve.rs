@@ -44,11 +44,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         vane_server::auth::check(&config.auth)
             .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
         vane_server::tls::check(&config).map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
-        for listener in &config.listeners {
-            let (allowed, why) = listener.anonymous(!config.auth.password_file.is_empty());
+        for (index, listener) in config.listeners.iter().enumerate() {
+            let (allowed, why) = listener.anonymous(config.auth.checks_credentials());
             let anonymous = if allowed { "accepted" } else { "refused" };
+            let chain = vane_server::auth::chain_names(&config, index);
+            let chain = if chain.is_empty() {
+                "none".to_string()
+            } else {
+                chain.join(", ")
+            };
             println!(
-                "listener {}: anonymous clients {anonymous}: {why}",
+                "listener {}: anonymous clients {anonymous}: {why}; authentication methods: {chain}",
                 listener.bind
             );
         }
@@ -65,6 +71,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // arrives while the broker starts still means a graceful shutdown.
         let shutdown = shutdown_signal()?;
         let server = Server::bind(config).await?;
+        reload_tls_on_sighup(server.tls_reloader())?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "vane started");
         server.run(shutdown).await;
         Ok(())
@@ -84,6 +91,29 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
     })
+}
+
+/// On each SIGHUP, reloads every TLS listener's certificate, key and client CAs for new
+/// connections; a listener whose files fail to load keeps its current ones (logged).
+#[cfg(unix)]
+fn reload_tls_on_sighup(reloader: vane_server::TlsReloader) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading TLS certificates");
+            let reloader = reloader.clone();
+            // File reads and key parsing: off the runtime's workers. Each listener logs its
+            // own outcome.
+            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn reload_tls_on_sighup(_: vane_server::TlsReloader) -> anyhow::Result<()> {
+    Ok(())
 }
 
 /// Completes on Ctrl-C.

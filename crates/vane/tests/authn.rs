@@ -174,6 +174,43 @@ async fn the_secret_can_come_from_a_file_and_issuer_is_checked() {
 }
 
 #[tokio::test]
+async fn es256_tokens_verify_against_a_public_key_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key");
+    let key_path = dir.path().join("jwt-public.pem");
+    std::fs::write(&key_path, pair.public_key_pem()).expect("write key");
+    let broker = TestBroker::start(|c| {
+        c.auth.jwt.algorithm = test_support::vane_config::JwtAlgorithm::ES256;
+        c.auth.jwt.public_key_file = key_path.display().to_string();
+        c.auth.jwt.username_claim = "device".into();
+    })
+    .await;
+    let addr = broker.addr();
+    let es_token = |pair: &rcgen::KeyPair| {
+        let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("key");
+        encode(
+            &Header::new(Algorithm::ES256),
+            &json!({"device": "meter-9", "exp": now() + 600}),
+            &key,
+        )
+        .expect("token")
+    };
+    let c = with_login(connect_v5(&unique_id("es")), None, &es_token(&pair));
+    assert_eq!(ack(addr, c).await, ConnAckReason::Success);
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let c = with_login(connect_v5(&unique_id("es")), None, &es_token(&other));
+    assert_eq!(ack(addr, c).await, ConnAckReason::BadUserNameOrPassword);
+    // An HS256 token whose secret is the public key (the algorithm-confusion attack).
+    let confused = token_signed_with(
+        &pair.public_key_pem(),
+        json!({"device": "meter-9", "exp": now() + 600}),
+    );
+    let c = with_login(connect_v5(&unique_id("es")), None, &confused);
+    assert_eq!(ack(addr, c).await, ConnAckReason::BadUserNameOrPassword);
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn an_unusable_jwt_key_stops_the_broker_naming_the_key() {
     let mut config = Config::default();
     config.listeners[0].bind = SocketAddr::from(([127, 0, 0, 1], 0));

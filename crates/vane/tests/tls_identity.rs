@@ -324,3 +324,76 @@ async fn changed_files_are_picked_up_without_a_signal() {
     );
     broker.stop().await;
 }
+
+/// A `vane serve` process, killed if the test ends first.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn vane_serve_reloads_certificates_on_sighup() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (old_ca, new_ca) = (ca("old CA"), ca("new CA"));
+    write_files(dir.path(), &old_ca);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let path = |n: &str| dir.path().join(n).display().to_string();
+    // No polling: only the signal reloads.
+    let config = format!(
+        "[[listeners]]\nbind = \"{addr}\"\nallow_anonymous = true\ntls = {{ cert = \"{}\", key = \"{}\", reload_interval = \"0s\" }}\n[store]\ndurability = \"memory\"\n",
+        path("server.pem"),
+        path("server.key"),
+    );
+    std::fs::write(dir.path().join("vane.toml"), config).expect("write config");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vane"))
+        .args(["serve", "--config", &path("vane.toml")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start vane serve");
+    let mut vane = Process(child);
+    // Serving (and so past installing its signal handlers) once a TLS client gets CONNACK.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while try_connect(addr, client(&old_ca, None), connect_v5(&unique_id("up")))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "vane is not serving TLS"
+        );
+        assert!(vane.0.try_wait().expect("poll").is_none(), "vane exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    write_files(dir.path(), &new_ca);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &vane.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while try_connect(addr, client(&new_ca, None), connect_v5(&unique_id("new")))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new certificate was not loaded after SIGHUP"
+        );
+        assert!(
+            vane.0.try_wait().expect("poll").is_none(),
+            "vane exited on SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(vane.0.try_wait().expect("poll").is_none());
+}

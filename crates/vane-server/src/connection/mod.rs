@@ -306,6 +306,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             peer = %self.peer,
             username = self.identity.username.as_deref().unwrap_or(""),
             auth_method = self.identity.method.unwrap_or("anonymous"),
+            token_topic_limits = self.identity.permissions.is_some(),
             version = %connect.protocol,
             clean_start = connect.clean_start,
             keep_alive = connect.keep_alive,
