@@ -154,10 +154,11 @@ impl HttpHook {
             Ok(pair) => pair,
             Err(e) => return HookVerdict::Unavailable(format!("HTTP: {e}")),
         };
-        // The connection is driven by its own task, which ends with the request (the sender
-        // is dropped when `ask` returns, or when the timeout drops this future).
+        // The connection is driven by its own task. It ends with the request, or at the
+        // timeout: a hook that never answers must not keep a task and a socket per CONNECT.
+        let timeout = self.timeout;
         tokio::spawn(async move {
-            let _ = connection.await;
+            let _ = tokio::time::timeout(timeout, connection).await;
         });
         let path = self
             .uri

@@ -78,7 +78,14 @@ pub(crate) struct TlsListener {
     current: RwLock<TlsAcceptor>,
     /// What the files held when `current` was built, and when a load last failed: a change
     /// is what triggers a reload, and a failure is logged once per content, not every poll.
-    loaded: Mutex<(Option<[u8; 32]>, Option<[u8; 32]>)>,
+    loaded: Mutex<Digests>,
+}
+
+/// Digests of the files' contents (see [`fingerprint`]).
+#[derive(Debug, Clone, Copy)]
+struct Digests {
+    loaded: Option<[u8; 32]>,
+    failed: Option<[u8; 32]>,
 }
 
 /// What a reload did.
@@ -99,7 +106,10 @@ impl TlsListener {
             index,
             config: config.clone(),
             current: RwLock::new(acceptor),
-            loaded: Mutex::new((fingerprint, None)),
+            loaded: Mutex::new(Digests {
+                loaded: fingerprint,
+                failed: None,
+            }),
         })
     }
 
@@ -121,14 +131,17 @@ impl TlsListener {
                 return Err(e);
             }
         };
-        let (loaded, failed) = *self.loaded.lock();
+        let Digests { loaded, failed } = *self.loaded.lock();
         if !force && loaded == Some(fingerprint) {
             return Ok(Reloaded::Unchanged);
         }
         match acceptor(index, &self.config) {
             Ok(new) => {
                 *self.current.write() = new;
-                *self.loaded.lock() = (Some(fingerprint), None);
+                *self.loaded.lock() = Digests {
+                    loaded: Some(fingerprint),
+                    failed: None,
+                };
                 info!(listener = index, cert = %self.config.cert, "TLS certificate, key and client CAs reloaded for new connections");
                 Ok(Reloaded::Reloaded)
             }
@@ -136,7 +149,7 @@ impl TlsListener {
                 if force || failed != Some(fingerprint) {
                     warn!(listener = index, error = %e, "TLS reload failed; keeping the current certificate");
                 }
-                self.loaded.lock().1 = Some(fingerprint);
+                self.loaded.lock().failed = Some(fingerprint);
                 Err(e)
             }
         }
