@@ -281,6 +281,41 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_holds_at_most_cache_size_answers() {
+        let hook = HttpHook::new(&HttpAuthConfig {
+            url: "http://127.0.0.1:9/auth".into(),
+            cache_size: 2,
+            ..HttpAuthConfig::default()
+        })
+        .expect("valid URL");
+        for i in 0..5u8 {
+            hook.remember([i; 32], i % 2 == 0);
+            assert!(hook.cache.lock().len() <= 2);
+        }
+        // The newest answer is always kept.
+        assert_eq!(hook.cache.lock().get(&[4; 32]).map(|e| e.1), Some(true));
+    }
+
+    #[test]
+    fn only_plain_http_urls_with_a_host_are_taken() {
+        for bad in ["https://h/auth", "ftp://h/", "http:///auth", "not a url"] {
+            let config = HttpAuthConfig {
+                url: bad.into(),
+                ..HttpAuthConfig::default()
+            };
+            assert!(HttpHook::new(&config).is_err(), "{bad}");
+        }
+        let config = HttpAuthConfig {
+            url: "http://auth.internal/mqtt".into(),
+            ..HttpAuthConfig::default()
+        };
+        assert_eq!(
+            HttpHook::new(&config).expect("valid").authority,
+            "auth.internal:80"
+        );
+    }
+
+    #[test]
     fn cache_keys_differ_with_every_field_but_the_port() {
         let peer: SocketAddr = "10.0.0.1:5000".parse().expect("addr");
         let base = HookRequest {
