@@ -67,6 +67,74 @@ pub struct TopicPermissions {
     pub subscribe: Vec<String>,
 }
 
+impl TopicPermissions {
+    /// May the client publish to the topic name `topic`? Some `publish` filter must match it.
+    pub fn may_publish(&self, topic: &str) -> bool {
+        self.publish.iter().any(|f| filter_matches(f, topic))
+    }
+
+    /// May the client subscribe to `filter` (without any `$share/<group>/` prefix)? Some
+    /// `subscribe` filter must cover it: match every topic it can match (`a/#` covers
+    /// `a/+/b`, `a/+/b` does not cover `a/#`).
+    pub fn may_subscribe(&self, filter: &str) -> bool {
+        self.subscribe.iter().any(|f| filter_covers(f, filter))
+    }
+
+    /// May the client receive a message published on `topic`? Some `subscribe` filter must
+    /// match it.
+    pub fn may_receive(&self, topic: &str) -> bool {
+        self.subscribe.iter().any(|f| filter_matches(f, topic))
+    }
+}
+
+/// MQTT topic matching, with wildcards at the first level not matching `$` topics
+/// [MQTT-4.7.2-1].
+fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut topic_levels = topic.split('/');
+    for f in filter.split('/') {
+        if f == "#" {
+            return true;
+        }
+        match topic_levels.next() {
+            Some(t) if f == "+" || f == t => {}
+            _ => return false,
+        }
+    }
+    topic_levels.next().is_none()
+}
+
+/// Whether every topic `filter` matches is matched by `pattern`.
+fn filter_covers(pattern: &str, filter: &str) -> bool {
+    let mut p_levels = pattern.split('/');
+    let mut f_levels = filter.split('/');
+    let mut first = true;
+    loop {
+        match (p_levels.next(), f_levels.next()) {
+            (Some("#"), Some(f)) => return !(first && f.starts_with('$')),
+            // `a/#` matches `a` too.
+            (Some("#"), None) => return true,
+            (Some(_), Some("#")) => return false,
+            (Some("+"), Some(f)) => {
+                if first && f.starts_with('$') {
+                    return false;
+                }
+            }
+            (Some(_), Some("+")) => return false,
+            (Some(p), Some(f)) => {
+                if p != f {
+                    return false;
+                }
+            }
+            (None, None) => return true,
+            _ => return false,
+        }
+        first = false;
+    }
+}
+
 /// Who a valid token names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtIdentity {

@@ -310,3 +310,42 @@ fn keys_that_do_not_fit_the_algorithm_are_refused_at_load() {
     )
     .is_err());
 }
+
+#[test]
+fn token_permissions_match_topics_and_cover_filters() {
+    let p = TopicPermissions {
+        publish: vec!["sensors/7/#".into(), "status/+".into()],
+        subscribe: vec!["cmd/7/#".into(), "broadcast/+/news".into()],
+    };
+    assert!(p.may_publish("sensors/7"));
+    assert!(p.may_publish("sensors/7/temp/c"));
+    assert!(p.may_publish("status/7"));
+    assert!(!p.may_publish("sensors/8/temp"));
+    assert!(!p.may_publish("status/7/extra"));
+    assert!(!p.may_publish("cmd/7"));
+    // Subscribe: the filter must be covered, not merely overlap.
+    assert!(p.may_subscribe("cmd/7/#"));
+    assert!(p.may_subscribe("cmd/7/+/reboot"));
+    assert!(p.may_subscribe("cmd/7"));
+    assert!(p.may_subscribe("broadcast/+/news"));
+    assert!(p.may_subscribe("broadcast/eu/news"));
+    assert!(!p.may_subscribe("broadcast/#"));
+    assert!(!p.may_subscribe("broadcast/eu/+"));
+    assert!(!p.may_subscribe("cmd/#"));
+    assert!(!p.may_subscribe("#"));
+    assert!(p.may_receive("cmd/7/reboot"));
+    assert!(p.may_receive("broadcast/eu/news"));
+    assert!(!p.may_receive("broadcast/eu/sports"));
+    // [MQTT-4.7.2-1] first-level wildcards never reach `$` topics.
+    let all = TopicPermissions {
+        publish: vec!["#".into()],
+        subscribe: vec!["+/#".into()],
+    };
+    assert!(!all.may_publish("$SYS/broker/load"));
+    assert!(!all.may_subscribe("$SYS/#"));
+    assert!(!all.may_receive("$SYS/x"));
+    assert!(all.may_subscribe("a/b"));
+    // No claim for a direction: nothing in it.
+    let none = TopicPermissions::default();
+    assert!(!none.may_publish("a") && !none.may_subscribe("a") && !none.may_receive("a"));
+}
