@@ -7,6 +7,7 @@ pub mod auth;
 mod broker;
 mod connection;
 mod expiry;
+mod limits;
 mod listener;
 mod mailbox;
 mod persistence;
@@ -14,4 +15,4 @@ mod registry;
 mod server;
 pub mod tls;
 
-pub use server::{Server, ServerError};
+pub use server::{BanListHandle, Server, ServerError};

@@ -166,18 +166,10 @@ impl Session {
         self.payload_format_invalid
     }
 
-    /// True when a topic name or filter is longer than `max_topic_length` bytes or has more
-    /// than `max_topic_levels` levels.
+    /// True when a topic name or filter is beyond the configured topic limits (see
+    /// [`SessionConfig::topic_exceeds_limits`]).
     pub fn topic_exceeds_limits(&self, topic: &str) -> bool {
-        let c = &self.config;
-        if topic.len() > c.max_topic_length {
-            return true;
-        }
-        // A topic of n bytes has at most n + 1 levels: short topics, the usual case, are not
-        // scanned.
-        c.max_topic_levels != 0
-            && topic.len() >= c.max_topic_levels
-            && topic.bytes().filter(|&b| b == b'/').count() + 1 > c.max_topic_levels
+        self.config.topic_exceeds_limits(topic)
     }
 
     /// MQTT 5.0 QoS 0 PUBLISH packets dropped because their topic was beyond the topic limits.

@@ -46,6 +46,21 @@ pub struct SessionConfig {
     pub max_topic_levels: usize,
 }
 
+impl SessionConfig {
+    /// True when a topic name or filter is longer than `max_topic_length` bytes or has more
+    /// than `max_topic_levels` levels.
+    pub fn topic_exceeds_limits(&self, topic: &str) -> bool {
+        if topic.len() > self.max_topic_length {
+            return true;
+        }
+        // A topic of n bytes has at most n + 1 levels: short topics, the usual case, are not
+        // scanned.
+        self.max_topic_levels != 0
+            && topic.len() >= self.max_topic_levels
+            && topic.bytes().filter(|&b| b == b'/').count() + 1 > self.max_topic_levels
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {

@@ -24,6 +24,7 @@ use vane_store::{Op, Store, Ticket};
 
 use crate::broker::{Broker, Routed, Subscriber};
 use crate::mailbox::{Congestion, Pull, Spill};
+use crate::limits::{OverBudget, PublishBudget};
 use crate::persistence;
 use crate::registry::{Kick, SessionSlot};
 use handshake::{
@@ -70,6 +71,9 @@ enum End {
     /// The store failed: what the client is owed an acknowledgement for cannot be made
     /// durable.
     StoreFailed(String),
+    /// The client published beyond `limits.publish_rate` or `limits.publish_bandwidth` with
+    /// `limits.rate_exceeded = "disconnect"`.
+    RateExceeded,
 }
 
 impl End {
@@ -83,6 +87,7 @@ impl End {
             End::Shutdown => Some(DisconnectReason::ServerShuttingDown),
             End::Auth(reason) => Some(*reason),
             End::StoreFailed(_) => Some(DisconnectReason::UnspecifiedError),
+            End::RateExceeded => Some(DisconnectReason::MessageRateTooHigh),
         }
     }
 
@@ -96,6 +101,7 @@ impl End {
             End::Shutdown => "the server is shutting down".into(),
             End::Auth(_) => "re-authentication failed".into(),
             End::StoreFailed(_) => "the server cannot store messages".into(),
+            End::RateExceeded => "publish rate or bandwidth above the server's limit".into(),
         }
     }
 
@@ -107,7 +113,8 @@ impl End {
             | End::Closed(_)
             | End::Decode(_)
             | End::Session(_)
-            | End::Auth(_) => true,
+            | End::Auth(_)
+            | End::RateExceeded => true,
             End::TakenOver => v5,
             End::Shutdown | End::StoreFailed(_) => false,
         }
@@ -215,6 +222,7 @@ pub(crate) async fn serve<R, W>(
     };
     release_if_idle(&mut read_buf, 0);
     release_if_idle(&mut write_buf, 0);
+    let broker_limits = broker.config.limits.clone();
     let mut conn = Connection {
         broker,
         peer,
@@ -234,6 +242,8 @@ pub(crate) async fn serve<R, W>(
         gate: 0,
         durable: None,
         events: Vec::new(),
+        budget: PublishBudget::new(&broker_limits, now),
+        throttled_until: None,
     };
     conn.run(accepted, shutdown).await;
 }
@@ -267,6 +277,10 @@ struct Connection<R, W> {
     gate: Ticket,
     durable: Option<watch::Receiver<Ticket>>,
     events: Vec<StoreEvent>,
+    /// The client's publish budget, when `limits.publish_rate` or `publish_bandwidth` is set.
+    budget: Option<Box<PublishBudget>>,
+    /// Reading is paused until then: the client spent its publish budget.
+    throttled_until: Option<tokio::time::Instant>,
 }
 
 /// Counts a running connection task for as long as it lives.
@@ -400,6 +414,9 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             End::StoreFailed(why) => {
                 warn!(%client_id, peer = %self.peer, error = %why, "connection closed: the store failed, acknowledgements owed to the client cannot be made durable")
             }
+            End::RateExceeded => {
+                warn!(%client_id, peer = %self.peer, "connection closed: publishing above limits.publish_rate or limits.publish_bandwidth")
+            }
         }
         if dropped > 0 && !taken_over {
             warn!(%client_id, dropped, "messages dropped for this client because its queue was full");
@@ -457,7 +474,9 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             let want_mailbox = pull == Pull::Empty;
             let want_read = self.write_buf.len() < READ_PAUSE_WRITE_BACKLOG
                 && self.deferred_bytes < DEFERRED_LIMIT
-                && store_behind.is_none();
+                && store_behind.is_none()
+                && self.throttled_until.is_none();
+            let throttled = self.throttled_until;
             tokio::select! {
                 biased;
                 _ = &mut *kick => return End::TakenOver,
@@ -494,7 +513,13 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 }
                 _ = slot.mailbox.notified(), if want_mailbox => {}
                 _ = wait_for_space(self.congested.as_ref(), space_wait), if space_wait.is_some() => {}
+                _ = sleep_until(throttled), if throttled.is_some() => self.throttled_until = None,
                 _ = sleep_until(deadline), if deadline.is_some() => {
+                    if throttled.is_some() {
+                        // The broker is the one not reading: what the client sent meanwhile
+                        // waits unread, so its keep alive is not held against it.
+                        session.note_received(Instant::now());
+                    }
                     if let Err(e) = session.handle_timeout(Instant::now()) {
                         return End::Session(e);
                     }
@@ -580,11 +605,24 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
     ) -> Option<End> {
         let now = Instant::now();
         loop {
+            let before = self.read_buf.len();
             let packet = match self.decoder.decode(&mut self.read_buf) {
                 Ok(Some(p)) => p,
                 Ok(None) => return None,
                 Err(e) => return Some(End::Decode(e)),
             };
+            if let (Some(budget), Packet::Publish(_)) = (&mut self.budget, &packet) {
+                let size = before.saturating_sub(self.read_buf.len());
+                match budget.charge(size, now) {
+                    OverBudget::No => {}
+                    OverBudget::Pause(wait) => {
+                        // Handled now, paid for by not reading until the debt is gone.
+                        let until = tokio::time::Instant::from_std(now + wait);
+                        self.throttled_until = Some(self.throttled_until.map_or(until, |t| t.max(until)));
+                    }
+                    OverBudget::Disconnect => return Some(End::RateExceeded),
+                }
+            }
             let paused = self.congested.is_some() || !self.deferred.is_empty();
             if paused && !passes_deferred(&packet) {
                 session.note_received(now);
