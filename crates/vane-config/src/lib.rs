@@ -703,6 +703,26 @@ mod tests {
     }
 
     #[test]
+    fn limits_parse_and_are_checked() {
+        let c = Config::parse(
+            "[limits]\npublish_bandwidth = \"64KiB\"\nrate_exceeded = \"disconnect\"\n[limits.flapping]\nenabled = true\nwindow = \"30s\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.limits.publish_bandwidth, ByteSize(64 * 1024));
+        assert_eq!(c.limits.rate_exceeded, RateExceeded::Disconnect);
+        assert_eq!(c.limits.flapping.window, Duration::from_secs(30));
+        match Config::parse(
+            "[limits]\nmax_topic_length = 0\nconnection_burst_per_source = 5\n[limits.flapping]\nenabled = true\nmax_connects = 0\nban = \"0s\"\n",
+        ) {
+            Err(ConfigError::Invalid(p)) => {
+                assert_eq!(p.len(), 4, "{p:?}");
+                assert!(p.iter().all(|m| m.starts_with("limits.")), "{p:?}");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn human_units_parse() {
         let c = Config::parse(
             "[mqtt]\nmax_packet_size = \"256KiB\"\nconnect_timeout = \"2s\"\n[queue]\noverflow = \"drop-newest\"\n",

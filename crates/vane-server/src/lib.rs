@@ -16,3 +16,9 @@ mod server;
 pub mod tls;
 
 pub use server::{BanListHandle, Server, ServerError};
+
+/// Checks that the `[limits]` configuration can be used (the ban file reads and parses), for
+/// `vane serve --check`.
+pub fn check_limits(config: &vane_config::Config) -> Result<(), String> {
+    limits::Limits::new(config).map(|_| ())
+}

@@ -15,7 +15,6 @@ use crate::tls;
 
 /// Accepts connections until shutdown; with an acceptor, every connection is TLS. `index` is
 /// the listener's place in the configuration, for its connection cap.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_tcp(
     listener: TcpListener,
     index: usize,

@@ -12,9 +12,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use test_support::certs::{ca, server_cert};
 use test_support::vane_config::{ByteSize, Config, RateExceeded, TlsConfig};
-use test_support::vane_proto::{
-    ConnAckReason, DisconnectReason, Packet, PubAck, PubAckReason,
-};
+use test_support::vane_proto::{ConnAckReason, DisconnectReason, Packet, PubAck, PubAckReason};
 use test_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -45,11 +43,7 @@ fn connect_bytes(connect: test_support::vane_proto::Connect) -> Vec<u8> {
 /// Asserts that a CONNECT on a new socket gets no answer at all: closed at accept.
 async fn closed_at_accept(addr: SocketAddr) {
     let got = bytes_until_close(addr, &connect_bytes(connect_v311(&unique_id("refused")))).await;
-    assert_eq!(
-        got,
-        Some(Vec::new()),
-        "closed at accept, without a CONNACK"
-    );
+    assert_eq!(got, Some(Vec::new()), "closed at accept, without a CONNACK");
 }
 
 /// Connects until `addr` accepts again (a closed client's place is given back when its task
@@ -130,7 +124,9 @@ async fn connections_beyond_the_rate_per_source_are_closed_at_accept() {
 /// A client configuration trusting `ca`.
 fn tls_client(ca: &test_support::certs::Issued) -> ClientConfig {
     let mut roots = RootCertStore::empty();
-    roots.add(ca.cert.der().clone()).expect("CA is a valid root");
+    roots
+        .add(ca.cert.der().clone())
+        .expect("CA is a valid root");
     ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth()
@@ -309,7 +305,11 @@ async fn a_flapping_client_id_is_banned_with_0x8a() {
     let (_, ack) = TestClient::connect_with_ack(broker.addr(), connect_v5(&id)).await;
     assert_eq!(ack.reason, ConnAckReason::Banned);
     let got = bytes_until_close(broker.addr(), &connect_bytes(connect_v311(&id))).await;
-    assert_eq!(got, Some(vec![0x20, 0x02, 0x00, 0x05]), "still banned, code 5");
+    assert_eq!(
+        got,
+        Some(vec![0x20, 0x02, 0x00, 0x05]),
+        "still banned, code 5"
+    );
     // Other client ids are not affected.
     TestClient::connect(broker.addr(), connect_v5(&unique_id("steady")))
         .await
@@ -327,13 +327,15 @@ async fn subscriptions_beyond_max_subscriptions_per_client_get_0x97_and_0x80() {
     // a subscription does not count.
     let broker = TestBroker::start(|c| c.limits.max_subscriptions_per_client = 2).await;
     let mut c = TestClient::connect(broker.addr(), connect_v5(&unique_id("subs"))).await;
-    c.send(subscribe_many(1, &[("a", 0), ("b", 0), ("c", 0)])).await;
+    c.send(subscribe_many(1, &[("a", 0), ("b", 0), ("c", 0)]))
+        .await;
     c.expect(suback(1, &[0x00, 0x00, 0x97])).await;
     c.send(subscribe(2, "a", 1)).await;
     c.expect(suback(2, &[0x01])).await;
 
     let mut c = TestClient::connect(broker.addr(), connect_v311(&unique_id("subs"))).await;
-    c.send(subscribe_many(1, &[("a", 0), ("b", 0), ("c", 0)])).await;
+    c.send(subscribe_many(1, &[("a", 0), ("b", 0), ("c", 0)]))
+        .await;
     c.expect(suback(1, &[0x00, 0x00, 0x80])).await;
 }
 
@@ -348,8 +350,11 @@ async fn topics_beyond_the_length_and_level_limits_are_refused() {
     })
     .await;
     let mut c = TestClient::connect(broker.addr(), connect_v5(&unique_id("topics"))).await;
-    c.send(subscribe_many(1, &[("a/b/c/d", 0), ("a/b/c", 0), ("x".repeat(21).as_str(), 0)]))
-        .await;
+    c.send(subscribe_many(
+        1,
+        &[("a/b/c/d", 0), ("a/b/c", 0), ("x".repeat(21).as_str(), 0)],
+    ))
+    .await;
     c.expect(suback(1, &[0x8F, 0x00, 0x8F])).await;
     c.send(publish("a/b/c/d", 1, 7, "deep")).await;
     c.expect(Packet::PubAck(PubAck::with_reason(

@@ -3328,7 +3328,11 @@ fn subscriptions_beyond_the_cap_get_0x97_and_0x80_in_v311() {
     let subs = expect_subscribe(s.handle_packet(
         subscribe(
             1,
-            &[("a", QoS::AtMostOnce), ("b", QoS::AtMostOnce), ("c", QoS::AtMostOnce)],
+            &[
+                ("a", QoS::AtMostOnce),
+                ("b", QoS::AtMostOnce),
+                ("c", QoS::AtMostOnce),
+            ],
         ),
         clock.at(1),
     ));
@@ -3346,9 +3350,8 @@ fn subscriptions_beyond_the_cap_get_0x97_and_0x80_in_v311() {
         })]
     );
     // Replacing an existing subscription does not count against the cap.
-    let subs = expect_subscribe(
-        s.handle_packet(subscribe(2, &[("a", QoS::AtLeastOnce)]), clock.at(2)),
-    );
+    let subs =
+        expect_subscribe(s.handle_packet(subscribe(2, &[("a", QoS::AtLeastOnce)]), clock.at(2)));
     assert!(subs[0].existed);
     // After an unsubscribe there is room for one more.
     s.handle_packet(unsubscribe(3, &["b"]), clock.at(3))
@@ -3391,7 +3394,10 @@ fn filters_beyond_the_topic_limits_get_0x8f_and_0x80_in_v311() {
     ));
     assert_eq!(subs.len(), 2, "the share prefix does not count as levels");
     let (bytes, _) = drain_bytes(&mut s, clock.at(1));
-    assert_eq!(&bytes[..], &[0x90, 0x07, 0x00, 0x01, 0x00, 0x8F, 0x8F, 0x00, 0x00]);
+    assert_eq!(
+        &bytes[..],
+        &[0x90, 0x07, 0x00, 0x01, 0x00, 0x8F, 0x8F, 0x00, 0x00]
+    );
 
     let mut s = limited(&connect_v311("c"), clock);
     assert_eq!(

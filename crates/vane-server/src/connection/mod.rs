@@ -23,8 +23,8 @@ use vane_proto::{
 use vane_store::{Op, Store, Ticket};
 
 use crate::broker::{Broker, Routed, Subscriber};
-use crate::mailbox::{Congestion, Pull, Spill};
 use crate::limits::{OverBudget, PublishBudget};
+use crate::mailbox::{Congestion, Pull, Spill};
 use crate::persistence;
 use crate::registry::{Kick, SessionSlot};
 use handshake::{
@@ -618,7 +618,8 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                     OverBudget::Pause(wait) => {
                         // Handled now, paid for by not reading until the debt is gone.
                         let until = tokio::time::Instant::from_std(now + wait);
-                        self.throttled_until = Some(self.throttled_until.map_or(until, |t| t.max(until)));
+                        self.throttled_until =
+                            Some(self.throttled_until.map_or(until, |t| t.max(until)));
                     }
                     OverBudget::Disconnect => return Some(End::RateExceeded),
                 }

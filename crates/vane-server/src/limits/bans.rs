@@ -143,8 +143,7 @@ impl BanList {
 
     /// Reads and parses a ban file.
     pub(crate) fn load(path: &str) -> Result<BanList, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
         BanList::parse(&text).map_err(|e| format!("{path}: {e}"))
     }
 

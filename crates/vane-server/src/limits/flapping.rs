@@ -162,7 +162,10 @@ mod tests {
         assert_eq!(f.connect("new", t0), Flap::Allowed);
         assert_eq!(f.tracked(), MAX_TRACKED);
         // After the window, the idle entries go.
-        assert_eq!(f.connect("new", t0 + Duration::from_secs(61)), Flap::Allowed);
+        assert_eq!(
+            f.connect("new", t0 + Duration::from_secs(61)),
+            Flap::Allowed
+        );
         assert_eq!(f.tracked(), 1);
     }
 }

@@ -89,7 +89,11 @@ impl Limits {
             max_connections,
             listener_caps: config.listeners.iter().map(|l| l.max_connections).collect(),
             open: AtomicUsize::new(0),
-            open_per_listener: config.listeners.iter().map(|_| AtomicUsize::new(0)).collect(),
+            open_per_listener: config
+                .listeners
+                .iter()
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
             rates,
             ban_file: l.ban_file.clone(),
             bans: RwLock::new(Arc::new(bans)),
@@ -310,7 +314,9 @@ fn default_max_connections() -> usize {
             line.split_whitespace().nth(3)?.parse::<usize>().ok()
         });
     match soft {
-        Some(n) => n.saturating_sub(DESCRIPTOR_HEADROOM).max(DESCRIPTOR_HEADROOM),
+        Some(n) => n
+            .saturating_sub(DESCRIPTOR_HEADROOM)
+            .max(DESCRIPTOR_HEADROOM),
         None => FALLBACK_MAX_CONNECTIONS,
     }
 }
@@ -339,12 +345,18 @@ mod tests {
                 ..Default::default()
             });
         });
-        let a = l.admit(0, peer("192.0.2.1:1000")).ok().expect("first");
-        assert_eq!(l.admit(0, peer("192.0.2.1:1001")).err(), Some(Refusal::ListenerCap));
-        let b = l.admit(1, peer("192.0.2.1:1002")).ok().expect("other listener");
-        assert_eq!(l.admit(1, peer("192.0.2.1:1003")).err(), Some(Refusal::GlobalCap));
+        let a = l.admit(0, peer("192.0.2.1:1000")).expect("first");
+        assert_eq!(
+            l.admit(0, peer("192.0.2.1:1001")).err(),
+            Some(Refusal::ListenerCap)
+        );
+        let b = l.admit(1, peer("192.0.2.1:1002")).expect("other listener");
+        assert_eq!(
+            l.admit(1, peer("192.0.2.1:1003")).err(),
+            Some(Refusal::GlobalCap)
+        );
         drop(a);
-        let _c = l.admit(0, peer("192.0.2.1:1004")).ok().expect("room again");
+        let _c = l.admit(0, peer("192.0.2.1:1004")).expect("room again");
         drop(b);
         assert_eq!(l.open.load(Ordering::Acquire), 1);
     }
@@ -357,19 +369,25 @@ mod tests {
         });
         let mut held = Vec::new();
         for _ in 0..2 {
-            held.push(l.admit(0, peer("192.0.2.1:1")).ok().expect("burst"));
+            held.push(l.admit(0, peer("192.0.2.1:1")).expect("burst"));
         }
-        assert_eq!(l.admit(0, peer("192.0.2.1:1")).err(), Some(Refusal::SourceRate));
+        assert_eq!(
+            l.admit(0, peer("192.0.2.1:1")).err(),
+            Some(Refusal::SourceRate)
+        );
         assert!(l.admit(0, peer("192.0.2.2:1")).is_ok(), "another address");
         for _ in 0..2 {
-            held.push(l.admit(0, peer("[2001:db8::1]:1")).ok().expect("burst"));
+            held.push(l.admit(0, peer("[2001:db8::1]:1")).expect("burst"));
         }
         assert_eq!(
             l.admit(0, peer("[2001:db8::ffff]:1")).err(),
             Some(Refusal::SourceRate),
             "same /64"
         );
-        assert!(l.admit(0, peer("[2001:db8:0:1::1]:1")).is_ok(), "another /64");
+        assert!(
+            l.admit(0, peer("[2001:db8:0:1::1]:1")).is_ok(),
+            "another /64"
+        );
     }
 
     #[test]
@@ -384,7 +402,10 @@ mod tests {
             l.check_connect("a", None),
             Err(ConnectBan::List(Banned::ClientId))
         );
-        assert_eq!(l.admit(0, peer("192.0.2.9:1")).err(), Some(Refusal::BannedAddress));
+        assert_eq!(
+            l.admit(0, peer("192.0.2.9:1")).err(),
+            Some(Refusal::BannedAddress)
+        );
         // A broken file leaves the list in force, naming the line.
         std::fs::write(&file, "client a\nbogus b\n").expect("write");
         let err = l.reload_bans().expect_err("line 2 is bad");

@@ -49,7 +49,10 @@ impl PublishBudget {
     /// Charges one PUBLISH of `size` bytes (the whole packet) read at `now`.
     pub(crate) fn charge(&mut self, size: usize, now: Instant) -> OverBudget {
         if self.disconnect {
-            let within = self.messages.as_mut().is_none_or(|b| b.would_allow(1.0, now))
+            let within = self
+                .messages
+                .as_mut()
+                .is_none_or(|b| b.would_allow(1.0, now))
                 && self
                     .bytes
                     .as_mut()
@@ -113,8 +116,7 @@ mod tests {
     #[test]
     fn bandwidth_pauses_for_the_debt() {
         let t0 = Instant::now();
-        let mut b =
-            PublishBudget::new(&limits(0, 1000, RateExceeded::Pause), t0).expect("budget");
+        let mut b = PublishBudget::new(&limits(0, 1000, RateExceeded::Pause), t0).expect("budget");
         assert_eq!(b.charge(1000, t0), OverBudget::No);
         assert_eq!(
             b.charge(500, t0),
