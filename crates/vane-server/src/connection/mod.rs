@@ -332,6 +332,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             .await;
         // Boxed: needed once, at the end, it need not widen the task for the whole connection.
         Box::pin(self.finish(&mut session, &end, problem_info)).await;
+        let refused_topics = session.topic_limit_dropped();
 
         let now = Instant::now();
         let mut will_delay = None;
@@ -420,6 +421,9 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         }
         if dropped > 0 && !taken_over {
             warn!(%client_id, dropped, "messages dropped for this client because its queue was full");
+        }
+        if refused_topics > 0 {
+            warn!(%client_id, dropped = refused_topics, "QoS 0 messages from this client dropped: topic beyond limits.max_topic_length or limits.max_topic_levels");
         }
     }
 
