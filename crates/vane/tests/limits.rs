@@ -105,20 +105,30 @@ async fn connections_beyond_the_rate_per_source_are_closed_at_accept() {
         c.limits.connection_burst_per_source = 3;
     })
     .await;
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(TestClient::connect(broker.addr(), connect_v311(&unique_id("burst"))).await);
+    // Thirteen connections opened back to back: the burst of three and whatever refilled
+    // meanwhile are served (they wait for CONNECT), the rest are closed at once.
+    let mut streams = Vec::new();
+    for _ in 0..13 {
+        streams.push(TcpStream::connect(broker.addr()).await.expect("TCP connect"));
     }
-    // Ten more at once: at most a few can have refilled, so most are refused.
-    let mut refused = 0;
-    for _ in 0..10 {
-        let got =
-            bytes_until_close(broker.addr(), &connect_bytes(connect_v311(&unique_id("x")))).await;
-        if got == Some(Vec::new()) {
-            refused += 1;
+    let waits = streams.into_iter().map(|mut s| {
+        tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            // Closed (end of stream or reset, nothing read) or still open after 2 s.
+            matches!(
+                tokio::time::timeout(DEFAULT_TIMEOUT, s.read(&mut buf)).await,
+                Ok(Ok(0)) | Ok(Err(_))
+            )
+        })
+    });
+    let mut closed = 0;
+    for w in waits.collect::<Vec<_>>() {
+        if w.await.expect("reader task") {
+            closed += 1;
         }
     }
-    assert!(refused > 0, "no connection refused beyond the burst");
+    assert!(closed > 0, "no connection refused beyond the burst");
+    assert!(closed <= 10, "the burst of three is served, {closed} closed");
 }
 
 /// A client configuration trusting `ca`.
