@@ -47,7 +47,7 @@ pub struct BanListHandle(Arc<crate::limits::Limits>);
 impl BanListHandle {
     /// Re-reads `limits.ban_file`. A file that cannot be read or parsed leaves the list in
     /// force unchanged; the error names the file and line. Returns the entries now in force.
-    /// Connected clients are not checked again: a new ban applies to new connections.
+    /// Connected clients the new list bans are disconnected (MQTT 5.0: DISCONNECT 0x98).
     pub fn reload(&self) -> Result<usize, String> {
         self.0.reload_bans()
     }

@@ -109,7 +109,11 @@ async fn connections_beyond_the_rate_per_source_are_closed_at_accept() {
     // meanwhile are served (they wait for CONNECT), the rest are closed at once.
     let mut streams = Vec::new();
     for _ in 0..13 {
-        streams.push(TcpStream::connect(broker.addr()).await.expect("TCP connect"));
+        streams.push(
+            TcpStream::connect(broker.addr())
+                .await
+                .expect("TCP connect"),
+        );
     }
     let waits = streams.into_iter().map(|mut s| {
         tokio::spawn(async move {
@@ -128,7 +132,10 @@ async fn connections_beyond_the_rate_per_source_are_closed_at_accept() {
         }
     }
     assert!(closed > 0, "no connection refused beyond the burst");
-    assert!(closed <= 10, "the burst of three is served, {closed} closed");
+    assert!(
+        closed <= 10,
+        "the burst of three is served, {closed} closed"
+    );
 }
 
 /// A client configuration trusting `ca`.
@@ -266,7 +273,7 @@ async fn an_unparseable_ban_file_stops_the_broker_naming_the_line() {
 }
 
 #[tokio::test]
-async fn reloading_the_ban_file_bans_new_connections() {
+async fn reloading_the_ban_file_disconnects_banned_clients_and_bans_new_ones() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::default();
     config.listeners[0].bind = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -280,12 +287,22 @@ async fn reloading_the_ban_file_bans_new_connections() {
     let task = tokio::spawn(server.run(async move {
         let _ = rx.await;
     }));
-    TestClient::connect(addr, connect_v5("later-banned"))
-        .await
-        .disconnect()
+    let mut by_id = TestClient::connect(addr, connect_v5("later-banned")).await;
+    let mut connect = connect_v311(&unique_id("by-user"));
+    connect.username = Some("later-banned-user".into());
+    let mut by_user = TestClient::connect(addr, connect).await;
+    let mut other = TestClient::connect(addr, connect_v5(&unique_id("not-banned"))).await;
+    std::fs::write(&path, "client later-banned\nuser later-banned-user\n").expect("write");
+    assert_eq!(bans.reload(), Ok(2));
+    // Connected clients the new list bans are disconnected: MQTT 5.0 DISCONNECT 0x98
+    // Administrative action (DISCONNECT has no 0x8A); MQTT 3.x: the close.
+    by_id
+        .expect_closed_with(DisconnectReason::AdministrativeAction)
         .await;
-    std::fs::write(&path, "client later-banned\n").expect("write");
-    assert_eq!(bans.reload(), Ok(1));
+    assert!(by_user.expect_closed().await.is_none());
+    other.send(pingreq()).await;
+    other.expect(Packet::PingResp).await;
+    // New connections get CONNACK 0x8A.
     let (_, ack) = TestClient::connect_with_ack(addr, connect_v5("later-banned")).await;
     assert_eq!(ack.reason, ConnAckReason::Banned);
     let _ = tx.send(());

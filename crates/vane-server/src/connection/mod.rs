@@ -74,6 +74,8 @@ enum End {
     /// The client published beyond `limits.publish_rate` or `limits.publish_bandwidth` with
     /// `limits.rate_exceeded = "disconnect"`.
     RateExceeded,
+    /// A reloaded ban list bans the client.
+    Banned,
 }
 
 impl End {
@@ -88,6 +90,8 @@ impl End {
             End::Auth(reason) => Some(*reason),
             End::StoreFailed(_) => Some(DisconnectReason::UnspecifiedError),
             End::RateExceeded => Some(DisconnectReason::MessageRateTooHigh),
+            // DISCONNECT has no 0x8A Banned; the ban is the operator's action.
+            End::Banned => Some(DisconnectReason::AdministrativeAction),
         }
     }
 
@@ -102,6 +106,7 @@ impl End {
             End::Auth(_) => "re-authentication failed".into(),
             End::StoreFailed(_) => "the server cannot store messages".into(),
             End::RateExceeded => "publish rate or bandwidth above the server's limit".into(),
+            End::Banned => "banned".into(),
         }
     }
 
@@ -114,7 +119,8 @@ impl End {
             | End::Decode(_)
             | End::Session(_)
             | End::Auth(_)
-            | End::RateExceeded => true,
+            | End::RateExceeded
+            | End::Banned => true,
             End::TakenOver => v5,
             End::Shutdown | End::StoreFailed(_) => false,
         }
@@ -244,6 +250,7 @@ pub(crate) async fn serve<R, W>(
         events: Vec::new(),
         budget: PublishBudget::new(&broker_limits, now),
         throttled_until: None,
+        ban_watch: None,
     };
     conn.run(accepted, shutdown).await;
 }
@@ -281,6 +288,14 @@ struct Connection<R, W> {
     budget: Option<Box<PublishBudget>>,
     /// Reading is paused until then: the client spent its publish budget.
     throttled_until: Option<tokio::time::Instant>,
+    /// Ban list reloads to check this client against, when a ban file is configured.
+    ban_watch: Option<Box<BanWatch>>,
+}
+
+/// What a connected client is checked against the ban list by, when it is reloaded.
+struct BanWatch {
+    reloaded: watch::Receiver<u64>,
+    username: Option<String>,
 }
 
 /// Counts a running connection task for as long as it lives.
@@ -325,6 +340,12 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             "client connected"
         );
         let problem_info = connect.properties.request_problem_information != Some(false);
+        self.ban_watch = self.broker.limits.watch_bans().map(|reloaded| {
+            Box::new(BanWatch {
+                reloaded,
+                username: connect.username.as_deref().map(str::to_owned),
+            })
+        });
         drop(connect);
         self.store_connected(&session, &slot, session_present);
         let end = self
@@ -417,6 +438,9 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             }
             End::RateExceeded => {
                 warn!(%client_id, peer = %self.peer, "connection closed: publishing above limits.publish_rate or limits.publish_bandwidth")
+            }
+            End::Banned => {
+                warn!(%client_id, peer = %self.peer, "connection closed: the reloaded ban list bans this client")
             }
         }
         if dropped > 0 && !taken_over {
@@ -518,6 +542,15 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 _ = slot.mailbox.notified(), if want_mailbox => {}
                 _ = wait_for_space(self.congested.as_ref(), space_wait), if space_wait.is_some() => {}
                 _ = sleep_until(throttled), if throttled.is_some() => self.throttled_until = None,
+                reloaded = bans_reloaded(self.ban_watch.as_deref_mut()), if self.ban_watch.is_some() => {
+                    if !reloaded {
+                        self.ban_watch = None;
+                    } else if let Some(w) = &self.ban_watch {
+                        if self.broker.limits.bans_connected(session.client_id(), w.username.as_deref(), self.peer.ip()) {
+                            return End::Banned;
+                        }
+                    }
+                }
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     if throttled.is_some() {
                         // The broker is the one not reading: what the client sent meanwhile
@@ -990,6 +1023,14 @@ async fn wait_for_space(receiver: Option<&Subscriber>, until: Option<Instant>) {
         // under backpressure.
         (Some(r), Some(until)) => Box::pin(r.mailbox.space_or(until)).await,
         _ => std::future::pending().await,
+    }
+}
+
+/// Waits for a ban list reload; false when none can come any more.
+async fn bans_reloaded(watch: Option<&mut BanWatch>) -> bool {
+    match watch {
+        Some(w) => w.reloaded.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -59,6 +59,8 @@ pub(crate) struct Limits {
     rates: Option<Mutex<SourceRates>>,
     ban_file: String,
     bans: RwLock<Arc<BanList>>,
+    /// Bumped by every reload, so connection tasks re-check their clients.
+    bans_version: tokio::sync::watch::Sender<u64>,
     flapping: Option<Mutex<Flapping>>,
     refusals: RefusalLog,
 }
@@ -97,6 +99,7 @@ impl Limits {
             rates,
             ban_file: l.ban_file.clone(),
             bans: RwLock::new(Arc::new(bans)),
+            bans_version: tokio::sync::watch::Sender::new(0),
             flapping: l
                 .flapping
                 .enabled
@@ -124,8 +127,28 @@ impl Limits {
         let list = BanList::load(&self.ban_file).map_err(|e| format!("limits.ban_file: {e}"))?;
         let n = list.len();
         *self.bans.write() = Arc::new(list);
+        self.bans_version.send_modify(|v| *v += 1);
         info!(file = %self.ban_file, entries = n, "ban list reloaded");
         Ok(n)
+    }
+
+    /// A receiver told of every ban list reload, when a ban file is configured: connected
+    /// clients are checked against the new list.
+    pub(crate) fn watch_bans(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        (!self.ban_file.is_empty()).then(|| self.bans_version.subscribe())
+    }
+
+    /// Whether the ban list in force bans a connected client, by client id, user name or
+    /// address.
+    pub(crate) fn bans_connected(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        ip: IpAddr,
+    ) -> bool {
+        let bans = self.bans.read();
+        let now = SystemTime::now();
+        bans.bans_client(client_id, username, now).is_some() || bans.bans_address(ip, now)
     }
 
     /// Decides at accept, before any handshake or allocation for the connection, whether a
