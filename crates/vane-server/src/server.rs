@@ -156,7 +156,18 @@ impl Server {
                 stop_rx.clone(),
             ));
         }
+        let flusher = tokio::spawn({
+            let limits = self.broker.limits.clone();
+            async move {
+                let mut every = tokio::time::interval(crate::limits::Limits::REFUSAL_LOG_INTERVAL);
+                loop {
+                    every.tick().await;
+                    limits.flush_refusal_log();
+                }
+            }
+        });
         shutdown.await;
+        flusher.abort();
         info!(sessions = self.broker.registry.len(), "shutting down");
         let _ = stop_tx.send(true);
         // Connection tasks send their DISCONNECT (MQTT 5.0: 0x8B), flush, and save their

@@ -151,6 +151,15 @@ impl Limits {
         bans.bans_client(client_id, username, now).is_some() || bans.bans_address(ip, now)
     }
 
+    /// Logs refusals counted since the last summary line, if its interval is over: called
+    /// every interval, so the last refusals of a storm are reported too.
+    pub(crate) fn flush_refusal_log(&self) {
+        self.refusals.log_if_due(Instant::now());
+    }
+
+    /// How often [`Limits::flush_refusal_log`] should be called.
+    pub(crate) const REFUSAL_LOG_INTERVAL: Duration = REFUSAL_LOG_INTERVAL;
+
     /// Decides at accept, before any handshake or allocation for the connection, whether a
     /// connection from `peer` on listener `listener` is served. The permit holds its place
     /// under the caps until dropped.
@@ -304,12 +313,20 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
+    /// Counts a refusal; the first after a quiet interval is logged at once.
     fn note(&self, why: Refusal) {
         self.counts[why as usize].fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
+        self.log_if_due(Instant::now());
+    }
+
+    /// Logs the counts if the interval since the last line is over and there are any.
+    fn log_if_due(&self, now: Instant) {
         {
             let mut last = self.last.lock();
             if last.is_some_and(|t| now.saturating_duration_since(t) < REFUSAL_LOG_INTERVAL) {
+                return;
+            }
+            if self.counts.iter().all(|c| c.load(Ordering::Relaxed) == 0) {
                 return;
             }
             *last = Some(now);
@@ -461,6 +478,26 @@ mod tests {
         assert_eq!(l.check_connect("f", None), Err(ConnectBan::Flapping));
         assert_eq!(l.check_connect("f", None), Err(ConnectBan::Flapping));
         assert_eq!(l.check_connect("g", None), Ok(()));
+    }
+
+    #[test]
+    fn refusals_are_summed_up_once_per_interval() {
+        let log = RefusalLog::default();
+        let pending = |log: &RefusalLog| {
+            log.counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        log.note(Refusal::GlobalCap);
+        assert_eq!(pending(&log), 0, "the first refusal is logged at once");
+        log.note(Refusal::SourceRate);
+        log.note(Refusal::BannedAddress);
+        assert_eq!(pending(&log), 2, "held for the next line");
+        log.log_if_due(Instant::now());
+        assert_eq!(pending(&log), 2, "interval not over");
+        log.log_if_due(Instant::now() + REFUSAL_LOG_INTERVAL);
+        assert_eq!(pending(&log), 0, "flushed once the interval is over");
     }
 
     #[test]
