@@ -599,8 +599,12 @@ impl Config {
             if lim.flapping.window.is_zero() {
                 problems.push("limits.flapping.window: must be more than 0s".into());
             }
-            if lim.flapping.ban.is_zero() {
-                problems.push("limits.flapping.ban: must be more than 0s".into());
+            if lim.flapping.ban.is_zero() || lim.flapping.ban > Duration::from_secs(365 * 86_400) {
+                problems
+                    .push("limits.flapping.ban: must be more than 0s and at most 365 days".into());
+            }
+            if lim.flapping.window > Duration::from_secs(7 * 86_400) {
+                problems.push("limits.flapping.window: must be at most 7 days".into());
             }
         }
         if lim.connection_rate_per_source == 0 && lim.connection_burst_per_source != 0 {

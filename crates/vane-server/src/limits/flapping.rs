@@ -66,7 +66,8 @@ impl Flapping {
             }
             e.connects += 1;
             if e.connects > self.max_connects {
-                e.banned_until = Some(now + self.ban);
+                // Validation bounds the ban; checked all the same.
+                e.banned_until = Some(now.checked_add(self.ban).unwrap_or(now));
                 return Flap::NewlyBanned;
             }
             return Flap::Allowed;

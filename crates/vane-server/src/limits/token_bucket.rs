@@ -3,6 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+/// The longest wait [`TokenBucket::take`] reports.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
 /// Tokens refill at `rate` per second up to `burst`; taking more than there are either fails
 /// ([`TokenBucket::try_take`]) or leaves a debt that must refill before the next take
 /// ([`TokenBucket::take`]).
@@ -52,7 +55,11 @@ impl TokenBucket {
         if self.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
+            // At most a day: a debt that long means a broken configuration, and a wait must
+            // stay addable to an Instant.
+            Duration::try_from_secs_f64(-self.tokens / self.rate)
+                .unwrap_or(MAX_WAIT)
+                .min(MAX_WAIT)
         }
     }
 
@@ -111,5 +118,12 @@ mod tests {
         assert!(b.would_allow(1000.0, t0));
         assert_eq!(b.take(1000.0, t0), Duration::from_secs(99));
         assert!(!b.would_allow(1.0, t0 + Duration::from_secs(98)));
+    }
+
+    #[test]
+    fn waits_are_capped() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1.0, 1.0, t0);
+        assert_eq!(b.take(1e30, t0), MAX_WAIT);
     }
 }
