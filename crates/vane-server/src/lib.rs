@@ -7,6 +7,7 @@ pub mod auth;
 mod broker;
 mod connection;
 mod expiry;
+mod limits;
 mod listener;
 mod mailbox;
 mod persistence;
@@ -14,4 +15,10 @@ mod registry;
 mod server;
 pub mod tls;
 
-pub use server::{Server, ServerError};
+pub use server::{BanListHandle, Server, ServerError};
+
+/// Checks that the `[limits]` configuration can be used (the ban file reads and parses), for
+/// `vane serve --check`.
+pub fn check_limits(config: &vane_config::Config) -> Result<(), String> {
+    limits::Limits::new(config).map(|_| ())
+}

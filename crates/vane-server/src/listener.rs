@@ -13,9 +13,11 @@ use crate::broker::Broker;
 use crate::connection;
 use crate::tls;
 
-/// Accepts connections until shutdown; with an acceptor, every connection is TLS.
+/// Accepts connections until shutdown; with an acceptor, every connection is TLS. `index` is
+/// the listener's place in the configuration, for its connection cap.
 pub(crate) async fn run_tcp(
     listener: TcpListener,
+    index: usize,
     tls: Option<TlsAcceptor>,
     allow_anonymous: bool,
     broker: Arc<Broker>,
@@ -26,6 +28,17 @@ pub(crate) async fn run_tcp(
             _ = shutdown.changed() => return,
             res = listener.accept() => match res {
                 Ok((stream, peer)) => {
+                    // Admission comes first, before the TLS handshake and before anything is
+                    // allocated for the connection: a storm of connections that are refused
+                    // costs an accept and a close each. The client's MQTT version is not known
+                    // yet, so it gets no CONNACK, just the close (counted and logged in summary).
+                    let permit = match broker.limits.admit(index, peer) {
+                        Ok(permit) => permit,
+                        Err(_) => {
+                            drop(stream);
+                            continue;
+                        }
+                    };
                     // Small packets are the norm: send them at once, batching is done above.
                     let _ = stream.set_nodelay(true);
                     debug!(%peer, "connection accepted");
@@ -34,11 +47,19 @@ pub(crate) async fn run_tcp(
                         // The handshake runs in the connection's own task, so a slow one holds
                         // up no one else.
                         Some(acceptor) => {
-                            tokio::spawn(tls::serve(broker.clone(), peer, allow_anonymous, stream, acceptor.clone(), connect_deadline, shutdown.clone()));
+                            let serve = tls::serve(broker.clone(), peer, allow_anonymous, stream, acceptor.clone(), connect_deadline, shutdown.clone());
+                            tokio::spawn(async move {
+                                serve.await;
+                                drop(permit);
+                            });
                         }
                         None => {
                             let (reader, writer) = stream.into_split();
-                            tokio::spawn(connection::serve(broker.clone(), peer, allow_anonymous, reader, writer, connect_deadline, shutdown.clone()));
+                            let serve = connection::serve(broker.clone(), peer, allow_anonymous, reader, writer, connect_deadline, shutdown.clone());
+                            tokio::spawn(async move {
+                                serve.await;
+                                drop(permit);
+                            });
                         }
                     }
                 }

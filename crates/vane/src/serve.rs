@@ -44,6 +44,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         vane_server::auth::check(&config.auth)
             .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
         vane_server::tls::check(&config).map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+        vane_server::check_limits(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
         for listener in &config.listeners {
             let (allowed, why) = listener.anonymous(!config.auth.password_file.is_empty());
             let anonymous = if allowed { "accepted" } else { "refused" };
