@@ -36,6 +36,9 @@ pub struct Config {
     /// The embedded store that makes sessions, queues, in-flight and retained messages
     /// survive a restart.
     pub store: StoreConfig,
+    /// Limits that keep one hostile or broken client from hurting the others: connection
+    /// admission, bans, flapping, subscriptions, topics, publish rate.
+    pub limits: LimitsConfig,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             log: LogConfig::default(),
             store: StoreConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -72,6 +76,9 @@ pub struct ListenerConfig {
     /// see [`ListenerConfig::anonymous`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_anonymous: Option<bool>,
+    /// Most connections open on this listener at once; more are closed as soon as they are
+    /// accepted, before any TLS handshake. 0: only the global `limits.max_connections` applies.
+    pub max_connections: usize,
     /// The authentication methods this listener runs, in order: `certificate`,
     /// `password_file`, `jwt`, `http`. Absent (the default): every configured method, in that
     /// order. Each method either decides (accepts or refuses) or passes the client on; see
@@ -204,6 +211,7 @@ impl Default for ListenerConfig {
             backlog: 4096,
             tls: None,
             allow_anonymous: None,
+            max_connections: 0,
             auth: None,
         }
     }
@@ -249,6 +257,109 @@ impl Default for MqttConfig {
             max_client_id_len: 256,
             max_keep_alive: 0,
             response_topic_prefix: "reply".into(),
+        }
+    }
+}
+
+/// What a client that publishes faster than `limits.publish_rate` or
+/// `limits.publish_bandwidth` allows meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateExceeded {
+    /// The broker stops reading from the client until the budget has refilled: the client's
+    /// TCP window fills and it slows down.
+    #[default]
+    Pause,
+    /// The connection ends (MQTT 5.0: DISCONNECT 0x96 Message rate too high).
+    Disconnect,
+}
+
+/// Limits against hostile or broken clients (see the README's "Limits" table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most connections open at once over all listeners; more are closed as soon as they are
+    /// accepted, before any TLS handshake. 0 (the default): the process's open file limit
+    /// (soft RLIMIT_NOFILE) less 64 descriptors kept for the store and listeners, or 100000
+    /// when the limit cannot be read or is unlimited.
+    pub max_connections: usize,
+    /// New connections per second accepted from one source IP address (a token bucket);
+    /// more are closed at once, before any TLS handshake. 0 (the default): no limit, since
+    /// clients behind a load balancer or NAT share one address.
+    pub connection_rate_per_source: u32,
+    /// Connections one source address may open in a burst above `connection_rate_per_source`.
+    /// 0: as many as the rate (one second's worth).
+    pub connection_burst_per_source: u32,
+    /// Ban list file: lines `client ID`, `user NAME` or `address IP[/PREFIX]`, each optionally
+    /// followed by `until RFC3339-TIME`; `#` starts a comment. Banned addresses are closed at
+    /// accept, banned client ids and user names get CONNACK 0x8A (MQTT 3.x: return code 5).
+    /// A file that cannot be read or parsed stops the broker, naming the line. Empty: none.
+    pub ban_file: String,
+    /// Most subscriptions one client holds; filters beyond get SUBACK 0x97 (MQTT 3.x: 0x80).
+    /// Replacing an existing subscription does not count. 0: no limit.
+    pub max_subscriptions_per_client: usize,
+    /// Longest topic name or topic filter, in bytes (also a will topic). 65535, the protocol's
+    /// own maximum, is no limit.
+    pub max_topic_length: usize,
+    /// Most levels (`/`-separated parts) in a topic name or filter (also a will topic).
+    /// 0: no limit.
+    pub max_topic_levels: usize,
+    /// PUBLISH packets per second one client may send (a token bucket with one second's
+    /// burst). 0 (the default): no limit.
+    pub publish_rate: u32,
+    /// PUBLISH bytes (whole packets) per second one client may send (a token bucket with one
+    /// second's burst). 0 (the default): no limit.
+    pub publish_bandwidth: ByteSize,
+    /// What a client over `publish_rate` or `publish_bandwidth` meets: `pause` (reading
+    /// pauses until the budget refills) or `disconnect` (MQTT 5.0: DISCONNECT 0x96).
+    pub rate_exceeded: RateExceeded,
+    /// Temporary bans for clients that connect too often.
+    pub flapping: FlappingConfig,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 0,
+            connection_rate_per_source: 0,
+            connection_burst_per_source: 0,
+            ban_file: String::new(),
+            max_subscriptions_per_client: 1000,
+            max_topic_length: 65_535,
+            max_topic_levels: 128,
+            publish_rate: 0,
+            publish_bandwidth: ByteSize(0),
+            rate_exceeded: RateExceeded::Pause,
+            flapping: FlappingConfig::default(),
+        }
+    }
+}
+
+/// Flapping detection: a client id that connects more than `max_connects` times within
+/// `window` is banned for `ban` (CONNACK 0x8A; MQTT 3.x: return code 5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlappingConfig {
+    /// Whether flapping clients are banned. Off by default: test suites and some devices
+    /// reconnect one client id many times a minute on purpose.
+    pub enabled: bool,
+    /// CONNECTs of one client id allowed within `window`.
+    pub max_connects: u32,
+    /// The window the CONNECTs are counted in.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How long a flapping client id stays banned.
+    #[serde(with = "humantime_serde")]
+    pub ban: Duration,
+}
+
+impl Default for FlappingConfig {
+    fn default() -> Self {
+        FlappingConfig {
+            enabled: false,
+            max_connects: 10,
+            window: Duration::from_secs(60),
+            ban: Duration::from_secs(300),
         }
     }
 }
@@ -769,6 +880,31 @@ impl Config {
         if self.store.durability == Durability::Batch && self.store.batch_interval.is_zero() {
             problems.push("store.batch_interval: must be more than 0s".into());
         }
+        let lim = &self.limits;
+        if lim.max_topic_length == 0 || lim.max_topic_length > 65_535 {
+            problems.push("limits.max_topic_length: must be between 1 and 65535".into());
+        }
+        if lim.flapping.enabled {
+            if lim.flapping.max_connects == 0 {
+                problems.push("limits.flapping.max_connects: must be at least 1".into());
+            }
+            if lim.flapping.window.is_zero() {
+                problems.push("limits.flapping.window: must be more than 0s".into());
+            }
+            if lim.flapping.ban.is_zero() || lim.flapping.ban > Duration::from_secs(365 * 86_400) {
+                problems
+                    .push("limits.flapping.ban: must be more than 0s and at most 365 days".into());
+            }
+            if lim.flapping.window > Duration::from_secs(7 * 86_400) {
+                problems.push("limits.flapping.window: must be at most 7 days".into());
+            }
+        }
+        if lim.connection_rate_per_source == 0 && lim.connection_burst_per_source != 0 {
+            problems.push(
+                "limits.connection_burst_per_source: needs limits.connection_rate_per_source"
+                    .into(),
+            );
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -901,6 +1037,26 @@ mod tests {
                 }
                 other => panic!("{text}: expected Invalid, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn limits_parse_and_are_checked() {
+        let c = Config::parse(
+            "[limits]\npublish_bandwidth = \"64KiB\"\nrate_exceeded = \"disconnect\"\n[limits.flapping]\nenabled = true\nwindow = \"30s\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.limits.publish_bandwidth, ByteSize(64 * 1024));
+        assert_eq!(c.limits.rate_exceeded, RateExceeded::Disconnect);
+        assert_eq!(c.limits.flapping.window, Duration::from_secs(30));
+        match Config::parse(
+            "[limits]\nmax_topic_length = 0\nconnection_burst_per_source = 5\n[limits.flapping]\nenabled = true\nmax_connects = 0\nban = \"0s\"\n",
+        ) {
+            Err(ConfigError::Invalid(p)) => {
+                assert_eq!(p.len(), 4, "{p:?}");
+                assert!(p.iter().all(|m| m.starts_with("limits.")), "{p:?}");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
         }
     }
 

@@ -80,6 +80,8 @@ pub(crate) struct Broker {
     pub store: Option<Store>,
     /// Connection tasks running, so that shutdown can wait for them to save their sessions.
     pub connections: std::sync::atomic::AtomicUsize,
+    /// Connection caps, bans, flapping detection (`[limits]`).
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// Whether a subscriber can take a message now (for picking shared-subscription members).
@@ -94,6 +96,7 @@ impl Broker {
         passwords: Option<Arc<vane_auth::PasswordFile>>,
         methods: crate::auth::Methods,
         store: Option<Store>,
+        limits: Arc<crate::limits::Limits>,
     ) -> Broker {
         let max_qos = QoS::from_u8(config.mqtt.max_qos).unwrap_or(QoS::ExactlyOnce);
         let session_config = SessionConfig {
@@ -101,6 +104,9 @@ impl Broker {
             max_qos,
             receive_maximum: config.mqtt.receive_maximum,
             topic_alias_maximum: config.mqtt.topic_alias_maximum,
+            max_subscriptions: config.limits.max_subscriptions_per_client,
+            max_topic_length: config.limits.max_topic_length,
+            max_topic_levels: config.limits.max_topic_levels,
         };
         let share_policy = match config.shared.policy {
             vane_config::SharePolicy::RoundRobin => SharePolicy::RoundRobin,
@@ -127,6 +133,7 @@ impl Broker {
             retained: RwLock::new(Box::new(RetainedMessages::new())),
             store,
             connections: std::sync::atomic::AtomicUsize::new(0),
+            limits,
         }
     }
 

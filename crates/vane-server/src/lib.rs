@@ -8,6 +8,7 @@ mod auth_hook;
 mod broker;
 mod connection;
 mod expiry;
+mod limits;
 mod listener;
 mod mailbox;
 mod persistence;
@@ -15,5 +16,11 @@ mod registry;
 mod server;
 pub mod tls;
 
-pub use server::{Server, ServerError};
+pub use server::{BanListHandle, Server, ServerError};
 pub use tls::{Reloaded, TlsReloader};
+
+/// Checks that the `[limits]` configuration can be used (the ban file reads and parses), for
+/// `vane serve --check`.
+pub fn check_limits(config: &vane_config::Config) -> Result<(), String> {
+    limits::Limits::new(config).map(|_| ())
+}

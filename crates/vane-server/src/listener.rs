@@ -13,9 +13,11 @@ use crate::broker::Broker;
 use crate::connection::{self, Origin};
 use crate::tls::{self, TlsListener};
 
-/// Accepts connections until shutdown; with TLS, every connection is TLS.
+/// Accepts connections until shutdown; with TLS, every connection is TLS. `index` is the
+/// listener's place in the configuration, for its connection cap.
 pub(crate) async fn run_tcp(
     listener: TcpListener,
+    index: usize,
     tls: Option<Arc<TlsListener>>,
     auth: Arc<ListenerAuth>,
     broker: Arc<Broker>,
@@ -26,6 +28,17 @@ pub(crate) async fn run_tcp(
             _ = shutdown.changed() => return,
             res = listener.accept() => match res {
                 Ok((stream, peer)) => {
+                    // Admission comes first, before the TLS handshake and before anything is
+                    // allocated for the connection: a storm of connections that are refused
+                    // costs an accept and a close each. The client's MQTT version is not known
+                    // yet, so it gets no CONNACK, just the close (counted and logged in summary).
+                    let permit = match broker.limits.admit(index, peer) {
+                        Ok(permit) => permit,
+                        Err(_) => {
+                            drop(stream);
+                            continue;
+                        }
+                    };
                     // Small packets are the norm: send them at once, batching is done above.
                     let _ = stream.set_nodelay(true);
                     debug!(%peer, "connection accepted");
@@ -35,12 +48,20 @@ pub(crate) async fn run_tcp(
                         // up no one else.
                         // The acceptor of the moment: a reload changes it for new connections.
                         Some(tls_listener) => {
-                            tokio::spawn(tls::serve(broker.clone(), peer, auth.clone(), stream, tls_listener.acceptor(), connect_deadline, shutdown.clone()));
+                            let serve = tls::serve(broker.clone(), peer, auth.clone(), stream, tls_listener.acceptor(), connect_deadline, shutdown.clone());
+                            tokio::spawn(async move {
+                                serve.await;
+                                drop(permit);
+                            });
                         }
                         None => {
                             let (reader, writer) = stream.into_split();
                             let origin = Origin { peer, listener: auth.clone(), cert_name: None };
-                            tokio::spawn(connection::serve(broker.clone(), origin, reader, writer, connect_deadline, shutdown.clone()));
+                            let serve = connection::serve(broker.clone(), origin, reader, writer, connect_deadline, shutdown.clone());
+                            tokio::spawn(async move {
+                                serve.await;
+                                drop(permit);
+                            });
                         }
                     }
                 }

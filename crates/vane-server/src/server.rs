@@ -28,6 +28,9 @@ pub enum ServerError {
     /// A listener's TLS certificate, key or client CA file could not be loaded.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The `[limits]` configuration could not be used (the ban file, naming its line).
+    #[error("{0}")]
+    Limits(String),
     /// A listener could not bind its address.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -36,6 +39,19 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+/// Re-reads the ban file of a running server.
+#[derive(Clone)]
+pub struct BanListHandle(Arc<crate::limits::Limits>);
+
+impl BanListHandle {
+    /// Re-reads `limits.ban_file`. A file that cannot be read or parsed leaves the list in
+    /// force unchanged; the error names the file and line. Returns the entries now in force.
+    /// Connected clients the new list bans are disconnected (MQTT 5.0: DISCONNECT 0x98).
+    pub fn reload(&self) -> Result<usize, String> {
+        self.0.reload_bans()
+    }
 }
 
 /// A broker with its listeners bound, ready to run.
@@ -52,6 +68,7 @@ impl Server {
         let authenticators = crate::auth::load(&config.auth).map_err(ServerError::Auth)?;
         let passwords = crate::auth::load_passwords(&config.auth).map_err(ServerError::Auth)?;
         let methods = crate::auth::load_methods(&config.auth).map_err(ServerError::Auth)?;
+        let limits = Arc::new(crate::limits::Limits::new(&config).map_err(ServerError::Limits)?);
         // Certificates are loaded before anything else starts: a TLS listener whose files
         // cannot be used stops the broker instead of serving plain TCP.
         let mut tls = Vec::new();
@@ -83,6 +100,7 @@ impl Server {
             passwords,
             methods,
             store,
+            limits,
         ));
         if let Some(recovered) = recovered {
             crate::persistence::restore(&broker, recovered).await;
@@ -100,6 +118,11 @@ impl Server {
         TlsReloader(self.tls.iter().flatten().cloned().collect())
     }
 
+    /// A handle to re-read the ban file (`limits.ban_file`) while the server runs, for SIGHUP.
+    pub fn ban_list(&self) -> BanListHandle {
+        BanListHandle(self.broker.limits.clone())
+    }
+
     /// The addresses actually bound, in configuration order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
@@ -112,6 +135,12 @@ impl Server {
     /// closes their connections.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let limits = &self.broker.limits;
+        info!(
+            max_connections = limits.max_connections(),
+            bans = limits.bans_len(),
+            "connection limits in force"
+        );
         for (index, ((listener, tls), addr)) in self
             .listeners
             .into_iter()
@@ -132,13 +161,25 @@ impl Server {
             }
             tokio::spawn(listener::run_tcp(
                 listener,
+                index,
                 tls,
                 auth,
                 self.broker.clone(),
                 stop_rx.clone(),
             ));
         }
+        let flusher = tokio::spawn({
+            let limits = self.broker.limits.clone();
+            async move {
+                let mut every = tokio::time::interval(crate::limits::Limits::REFUSAL_LOG_INTERVAL);
+                loop {
+                    every.tick().await;
+                    limits.flush_refusal_log();
+                }
+            }
+        });
         shutdown.await;
+        flusher.abort();
         info!(sessions = self.broker.registry.len(), "shutting down");
         let _ = stop_tx.send(true);
         // Connection tasks send their DISCONNECT (MQTT 5.0: 0x8B), flush, and save their

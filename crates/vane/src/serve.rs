@@ -44,6 +44,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         vane_server::auth::check(&config.auth)
             .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
         vane_server::tls::check(&config).map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+        vane_server::check_limits(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
         for (index, listener) in config.listeners.iter().enumerate() {
             let (allowed, why) = listener.anonymous(config.auth.checks_credentials());
             let anonymous = if allowed { "accepted" } else { "refused" };

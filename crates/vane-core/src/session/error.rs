@@ -55,6 +55,11 @@ pub enum SessionError {
         "[MQTT-5.0 3.3.2.3.2] payload is not UTF-8 though its Payload Format Indicator says so"
     )]
     PayloadFormatInvalid,
+    /// An MQTT 3.x PUBLISH whose topic is longer or deeper than the configured topic limits
+    /// (`limits.max_topic_length`, `limits.max_topic_levels`); MQTT 3.x cannot refuse one
+    /// message, so the connection ends.
+    #[error("topic name beyond the broker's topic length or level limit")]
+    TopicLimitExceeded,
 }
 
 impl SessionError {
@@ -74,6 +79,7 @@ impl SessionError {
             SessionError::ReceiveMaximumExceeded => DisconnectReason::ReceiveMaximumExceeded,
             SessionError::QoSNotSupported => DisconnectReason::QoSNotSupported,
             SessionError::PayloadFormatInvalid => DisconnectReason::PayloadFormatInvalid,
+            SessionError::TopicLimitExceeded => DisconnectReason::TopicNameInvalid,
         }
     }
 }

@@ -39,6 +39,24 @@ impl Session {
                 Some(PendingAck::PubRec(id))
             }
         };
+        if self.topic_exceeds_limits(&p.topic) {
+            // MQTT 3.x has no way to refuse one message: the connection ends. MQTT 5.0
+            // refuses it with PUBACK/PUBREC 0x90; a QoS 0 message, which has no
+            // acknowledgement, is dropped and counted.
+            if self.version != ProtocolVersion::V5 {
+                return Err(SessionError::TopicLimitExceeded);
+            }
+            return match ack {
+                Some(ack) => {
+                    self.publish_refused(ack, PubAckReason::TopicNameInvalid);
+                    Ok(None)
+                }
+                None => {
+                    self.topic_limit_dropped += 1;
+                    Ok(None)
+                }
+            };
+        }
         if self.payload_format_is_invalid(&p) {
             self.payload_format_invalid += 1;
             return match ack {
@@ -146,6 +164,17 @@ impl Session {
     /// Indicator announced (MQTT 5.0 section 3.3.2.3.2), at any QoS.
     pub fn payload_format_invalid(&self) -> u64 {
         self.payload_format_invalid
+    }
+
+    /// True when a topic name or filter is beyond the configured topic limits (see
+    /// [`SessionConfig::topic_exceeds_limits`]).
+    pub fn topic_exceeds_limits(&self, topic: &str) -> bool {
+        self.config.topic_exceeds_limits(topic)
+    }
+
+    /// MQTT 5.0 QoS 0 PUBLISH packets dropped because their topic was beyond the topic limits.
+    pub fn topic_limit_dropped(&self) -> u64 {
+        self.topic_limit_dropped
     }
 
     /// QoS 2 packet ids received and awaiting PUBREL.

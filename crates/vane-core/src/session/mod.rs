@@ -37,6 +37,28 @@ pub struct SessionConfig {
     pub receive_maximum: u16,
     /// Most topic aliases the client may set (MQTT 5.0).
     pub topic_alias_maximum: u16,
+    /// Most subscriptions the client may hold; more get SUBACK 0x97 (MQTT 3.x: 0x80).
+    /// 0: no limit.
+    pub max_subscriptions: usize,
+    /// Longest topic name or filter, in bytes (see [`Session::topic_exceeds_limits`]).
+    pub max_topic_length: usize,
+    /// Most levels in a topic name or filter. 0: no limit.
+    pub max_topic_levels: usize,
+}
+
+impl SessionConfig {
+    /// True when a topic name or filter is longer than `max_topic_length` bytes or has more
+    /// than `max_topic_levels` levels.
+    pub fn topic_exceeds_limits(&self, topic: &str) -> bool {
+        if topic.len() > self.max_topic_length {
+            return true;
+        }
+        // A topic of n bytes has at most n + 1 levels: short topics, the usual case, are not
+        // scanned.
+        self.max_topic_levels != 0
+            && topic.len() >= self.max_topic_levels
+            && topic.bytes().filter(|&b| b == b'/').count() + 1 > self.max_topic_levels
+    }
 }
 
 impl Default for SessionConfig {
@@ -46,6 +68,9 @@ impl Default for SessionConfig {
             max_qos: QoS::ExactlyOnce,
             receive_maximum: 1024,
             topic_alias_maximum: 64,
+            max_subscriptions: 0,
+            max_topic_length: 65_535,
+            max_topic_levels: 0,
         }
     }
 }
@@ -216,6 +241,8 @@ pub struct Session {
     will: Option<Box<Will>>,
     dropped_oversize: u64,
     payload_format_invalid: u64,
+    /// MQTT 5.0 QoS 0 PUBLISH packets dropped for a topic beyond the topic limits.
+    topic_limit_dropped: u64,
     /// What happened to stored deliveries since the store last looked.
     store_events: Vec<StoreEvent>,
     /// In-flight packet ids restored from the store need not follow allocation order: until
@@ -251,6 +278,7 @@ impl Session {
             will: None,
             dropped_oversize: 0,
             payload_format_invalid: 0,
+            topic_limit_dropped: 0,
             store_events: Vec::new(),
             irregular_ids: false,
         }

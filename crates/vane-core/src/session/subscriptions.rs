@@ -29,6 +29,18 @@ impl Session {
                 // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error.
                 return Err(SessionError::NoLocalOnSharedSubscription);
             }
+            if self.topic_exceeds_limits(filter.filter()) {
+                reasons.push(SubAckReason::TopicFilterInvalid);
+                continue;
+            }
+            let max = self.config.max_subscriptions;
+            if max != 0 && self.subscriptions.len() >= max && !self.subscriptions.contains_key(&raw)
+            {
+                // limits.max_subscriptions_per_client: replacing a subscription is always
+                // allowed, a new one only below the cap.
+                reasons.push(SubAckReason::QuotaExceeded);
+                continue;
+            }
             if self.version != ProtocolVersion::V5 {
                 options.no_local = false;
                 options.retain_as_published = false;

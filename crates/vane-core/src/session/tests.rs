@@ -3304,3 +3304,163 @@ mod retained_runs {
         assert_eq!(s.backlog_len(), 1);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Limits (limits.max_subscriptions_per_client, limits.max_topic_length, limits.max_topic_levels)
+// ---------------------------------------------------------------------------------------------
+
+fn limited(connect: &Connect, clock: Clock) -> Session {
+    let config = SessionConfig {
+        max_subscriptions: 2,
+        max_topic_length: 16,
+        max_topic_levels: 3,
+        ..SessionConfig::default()
+    };
+    session_with(connect, config, clock.at(0))
+}
+
+#[test]
+fn subscriptions_beyond_the_cap_get_0x97_and_0x80_in_v311() {
+    // limits.max_subscriptions_per_client: MQTT 5.0 SUBACK 0x97 Quota exceeded, 3.1.1 0x80;
+    // the filters within the cap in the same SUBSCRIBE are still granted [MQTT-3.8.4-5].
+    let clock = Clock::new();
+    let mut s = limited(&connect_v5("c"), clock);
+    let subs = expect_subscribe(s.handle_packet(
+        subscribe(
+            1,
+            &[
+                ("a", QoS::AtMostOnce),
+                ("b", QoS::AtMostOnce),
+                ("c", QoS::AtMostOnce),
+            ],
+        ),
+        clock.at(1),
+    ));
+    assert_eq!(subs.len(), 2);
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![Packet::SubAck(SubAck {
+            packet_id: pid(1),
+            properties: Default::default(),
+            reasons: vec![
+                SubAckReason::GrantedQoS0,
+                SubAckReason::GrantedQoS0,
+                SubAckReason::QuotaExceeded
+            ],
+        })]
+    );
+    // Replacing an existing subscription does not count against the cap.
+    let subs =
+        expect_subscribe(s.handle_packet(subscribe(2, &[("a", QoS::AtLeastOnce)]), clock.at(2)));
+    assert!(subs[0].existed);
+    // After an unsubscribe there is room for one more.
+    s.handle_packet(unsubscribe(3, &["b"]), clock.at(3))
+        .expect("unsubscribe");
+    expect_subscribe(s.handle_packet(subscribe(4, &[("c", QoS::AtMostOnce)]), clock.at(4)));
+    assert_eq!(s.subscriptions().count(), 2);
+
+    let mut s = limited(&connect_v311("c"), clock);
+    s.handle_packet(
+        subscribe(1, &[("a", QoS::AtMostOnce), ("b", QoS::AtMostOnce)]),
+        clock.at(1),
+    )
+    .expect("subscribe");
+    drain(&mut s, clock.at(1));
+    assert_eq!(
+        s.handle_packet(subscribe(2, &[("x", QoS::AtMostOnce)]), clock.at(1)),
+        Ok(None)
+    );
+    let (bytes, _) = drain_bytes(&mut s, clock.at(1));
+    assert_eq!(&bytes[..], &[0x90, 0x03, 0x00, 0x02, 0x80]);
+}
+
+#[test]
+fn filters_beyond_the_topic_limits_get_0x8f_and_0x80_in_v311() {
+    // limits.max_topic_length / max_topic_levels on SUBSCRIBE: MQTT 5.0 0x8F Topic Filter
+    // invalid, 3.1.1 0x80.
+    let clock = Clock::new();
+    let mut s = limited(&connect_v5("c"), clock);
+    let subs = expect_subscribe(s.handle_packet(
+        subscribe(
+            1,
+            &[
+                ("a/b/c/d", QoS::AtMostOnce),
+                ("aaaaaaaaaaaaaaaaa", QoS::AtMostOnce),
+                ("a/b/c", QoS::AtMostOnce),
+                ("$share/g/a/b/c", QoS::AtMostOnce),
+            ],
+        ),
+        clock.at(1),
+    ));
+    assert_eq!(subs.len(), 2, "the share prefix does not count as levels");
+    let (bytes, _) = drain_bytes(&mut s, clock.at(1));
+    assert_eq!(
+        &bytes[..],
+        &[0x90, 0x07, 0x00, 0x01, 0x00, 0x8F, 0x8F, 0x00, 0x00]
+    );
+
+    let mut s = limited(&connect_v311("c"), clock);
+    assert_eq!(
+        s.handle_packet(subscribe(2, &[("a/b/c/#", QoS::AtMostOnce)]), clock.at(1)),
+        Ok(None)
+    );
+    let (bytes, _) = drain_bytes(&mut s, clock.at(1));
+    assert_eq!(&bytes[..], &[0x90, 0x03, 0x00, 0x02, 0x80]);
+}
+
+#[test]
+fn publish_beyond_the_topic_limits_is_refused_with_0x90() {
+    // limits.max_topic_length / max_topic_levels on PUBLISH, MQTT 5.0: QoS 1 PUBACK and QoS 2
+    // PUBREC 0x90 Topic Name invalid; QoS 0 dropped and counted; the connection goes on.
+    let clock = Clock::new();
+    let mut s = limited(&connect_v5("c"), clock);
+    for (topic, qos, id) in [
+        ("a/b/c/d", QoS::AtLeastOnce, 1),
+        ("aaaaaaaaaaaaaaaaa", QoS::ExactlyOnce, 2),
+        ("a/b/c/d", QoS::AtMostOnce, 0),
+    ] {
+        assert_eq!(
+            s.handle_packet(Packet::Publish(publish(topic, qos, id, b"x")), clock.at(1)),
+            Ok(None),
+            "{topic} is not routed"
+        );
+    }
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![
+            Packet::PubAck(PubAck::with_reason(pid(1), PubAckReason::TopicNameInvalid)),
+            Packet::PubRec(PubRec::with_reason(pid(2), PubRecReason::TopicNameInvalid)),
+        ]
+    );
+    assert_eq!(s.topic_limit_dropped(), 1);
+    assert_eq!(s.inbound_qos2_pending(), 0, "the refused QoS 2 id is free");
+    // At the limits exactly, a message goes through.
+    expect_publish(s.handle_packet(
+        Packet::Publish(publish("a/b/cccccccccccc", QoS::AtLeastOnce, 3, b"x")),
+        clock.at(2),
+    ));
+}
+
+#[test]
+fn publish_beyond_the_topic_limits_ends_an_mqtt_3_connection() {
+    // MQTT 3.x cannot refuse a single message: the connection ends.
+    let clock = Clock::new();
+    let mut s = limited(&connect_v311("c"), clock);
+    let err = expect_error(s.handle_packet(
+        Packet::Publish(publish("a/b/c/d", QoS::AtMostOnce, 0, b"x")),
+        clock.at(1),
+    ));
+    assert_eq!(err, SessionError::TopicLimitExceeded);
+    assert_eq!(err.disconnect_reason().as_u8(), 0x90);
+}
+
+#[test]
+fn topic_level_count_is_exact() {
+    let clock = Clock::new();
+    let s = limited(&connect_v5("c"), clock);
+    assert!(!s.topic_exceeds_limits("a/b/c"));
+    assert!(!s.topic_exceeds_limits("//"), "three empty levels");
+    assert!(s.topic_exceeds_limits("///"), "four empty levels");
+    assert!(!s.topic_exceeds_limits("aaaaaaaaaaaaaaaa"));
+    assert!(s.topic_exceeds_limits("aaaaaaaaaaaaaaaaa"));
+}

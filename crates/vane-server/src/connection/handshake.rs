@@ -139,6 +139,10 @@ fn check_connect(broker: &Broker, connect: &Connect) -> Result<(), ConnAckReason
         if will.qos > broker.session_config.max_qos {
             return Err(ConnAckReason::QoSNotSupported);
         }
+        // limits.max_topic_length / max_topic_levels hold for the will topic too.
+        if broker.session_config.topic_exceeds_limits(&will.topic) {
+            return Err(ConnAckReason::TopicNameInvalid);
+        }
         // MQTT 5.0 section 3.1.3.2.3: a will payload marked UTF-8 must be UTF-8.
         if will.properties.payload_format_indicator == Some(true)
             && std::str::from_utf8(&will.payload).is_err()
@@ -190,6 +194,8 @@ fn refusal_text(reason: ConnAckReason) -> &'static str {
         ConnAckReason::PayloadFormatInvalid => "will payload is marked UTF-8 but is not",
         ConnAckReason::UseAnotherServer => "use another server",
         ConnAckReason::ServerMoved => "server moved",
+        ConnAckReason::Banned => "banned",
+        ConnAckReason::TopicNameInvalid => "will topic beyond the server's topic limits",
         _ => "connection refused",
     }
 }
@@ -239,6 +245,20 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         Ok(id) => id,
         Err(reason) => return Err(refuse(io.writer, &connect, reason, None).await),
     };
+    // Bans and flapping detection come before authentication: a banned client costs no
+    // password hashing.
+    let username = connect.username.as_deref();
+    if let Err(why) = broker.limits.check_connect(&client_id, username) {
+        tracing::info!(
+            peer = %origin.peer,
+            %client_id,
+            username = username.unwrap_or(""),
+            ?why,
+            "CONNECT refused: banned"
+        );
+        refuse(io.writer, &connect, ConnAckReason::Banned, None).await;
+        return Err(HandshakeError::AuthRefused(ConnAckReason::Banned));
+    }
     // MQTT 5.0 section 4.12: the AUTH exchange completes before the session is touched.
     let authenticated = match &connect.properties.authentication_method {
         None => None,

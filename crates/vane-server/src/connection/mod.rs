@@ -24,6 +24,7 @@ use vane_proto::{
 use vane_store::{Op, Store, Ticket};
 
 use crate::broker::{Broker, Routed, Subscriber};
+use crate::limits::{OverBudget, PublishBudget};
 use crate::mailbox::{Congestion, Pull, Spill};
 use crate::persistence;
 use crate::registry::{Kick, SessionSlot};
@@ -70,6 +71,11 @@ enum End {
     /// The store failed: what the client is owed an acknowledgement for cannot be made
     /// durable.
     StoreFailed(String),
+    /// The client published beyond `limits.publish_rate` or `limits.publish_bandwidth` with
+    /// `limits.rate_exceeded = "disconnect"`.
+    RateExceeded,
+    /// A reloaded ban list bans the client.
+    Banned,
 }
 
 impl End {
@@ -83,6 +89,9 @@ impl End {
             End::Shutdown => Some(DisconnectReason::ServerShuttingDown),
             End::Auth(reason) => Some(*reason),
             End::StoreFailed(_) => Some(DisconnectReason::UnspecifiedError),
+            End::RateExceeded => Some(DisconnectReason::MessageRateTooHigh),
+            // DISCONNECT has no 0x8A Banned; the ban is the operator's action.
+            End::Banned => Some(DisconnectReason::AdministrativeAction),
         }
     }
 
@@ -96,6 +105,8 @@ impl End {
             End::Shutdown => "the server is shutting down".into(),
             End::Auth(_) => "re-authentication failed".into(),
             End::StoreFailed(_) => "the server cannot store messages".into(),
+            End::RateExceeded => "publish rate or bandwidth above the server's limit".into(),
+            End::Banned => "banned".into(),
         }
     }
 
@@ -107,7 +118,9 @@ impl End {
             | End::Closed(_)
             | End::Decode(_)
             | End::Session(_)
-            | End::Auth(_) => true,
+            | End::Auth(_)
+            | End::RateExceeded
+            | End::Banned => true,
             End::TakenOver => v5,
             End::Shutdown | End::StoreFailed(_) => false,
         }
@@ -211,6 +224,7 @@ pub(crate) async fn serve<R, W>(
     };
     release_if_idle(&mut read_buf, 0);
     release_if_idle(&mut write_buf, 0);
+    let broker_limits = broker.config.limits.clone();
     let mut conn = Connection {
         broker,
         peer,
@@ -231,6 +245,9 @@ pub(crate) async fn serve<R, W>(
         gate: 0,
         durable: None,
         events: Vec::new(),
+        budget: PublishBudget::new(&broker_limits, now),
+        throttled_until: None,
+        ban_watch: None,
     };
     conn.run(accepted, shutdown).await;
 }
@@ -267,6 +284,18 @@ struct Connection<R, W> {
     gate: Ticket,
     durable: Option<watch::Receiver<Ticket>>,
     events: Vec<StoreEvent>,
+    /// The client's publish budget, when `limits.publish_rate` or `publish_bandwidth` is set.
+    budget: Option<Box<PublishBudget>>,
+    /// Reading is paused until then: the client spent its publish budget.
+    throttled_until: Option<tokio::time::Instant>,
+    /// Ban list reloads to check this client against, when a ban file is configured.
+    ban_watch: Option<Box<BanWatch>>,
+}
+
+/// What a connected client is checked against the ban list by, when it is reloaded.
+struct BanWatch {
+    reloaded: watch::Receiver<u64>,
+    username: Option<String>,
 }
 
 /// Counts a running connection task for as long as it lives.
@@ -316,6 +345,12 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             "client connected"
         );
         let problem_info = connect.properties.request_problem_information != Some(false);
+        self.ban_watch = self.broker.limits.watch_bans().map(|reloaded| {
+            Box::new(BanWatch {
+                reloaded,
+                username: connect.username.as_deref().map(str::to_owned),
+            })
+        });
         drop(connect);
         self.store_connected(&session, &slot, session_present);
         let end = self
@@ -323,6 +358,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             .await;
         // Boxed: needed once, at the end, it need not widen the task for the whole connection.
         Box::pin(self.finish(&mut session, &end, problem_info)).await;
+        let refused_topics = session.topic_limit_dropped();
 
         let now = Instant::now();
         let mut will_delay = None;
@@ -405,9 +441,18 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             End::StoreFailed(why) => {
                 warn!(%client_id, peer = %self.peer, error = %why, "connection closed: the store failed, acknowledgements owed to the client cannot be made durable")
             }
+            End::RateExceeded => {
+                warn!(%client_id, peer = %self.peer, "connection closed: publishing above limits.publish_rate or limits.publish_bandwidth")
+            }
+            End::Banned => {
+                warn!(%client_id, peer = %self.peer, "connection closed: the reloaded ban list bans this client")
+            }
         }
         if dropped > 0 && !taken_over {
             warn!(%client_id, dropped, "messages dropped for this client because its queue was full");
+        }
+        if refused_topics > 0 {
+            warn!(%client_id, dropped = refused_topics, "QoS 0 messages from this client dropped: topic beyond limits.max_topic_length or limits.max_topic_levels");
         }
     }
 
@@ -462,7 +507,9 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             let want_mailbox = pull == Pull::Empty;
             let want_read = self.write_buf.len() < READ_PAUSE_WRITE_BACKLOG
                 && self.deferred_bytes < DEFERRED_LIMIT
-                && store_behind.is_none();
+                && store_behind.is_none()
+                && self.throttled_until.is_none();
+            let throttled = self.throttled_until;
             tokio::select! {
                 biased;
                 _ = &mut *kick => return End::TakenOver,
@@ -499,7 +546,22 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 }
                 _ = slot.mailbox.notified(), if want_mailbox => {}
                 _ = wait_for_space(self.congested.as_ref(), space_wait), if space_wait.is_some() => {}
+                _ = sleep_until(throttled), if throttled.is_some() => self.throttled_until = None,
+                reloaded = bans_reloaded(self.ban_watch.as_deref_mut()), if self.ban_watch.is_some() => {
+                    if !reloaded {
+                        self.ban_watch = None;
+                    } else if let Some(w) = &self.ban_watch {
+                        if self.broker.limits.bans_connected(session.client_id(), w.username.as_deref(), self.peer.ip()) {
+                            return End::Banned;
+                        }
+                    }
+                }
                 _ = sleep_until(deadline), if deadline.is_some() => {
+                    if throttled.is_some() {
+                        // The broker is the one not reading: what the client sent meanwhile
+                        // waits unread, so its keep alive is not held against it.
+                        session.note_received(Instant::now());
+                    }
                     if let Err(e) = session.handle_timeout(Instant::now()) {
                         return End::Session(e);
                     }
@@ -585,11 +647,25 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
     ) -> Option<End> {
         let now = Instant::now();
         loop {
+            let before = self.read_buf.len();
             let packet = match self.decoder.decode(&mut self.read_buf) {
                 Ok(Some(p)) => p,
                 Ok(None) => return None,
                 Err(e) => return Some(End::Decode(e)),
             };
+            if let (Some(budget), Packet::Publish(_)) = (&mut self.budget, &packet) {
+                let size = before.saturating_sub(self.read_buf.len());
+                match budget.charge(size, now) {
+                    OverBudget::No => {}
+                    OverBudget::Pause(wait) => {
+                        // Handled now, paid for by not reading until the debt is gone.
+                        let until = tokio::time::Instant::from_std(now + wait);
+                        self.throttled_until =
+                            Some(self.throttled_until.map_or(until, |t| t.max(until)));
+                    }
+                    OverBudget::Disconnect => return Some(End::RateExceeded),
+                }
+            }
             let paused = self.congested.is_some() || !self.deferred.is_empty();
             if paused && !passes_deferred(&packet) {
                 session.note_received(now);
@@ -952,6 +1028,14 @@ async fn wait_for_space(receiver: Option<&Subscriber>, until: Option<Instant>) {
         // under backpressure.
         (Some(r), Some(until)) => Box::pin(r.mailbox.space_or(until)).await,
         _ => std::future::pending().await,
+    }
+}
+
+/// Waits for a ban list reload; false when none can come any more.
+async fn bans_reloaded(watch: Option<&mut BanWatch>) -> bool {
+    match watch {
+        Some(w) => w.reloaded.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 
