@@ -9,6 +9,7 @@ mod connection;
 mod expiry;
 mod listener;
 mod mailbox;
+mod overload;
 mod persistence;
 mod registry;
 mod server;

@@ -64,6 +64,11 @@ struct Inner {
     congested_since: Option<Instant>,
     /// The episode outlasted the backpressure timeout: publishers no longer wait.
     stuck: bool,
+    /// The connected client is a slow consumer: QoS 0 deliveries to it are dropped and
+    /// publishers do not wait for it.
+    slow: bool,
+    /// QoS 0 deliveries dropped because the client was a slow consumer.
+    slow_dropped: u64,
 }
 
 /// The deliveries of a session whose store records are all the broker keeps of them: an
@@ -199,6 +204,8 @@ impl Mailbox {
                 online: false,
                 congested_since: None,
                 stuck: false,
+                slow: false,
+                slow_dropped: 0,
             }),
             notify: Notify::new(),
             space: Notify::new(),
@@ -232,7 +239,12 @@ impl Mailbox {
         let stored = delivery.stored;
         let (offer, online, congested) = {
             let mut inner = self.inner.lock();
-            if !inner.online && delivery.qos == QoS::AtMostOnce && !self.queue_qos0_offline {
+            if delivery.qos == QoS::AtMostOnce
+                && (inner.slow || (!inner.online && !self.queue_qos0_offline))
+            {
+                if inner.slow {
+                    inner.slow_dropped += 1;
+                }
                 return Pushed::NotKept;
             }
             let was_empty = inner.total_len() == 0;
@@ -280,6 +292,7 @@ impl Mailbox {
         if delivery.qos == QoS::AtMostOnce
             || !inner.online
             || inner.stuck
+            || inner.slow
             || self.backpressure_timeout.is_zero()
             || (inner.congested_since.is_none()
                 && inner.total_len() < self.backpressure_above
@@ -329,15 +342,16 @@ impl Mailbox {
     }
 
     /// Moves queued deliveries into the session until the queue is empty, the session's
-    /// in-flight window is full, or `max` deliveries were moved.
+    /// in-flight window is full, or `max` deliveries were moved. Returns how many were.
     pub(crate) fn drain_into(
         &self,
         session: &mut Session,
         now: std::time::Instant,
         max: usize,
-    ) -> Pull {
+    ) -> (Pull, usize) {
         let mut inner = self.inner.lock();
         let mut pull = Pull::More;
+        let mut moved = 0;
         for _ in 0..max {
             let Some(d) = inner.queue.pop() else {
                 pull = Pull::Empty;
@@ -348,6 +362,7 @@ impl Mailbox {
                 pull = Pull::WindowFull;
                 break;
             }
+            moved += 1;
         }
         if pull == Pull::More && inner.queue.is_empty() {
             pull = Pull::Empty;
@@ -358,7 +373,7 @@ impl Mailbox {
         if release {
             self.space.notify_waiters();
         }
-        pull
+        (pull, moved)
     }
 
     /// Queues a delivery that is on disk only (restored at start, session offline), under the
@@ -419,6 +434,8 @@ impl Mailbox {
     pub(crate) fn set_online(&self, online: bool) -> u64 {
         let mut inner = self.inner.lock();
         inner.online = online;
+        // Slow-consumer status belongs to a connection, not to the session.
+        inner.slow = false;
         self.online.store(online, Ordering::Relaxed);
         if !online && !self.queue_qos0_offline {
             inner.queue.drop_qos0();
@@ -454,6 +471,32 @@ impl Mailbox {
             self.notify.notify_one();
         }
         dropped
+    }
+
+    /// Marks the connected client a slow consumer (QoS 0 deliveries to it are dropped, those
+    /// queued too, and publishers stop waiting for it) or not any more. Returns the QoS 0
+    /// deliveries dropped for it so far.
+    pub(crate) fn set_slow(&self, slow: bool) -> u64 {
+        let mut inner = self.inner.lock();
+        inner.slow = slow;
+        let mut release = false;
+        if slow {
+            let dropped = inner.queue.drop_qos0() as u64;
+            inner.slow_dropped += dropped;
+            self.queued.store(inner.total_len(), Ordering::Relaxed);
+            release = inner.end_congestion();
+        }
+        let dropped = inner.slow_dropped;
+        drop(inner);
+        if release {
+            self.space.notify_waiters();
+        }
+        dropped
+    }
+
+    /// Whether deliveries wait in the mailbox (read without the lock).
+    pub(crate) fn has_queued(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) > 0
     }
 
     /// Number of deliveries queued, in memory and on disk.

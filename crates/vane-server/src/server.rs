@@ -98,6 +98,10 @@ impl Server {
     /// closes their connections.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(crate::overload::run_sampler(
+            self.broker.clone(),
+            stop_rx.clone(),
+        ));
         for ((listener, tls), addr) in self
             .listeners
             .into_iter()

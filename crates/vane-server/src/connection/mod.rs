@@ -4,6 +4,7 @@
 
 mod auth;
 mod handshake;
+mod slow;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use crate::broker::{Broker, Routed, Subscriber};
 use crate::mailbox::{Congestion, Pull, Spill};
 use crate::persistence;
 use crate::registry::{Kick, SessionSlot};
+pub(crate) use handshake::refuse_busy;
 use handshake::{
     accept, read_connect, refuse_undecodable, Accepted, HandshakeError, HandshakeIo, Origin,
 };
@@ -70,6 +72,8 @@ enum End {
     /// The store failed: what the client is owed an acknowledgement for cannot be made
     /// durable.
     StoreFailed(String),
+    /// The slow-consumer policy disconnected a client that took none of its messages.
+    SlowConsumer(String),
 }
 
 impl End {
@@ -83,6 +87,9 @@ impl End {
             End::Shutdown => Some(DisconnectReason::ServerShuttingDown),
             End::Auth(reason) => Some(*reason),
             End::StoreFailed(_) => Some(DisconnectReason::UnspecifiedError),
+            // An administratively imposed limit (how long messages may wait for a client)
+            // was exceeded.
+            End::SlowConsumer(_) => Some(DisconnectReason::QuotaExceeded),
         }
     }
 
@@ -96,6 +103,7 @@ impl End {
             End::Shutdown => "the server is shutting down".into(),
             End::Auth(_) => "re-authentication failed".into(),
             End::StoreFailed(_) => "the server cannot store messages".into(),
+            End::SlowConsumer(why) => why.clone(),
         }
     }
 
@@ -107,7 +115,8 @@ impl End {
             | End::Closed(_)
             | End::Decode(_)
             | End::Session(_)
-            | End::Auth(_) => true,
+            | End::Auth(_)
+            | End::SlowConsumer(_) => true,
             End::TakenOver => v5,
             End::Shutdown | End::StoreFailed(_) => false,
         }
@@ -215,6 +224,7 @@ pub(crate) async fn serve<R, W>(
     };
     release_if_idle(&mut read_buf, 0);
     release_if_idle(&mut write_buf, 0);
+    let broker_config_slow = broker.config.slow_consumer.clone();
     let mut conn = Connection {
         broker,
         peer,
@@ -234,6 +244,9 @@ pub(crate) async fn serve<R, W>(
         gate: 0,
         durable: None,
         events: Vec::new(),
+        slow: slow::SlowConsumer::new(&broker_config_slow),
+        overload_pause: false,
+        overload_refuse: false,
     };
     conn.run(accepted, shutdown).await;
 }
@@ -267,6 +280,11 @@ struct Connection<R, W> {
     gate: Ticket,
     durable: Option<watch::Receiver<Ticket>>,
     events: Vec<StoreEvent>,
+    slow: slow::SlowConsumer,
+    /// Memory overload: new publishes are held back like under backpressure.
+    overload_pause: bool,
+    /// Memory overload: QoS 1/2 publishes are refused with 0x97 (MQTT 5.0 clients).
+    overload_refuse: bool,
 }
 
 /// Counts a running connection task for as long as it lives.
@@ -400,6 +418,9 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             End::StoreFailed(why) => {
                 warn!(%client_id, peer = %self.peer, error = %why, "connection closed: the store failed, acknowledgements owed to the client cannot be made durable")
             }
+            End::SlowConsumer(why) => {
+                warn!(%client_id, peer = %self.peer, reason = %why, "slow consumer disconnected")
+            }
         }
         if dropped > 0 && !taken_over {
             warn!(%client_id, dropped, "messages dropped for this client because its queue was full");
@@ -415,20 +436,31 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
         loop {
+            self.note_overload(session);
             let mut space_wait = self.congestion_wait(session);
-            if space_wait.is_none() && !self.deferred.is_empty() {
+            if space_wait.is_none() && !self.overload_pause && !self.deferred.is_empty() {
                 if let Some(end) = self.handle_deferred(session, slot, false) {
                     return end;
                 }
                 space_wait = self.congestion_wait(session);
             }
             let now = Instant::now();
-            let pull = if self.write_buf.len() < WRITE_HIGH_WATER {
+            let (pull, progressed) = if self.write_buf.len() < WRITE_HIGH_WATER {
                 self.pull_deliveries(session, slot, now)
             } else {
                 // Output is backed up: take nothing more until the socket drains.
-                Pull::WindowFull
+                (Pull::WindowFull, false)
             };
+            // Output not draining, or deliveries held back by a full in-flight window.
+            let waiting = self.write_buf.len() >= WRITE_HIGH_WATER
+                || (pull == Pull::WindowFull && slot.mailbox.has_queued());
+            if self
+                .slow
+                .observe(now, waiting, progressed, &slot.mailbox, session.client_id())
+            {
+                return End::SlowConsumer(self.slow.describe());
+            }
+            let slow_deadline = self.slow.deadline().map(tokio::time::Instant::from_std);
             if let Err(e) = session.write_transmits(now, &mut self.write_buf) {
                 warn!(client_id = %session.client_id(), error = %e, "could not encode a packet for the client");
             }
@@ -500,8 +532,22 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                     }
                 }
                 _ = std::future::ready(()), if pull == Pull::More => {}
+                // The slow-consumer policy's next step; the loop's turn takes it.
+                _ = sleep_until(slow_deadline), if slow_deadline.is_some() => {}
+                // Overload ends only when the sampler says so: look again at its pace.
+                _ = tokio::time::sleep(self.broker.config.overload.sample_interval), if self.overload_pause => {}
             }
         }
+    }
+
+    /// Reads the memory overload level for this turn: MQTT 5.0 publishers are refused while
+    /// the broker refuses (they can be told, 0x97); every other publisher is held back while
+    /// it sheds or refuses (a 3.x PUBACK cannot refuse).
+    fn note_overload(&mut self, session: &Session) {
+        use crate::overload::Level;
+        let level = self.broker.overload.level();
+        self.overload_refuse = level == Level::Refusing && session.version().is_v5();
+        self.overload_pause = level >= Level::Shedding && !self.overload_refuse;
     }
 
     /// Until when reading stays paused for a congested receiver, if it does.
@@ -524,19 +570,23 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
     /// Moves a batch of deliveries into the session: first what the session itself owes
     /// (retained messages for new subscriptions, messages read back from disk), then what
     /// waits on disk only (the queue kept while the client was offline), then the mailbox,
-    /// so order is kept.
+    /// so order is kept. Also says whether any delivery was taken (for the slow-consumer
+    /// policy).
     fn pull_deliveries(
         &mut self,
         session: &mut Session,
         slot: &crate::registry::SessionSlot,
         now: Instant,
-    ) -> Pull {
-        if session.backlog_len() > 0 {
-            if session.flush_backlog(now, DRAIN_BATCH) {
-                return Pull::WindowFull;
+    ) -> (Pull, bool) {
+        let backlog = session.backlog_len();
+        if backlog > 0 {
+            let window_full = session.flush_backlog(now, DRAIN_BATCH);
+            let progressed = session.backlog_len() < backlog;
+            if window_full {
+                return (Pull::WindowFull, progressed);
             }
             if session.backlog_len() > 0 {
-                return Pull::More;
+                return (Pull::More, progressed);
             }
         }
         if let Some(store) = &self.broker.store {
@@ -547,7 +597,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 Spill::Empty => {}
                 Spill::Wait(ticket) => {
                     self.watch_durable();
-                    return Pull::WaitStore(ticket);
+                    return (Pull::WaitStore(ticket), false);
                 }
                 Spill::Taken(seqs) => {
                     match store.load_deliveries(&slot.client_id, &seqs) {
@@ -564,11 +614,12 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                             error!(client_id = %slot.client_id, error = %e, messages = seqs.len(), "cannot read queued messages from the store");
                         }
                     }
-                    return Pull::More;
+                    return (Pull::More, true);
                 }
             }
         }
-        slot.mailbox.drain_into(session, now, DRAIN_BATCH)
+        let (pull, moved) = slot.mailbox.drain_into(session, now, DRAIN_BATCH);
+        (pull, moved > 0)
     }
 
     /// Decodes and handles every complete packet in the read buffer; while publishing is
@@ -585,7 +636,8 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 Ok(None) => return None,
                 Err(e) => return Some(End::Decode(e)),
             };
-            let paused = self.congested.is_some() || !self.deferred.is_empty();
+            let paused =
+                self.congested.is_some() || self.overload_pause || !self.deferred.is_empty();
             if paused && !passes_deferred(&packet) {
                 session.note_received(now);
                 self.deferred_bytes += deferred_weight(&packet);
@@ -607,7 +659,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         all: bool,
     ) -> Option<End> {
         let now = Instant::now();
-        while all || self.congested.is_none() {
+        while all || (self.congested.is_none() && !self.overload_pause) {
             let Some(packet) = self.deferred.pop_front() else {
                 break;
             };
@@ -659,6 +711,10 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
     ) -> Option<End> {
         match action {
             Action::Publish { message, ack } => {
+                if self.overload_refuse {
+                    self.refuse_overloaded(session, ack, &message);
+                    return None;
+                }
                 if let Some(vane_core::session::PendingAck::PubRec(packet_id)) = ack {
                     if persistence::is_persistent(slot) && self.broker.store.is_some() {
                         // [MQTT-4.3.3-9] kept with the message, so that a resend after a
@@ -725,6 +781,27 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             }
         }
         None
+    }
+
+    /// Refuses a publish while the broker is over its memory budget (MQTT 5.0 clients):
+    /// QoS 1/2 with PUBACK/PUBREC 0x97 Quota exceeded, QoS 0 dropped; counted, not routed.
+    fn refuse_overloaded(
+        &mut self,
+        session: &mut Session,
+        ack: Option<vane_core::session::PendingAck>,
+        message: &vane_core::Message,
+    ) {
+        let overload = &self.broker.overload;
+        match ack {
+            Some(ack) => {
+                overload.refused_publishes.fetch_add(1, Ordering::Relaxed);
+                debug!(client_id = %session.client_id(), topic = %message.topic, "publish refused with 0x97: memory overload");
+                session.publish_refused(ack, PubAckReason::QuotaExceeded);
+            }
+            None => {
+                overload.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Queues the retained messages a new subscription receives [MQTT-3.3.1-6], as MQTT 5.0
