@@ -626,6 +626,35 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_consumer_loses_qos0_and_holds_no_publisher_back() {
+        let limits = QueueLimits {
+            max_messages: 4,
+            max_bytes: 1 << 20,
+            policy: OverflowPolicy::DropOldest,
+        };
+        let m = Mailbox::new(limits, false, std::time::Duration::from_secs(10), 2, false);
+        m.set_online(true);
+        let qos0 = || Delivery {
+            qos: QoS::AtMostOnce,
+            stored: None,
+            ..stored(0)
+        };
+        let qos1 = || Delivery {
+            stored: None,
+            ..stored(0)
+        };
+        assert_eq!(m.push(qos0()), Pushed::Queued);
+        assert_eq!(m.push(qos1()), Pushed::Queued);
+        assert_eq!(m.push(qos1()), Pushed::Congested, "backpressure before");
+        assert_eq!(m.set_slow(true), 1, "the queued QoS 0 delivery is dropped");
+        assert_eq!(m.push(qos0()), Pushed::NotKept);
+        assert_eq!(m.push(qos1()), Pushed::Queued, "publishers no longer wait");
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.set_slow(false), 2, "both QoS 0 drops counted");
+        m.set_online(false);
+    }
+
+    #[test]
     fn shared_and_unstored_deliveries_stay_in_memory() {
         let m = mailbox(100, OverflowPolicy::DropOldest);
         let mut evicted = Vec::new();

@@ -225,7 +225,7 @@ pub(crate) async fn run_sampler(broker: Arc<Broker>, mut shutdown: watch::Receiv
             warn!(
                 rss,
                 budget,
-                level = next.name(),
+                level = %next.name(),
                 dropped_qos0 = dropped,
                 refused_publishes = refused_pub,
                 refused_connections = refused_conn,
@@ -235,7 +235,7 @@ pub(crate) async fn run_sampler(broker: Arc<Broker>, mut shutdown: watch::Receiv
             warn!(
                 rss,
                 budget,
-                level = next.name(),
+                level = %next.name(),
                 dropped_qos0 = dropped,
                 refused_publishes = refused_pub,
                 refused_connections = refused_conn,

@@ -74,6 +74,8 @@ enum End {
     StoreFailed(String),
     /// The slow-consumer policy disconnected a client that took none of its messages.
     SlowConsumer(String),
+    /// Memory overload: an MQTT 3.x client sent a QoS 1/2 publish, which 3.x cannot refuse.
+    Overloaded,
 }
 
 impl End {
@@ -90,6 +92,7 @@ impl End {
             // An administratively imposed limit (how long messages may wait for a client)
             // was exceeded.
             End::SlowConsumer(_) => Some(DisconnectReason::QuotaExceeded),
+            End::Overloaded => Some(DisconnectReason::ServerBusy),
         }
     }
 
@@ -104,6 +107,7 @@ impl End {
             End::Auth(_) => "re-authentication failed".into(),
             End::StoreFailed(_) => "the server cannot store messages".into(),
             End::SlowConsumer(why) => why.clone(),
+            End::Overloaded => "the server is over its memory budget".into(),
         }
     }
 
@@ -116,7 +120,8 @@ impl End {
             | End::Decode(_)
             | End::Session(_)
             | End::Auth(_)
-            | End::SlowConsumer(_) => true,
+            | End::SlowConsumer(_)
+            | End::Overloaded => true,
             End::TakenOver => v5,
             End::Shutdown | End::StoreFailed(_) => false,
         }
@@ -418,6 +423,9 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             End::StoreFailed(why) => {
                 warn!(%client_id, peer = %self.peer, error = %why, "connection closed: the store failed, acknowledgements owed to the client cannot be made durable")
             }
+            End::Overloaded => {
+                info!(%client_id, peer = %self.peer, "connection closed: QoS 1/2 publish while over the memory budget (MQTT 3.x has no refusal code; the client resends it)")
+            }
             End::SlowConsumer(why) => {
                 warn!(%client_id, peer = %self.peer, reason = %why, "slow consumer disconnected")
             }
@@ -436,7 +444,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
         loop {
-            self.note_overload(session);
+            self.note_overload();
             let mut space_wait = self.congestion_wait(session);
             if space_wait.is_none() && !self.overload_pause && !self.deferred.is_empty() {
                 if let Some(end) = self.handle_deferred(session, slot, false) {
@@ -540,14 +548,13 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         }
     }
 
-    /// Reads the memory overload level for this turn: MQTT 5.0 publishers are refused while
-    /// the broker refuses (they can be told, 0x97); every other publisher is held back while
-    /// it sheds or refuses (a 3.x PUBACK cannot refuse).
-    fn note_overload(&mut self, session: &Session) {
+    /// Reads the memory overload level for this turn: publishes are held back while the
+    /// broker sheds, and refused while it refuses (holding them would keep their memory).
+    fn note_overload(&mut self) {
         use crate::overload::Level;
         let level = self.broker.overload.level();
-        self.overload_refuse = level == Level::Refusing && session.version().is_v5();
-        self.overload_pause = level >= Level::Shedding && !self.overload_refuse;
+        self.overload_refuse = level == Level::Refusing;
+        self.overload_pause = level == Level::Shedding;
     }
 
     /// Until when reading stays paused for a congested receiver, if it does.
@@ -630,6 +637,8 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         slot: &Arc<crate::registry::SessionSlot>,
     ) -> Option<End> {
         let now = Instant::now();
+        // The level may have changed while the task slept: one load per read.
+        self.note_overload();
         loop {
             let packet = match self.decoder.decode(&mut self.read_buf) {
                 Ok(Some(p)) => p,
@@ -712,8 +721,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         match action {
             Action::Publish { message, ack } => {
                 if self.overload_refuse {
-                    self.refuse_overloaded(session, ack, &message);
-                    return None;
+                    return self.refuse_overloaded(session, ack, &message);
                 }
                 if let Some(vane_core::session::PendingAck::PubRec(packet_id)) = ack {
                     if persistence::is_persistent(slot) && self.broker.store.is_some() {
@@ -783,25 +791,28 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         None
     }
 
-    /// Refuses a publish while the broker is over its memory budget (MQTT 5.0 clients):
-    /// QoS 1/2 with PUBACK/PUBREC 0x97 Quota exceeded, QoS 0 dropped; counted, not routed.
+    /// Refuses a publish while the broker is over its memory budget; counted, not routed.
+    /// QoS 1/2: MQTT 5.0 with PUBACK/PUBREC 0x97 Quota exceeded; MQTT 3.x cannot be told, so
+    /// its connection is closed with the message unacknowledged (the client resends it). QoS
+    /// 0: dropped.
     fn refuse_overloaded(
         &mut self,
         session: &mut Session,
         ack: Option<vane_core::session::PendingAck>,
         message: &vane_core::Message,
-    ) {
+    ) -> Option<End> {
         let overload = &self.broker.overload;
-        match ack {
-            Some(ack) => {
-                overload.refused_publishes.fetch_add(1, Ordering::Relaxed);
-                debug!(client_id = %session.client_id(), topic = %message.topic, "publish refused with 0x97: memory overload");
-                session.publish_refused(ack, PubAckReason::QuotaExceeded);
-            }
-            None => {
-                overload.dropped_qos0.fetch_add(1, Ordering::Relaxed);
-            }
+        let Some(ack) = ack else {
+            overload.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        overload.refused_publishes.fetch_add(1, Ordering::Relaxed);
+        if !session.version().is_v5() {
+            return Some(End::Overloaded);
         }
+        debug!(client_id = %session.client_id(), topic = %message.topic, "publish refused with 0x97: memory overload");
+        session.publish_refused(ack, PubAckReason::QuotaExceeded);
+        None
     }
 
     /// Queues the retained messages a new subscription receives [MQTT-3.3.1-6], as MQTT 5.0
