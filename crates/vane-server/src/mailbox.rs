@@ -342,27 +342,33 @@ impl Mailbox {
     }
 
     /// Moves queued deliveries into the session until the queue is empty, the session's
-    /// in-flight window is full, or `max` deliveries were moved. Returns how many were.
+    /// in-flight window is full, or `max` deliveries or at least `max_bytes` (topic and
+    /// payload) were moved: what is moved is written out next, so the bytes bound the
+    /// connection's write buffer. Returns how many were moved.
     pub(crate) fn drain_into(
         &self,
         session: &mut Session,
         now: std::time::Instant,
         max: usize,
+        max_bytes: usize,
     ) -> (Pull, usize) {
         let mut inner = self.inner.lock();
         let mut pull = Pull::More;
         let mut moved = 0;
-        for _ in 0..max {
+        let mut bytes = 0;
+        while moved < max && bytes < max_bytes {
             let Some(d) = inner.queue.pop() else {
                 pull = Pull::Empty;
                 break;
             };
+            let size = d.size();
             if let Err(d) = session.deliver(d, now) {
                 inner.queue.push_front(d);
                 pull = Pull::WindowFull;
                 break;
             }
             moved += 1;
+            bytes += size;
         }
         if pull == Pull::More && inner.queue.is_empty() {
             pull = Pull::Empty;

@@ -193,3 +193,52 @@ async fn over_the_memory_budget_the_broker_degrades_in_order_and_recovers() {
         "each transition is logged; log:\n{log}"
     );
 }
+
+/// A broker whose budget (1 MiB) is below any process's resident memory: it refuses from
+/// its first sample.
+async fn over_budget_broker(tls: Option<test_support::vane_config::TlsConfig>) -> TestBroker {
+    let broker = TestBroker::start(move |c| {
+        c.listeners[0].tls = tls;
+        c.overload.memory_budget = Some(test_support::vane_config::ByteSize(1 << 20));
+        c.overload.sample_interval = Duration::from_millis(10);
+    })
+    .await;
+    // The first sample is taken as the server starts; leave it time to run.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    broker
+}
+
+#[tokio::test]
+async fn over_the_budget_new_connections_are_refused_before_anything_is_spent_on_them() {
+    // Plain listener: CONNACK 0x89 Server busy [MQTT 5.0 3.2.2.2]; 3.x return code 3.
+    let plain = over_budget_broker(None).await;
+    let (_, reason) = connack(plain.addr(), connect_v5("refused-v5")).await;
+    assert_eq!(reason, ConnAckReason::ServerBusy);
+    let (_, reason) = connack(plain.addr(), connect_v311("refused-v3")).await;
+    assert_eq!(reason.v3_return_code(), 3);
+
+    // TLS listener: closed before the handshake (a normal one waits for the ClientHello).
+    let dir = TempDir::new("vane-overload-tls");
+    let ca = test_support::certs::ca("vane test CA");
+    let server = test_support::certs::server_cert(&ca);
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    write_file(&cert, &server.cert.pem());
+    write_file(&key, &server.key.serialize_pem());
+    let tls = over_budget_broker(Some(test_support::vane_config::TlsConfig {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        ..Default::default()
+    }))
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(tls.addr())
+        .await
+        .expect("TCP connect");
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut byte),
+    )
+    .await
+    .expect("the broker closes the connection at once instead of waiting for a handshake");
+    assert!(matches!(read, Ok(0) | Err(_)), "closed, got {read:?}");
+}

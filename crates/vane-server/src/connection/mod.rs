@@ -625,7 +625,10 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 }
             }
         }
-        let (pull, moved) = slot.mailbox.drain_into(session, now, DRAIN_BATCH);
+        // Called only below the high water mark: what is taken fills the write buffer to about
+        // it, so a client's output stays bounded however large its messages are.
+        let room = WRITE_HIGH_WATER.saturating_sub(self.write_buf.len());
+        let (pull, moved) = slot.mailbox.drain_into(session, now, DRAIN_BATCH, room);
         (pull, moved > 0)
     }
 
