@@ -661,6 +661,38 @@ mod tests {
     }
 
     #[test]
+    fn a_drain_takes_about_max_bytes_and_at_least_one() {
+        let m = mailbox(100, OverflowPolicy::DropOldest);
+        m.set_online(true);
+        for _ in 0..10 {
+            // 8 bytes each: topic "t" and payload "payload".
+            m.push(Delivery {
+                stored: None,
+                ..stored(0)
+            });
+        }
+        let now = Instant::now();
+        let mut session = vane_core::Session::new(
+            1,
+            ByteString::from("c"),
+            vane_core::SessionConfig::default(),
+            now,
+        );
+        assert_eq!(
+            m.drain_into(&mut session, now, 256, 20).1,
+            3,
+            "8 + 8 + 8 >= 20"
+        );
+        assert_eq!(m.drain_into(&mut session, now, 256, 1).1, 1, "at least one");
+        assert_eq!(
+            m.drain_into(&mut session, now, 2, 1 << 20).1,
+            2,
+            "count bound"
+        );
+        assert_eq!(m.len(), 4);
+    }
+
+    #[test]
     fn shared_and_unstored_deliveries_stay_in_memory() {
         let m = mailbox(100, OverflowPolicy::DropOldest);
         let mut evicted = Vec::new();

@@ -150,24 +150,33 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
 }
 
 /// The memory limit of this process's cgroup (v2 `memory.max`, else v1
-/// `memory.limit_in_bytes`), if it sets one.
+/// `memory.limit_in_bytes`, at its own path or, in a container, at the mount's root), if one
+/// is set.
 fn cgroup_limit() -> Option<u64> {
-    let own = std::fs::read_to_string("/proc/self/cgroup")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
-        })
-        .unwrap_or_default();
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut v2 = String::new();
+    let mut v1 = String::new();
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+        match (controllers, path) {
+            (Some(""), Some(path)) => v2 = path.trim_end_matches('/').to_owned(),
+            (Some(c), Some(path)) if c.split(',').any(|c| c == "memory") => {
+                v1 = path.trim_end_matches('/').to_owned();
+            }
+            _ => {}
+        }
+    }
     let candidates = [
-        format!("/sys/fs/cgroup{}/memory.max", own.trim_end_matches('/')),
+        format!("/sys/fs/cgroup{v2}/memory.max"),
         "/sys/fs/cgroup/memory.max".to_owned(),
+        format!("/sys/fs/cgroup/memory{v1}/memory.limit_in_bytes"),
         "/sys/fs/cgroup/memory/memory.limit_in_bytes".to_owned(),
     ];
     candidates.iter().find_map(|path| {
         let text = std::fs::read_to_string(path).ok()?;
         let v: u64 = text.trim().parse().ok()?;
-        // v1 reports "no limit" as a number near u64::MAX.
+        // "max" (v2) does not parse; v1 reports "no limit" as a number near i64::MAX.
         (v < 1 << 60).then_some(v)
     })
 }
