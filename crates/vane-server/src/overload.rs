@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 use vane_config::OverloadConfig;
 
@@ -86,6 +86,8 @@ impl Thresholds {
 /// The overload state every connection reads, and what degrading has cost so far.
 pub(crate) struct Overload {
     level: AtomicU8,
+    /// Wakes connections holding publishes back when the level changes.
+    changed: Notify,
     /// QoS 0 deliveries (and MQTT 5.0 QoS 0 publishes while refusing) dropped.
     pub dropped_qos0: AtomicU64,
     /// QoS 1/2 publishes refused with 0x97.
@@ -98,6 +100,7 @@ impl Overload {
     pub(crate) fn new() -> Overload {
         Overload {
             level: AtomicU8::new(Level::Normal as u8),
+            changed: Notify::new(),
             dropped_qos0: AtomicU64::new(0),
             refused_publishes: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
@@ -112,6 +115,19 @@ impl Overload {
 
     fn set(&self, level: Level) {
         self.level.store(level as u8, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until the level is no longer `seen`.
+    pub(crate) async fn changed_from(&self, seen: Level) {
+        let notified = self.changed.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a change between the two is not missed.
+        notified.as_mut().enable();
+        if self.level() != seen {
+            return;
+        }
+        notified.await;
     }
 }
 

@@ -229,7 +229,7 @@ pub(crate) async fn serve<R, W>(
     };
     release_if_idle(&mut read_buf, 0);
     release_if_idle(&mut write_buf, 0);
-    let broker_config_slow = broker.config.slow_consumer.clone();
+    let slow = slow::SlowConsumer::new(&broker.config.slow_consumer);
     let mut conn = Connection {
         broker,
         peer,
@@ -249,7 +249,7 @@ pub(crate) async fn serve<R, W>(
         gate: 0,
         durable: None,
         events: Vec::new(),
-        slow: slow::SlowConsumer::new(&broker_config_slow),
+        slow,
         overload_pause: false,
         overload_refuse: false,
     };
@@ -288,7 +288,8 @@ struct Connection<R, W> {
     slow: slow::SlowConsumer,
     /// Memory overload: new publishes are held back like under backpressure.
     overload_pause: bool,
-    /// Memory overload: QoS 1/2 publishes are refused with 0x97 (MQTT 5.0 clients).
+    /// Memory overload: QoS 1/2 publishes are refused (MQTT 5.0: 0x97; 3.x: the connection
+    /// closes).
     overload_refuse: bool,
 }
 
@@ -542,8 +543,8 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 _ = std::future::ready(()), if pull == Pull::More => {}
                 // The slow-consumer policy's next step; the loop's turn takes it.
                 _ = sleep_until(slow_deadline), if slow_deadline.is_some() => {}
-                // Overload ends only when the sampler says so: look again at its pace.
-                _ = tokio::time::sleep(self.broker.config.overload.sample_interval), if self.overload_pause => {}
+                // Held back for memory overload: until the level changes.
+                _ = overload_changed(&self.broker), if self.overload_pause => {}
             }
         }
     }
@@ -1039,6 +1040,18 @@ async fn wait_for_space(receiver: Option<&Subscriber>, until: Option<Instant>) {
         (Some(r), Some(until)) => Box::pin(r.mailbox.space_or(until)).await,
         _ => std::future::pending().await,
     }
+}
+
+/// Waits until the memory overload level is no longer shedding.
+async fn overload_changed(broker: &Broker) {
+    // Boxed: the select! holds this future in every connection's task, but it only runs
+    // under overload.
+    Box::pin(
+        broker
+            .overload
+            .changed_from(crate::overload::Level::Shedding),
+    )
+    .await
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
