@@ -442,6 +442,9 @@ impl Mailbox {
         inner.online = online;
         // Slow-consumer status belongs to a connection, not to the session.
         inner.slow = false;
+        if online {
+            inner.slow_dropped = 0;
+        }
         self.online.store(online, Ordering::Relaxed);
         if !online && !self.queue_qos0_offline {
             inner.queue.drop_qos0();
@@ -498,6 +501,11 @@ impl Mailbox {
             self.space.notify_waiters();
         }
         dropped
+    }
+
+    /// QoS 0 deliveries dropped since the client connected because it was a slow consumer.
+    pub(crate) fn slow_dropped(&self) -> u64 {
+        self.inner.lock().slow_dropped
     }
 
     /// Whether deliveries wait in the mailbox (read without the lock).

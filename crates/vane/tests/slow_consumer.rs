@@ -253,3 +253,55 @@ async fn a_stuck_subscriber_is_cut_off_while_healthy_ones_get_everything() {
         "no healthy subscriber is treated as slow; log:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_qos0_subscriber_loses_its_qos0_messages_then_its_connection() {
+    let dir = TempDir::new("vane-slow-consumer-qos0");
+    let mut options = ServeOptions::new(VANE, dir.path(), "memory");
+    let config = dir.path().join("vane.toml");
+    write_file(
+        &config,
+        "[slow_consumer]\ntimeout = \"500ms\"\ndisconnect_after = \"1s\"\n",
+    );
+    options.config = Some(config);
+    let broker = VaneProcess::start(options, Duration::from_secs(20));
+    let addr = broker.addr();
+
+    let mut stuck = Raw::connect(addr, "stuck-qos0").await;
+    stuck.send(&[subscribe(1, TOPIC, 0)]).await;
+    match stuck.next().await {
+        Some(Packet::SubAck(_)) => {}
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    // QoS 0 messages of 1 KiB, in batches, until the broker has disconnected the stuck one:
+    // its socket buffers fill, then its output, and it takes nothing more.
+    let mut publisher = Raw::connect(addr, "qos0-publisher").await;
+    let body = vec![0x33u8; 1024];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let disconnected = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("slow consumer disconnected") && l.contains("stuck-qos0"))
+            .map(str::to_owned)
+    };
+    let line = loop {
+        let batch: Vec<Packet> = (0..200).map(|_| publish(TOPIC, 0, 0, &body)).collect();
+        publisher.send(&batch).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Some(line) = disconnected(&broker.log()) {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stuck subscriber was not disconnected; log:\n{}",
+            broker.log()
+        );
+    };
+    // QoS 0 messages published while it was a slow consumer were dropped and counted.
+    let dropped: u64 = line
+        .split("dropped_qos0=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("dropped_qos0 in {line}"));
+    assert!(dropped > 0, "QoS 0 drops counted: {line}");
+}

@@ -428,7 +428,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 info!(%client_id, peer = %self.peer, "connection closed: QoS 1/2 publish while over the memory budget (MQTT 3.x has no refusal code; the client resends it)")
             }
             End::SlowConsumer(why) => {
-                warn!(%client_id, peer = %self.peer, reason = %why, "slow consumer disconnected")
+                warn!(%client_id, peer = %self.peer, reason = %why, dropped_qos0 = slot.mailbox.slow_dropped(), "slow consumer disconnected")
             }
         }
         if dropped > 0 && !taken_over {
