@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use test_support::process::{write_file, ServeOptions, TempDir, VaneProcess};
-use test_support::vane_proto::{Decoder, Packet, ProtocolVersion};
+use test_support::vane_proto::{Decoder, DisconnectReason, Packet, ProtocolVersion};
 use test_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -304,4 +304,35 @@ async fn a_stuck_qos0_subscriber_loses_its_qos0_messages_then_its_connection() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("dropped_qos0 in {line}"));
     assert!(dropped > 0, "QoS 0 drops counted: {line}");
+}
+
+#[tokio::test]
+async fn a_client_that_acknowledges_nothing_is_disconnected_with_0x97_and_its_will_published() {
+    let broker = TestBroker::start(|c| {
+        c.mqtt.max_inflight = 4;
+        c.slow_consumer.timeout = Duration::from_millis(300);
+        c.slow_consumer.disconnect_after = Duration::from_millis(300);
+    })
+    .await;
+    let mut watcher = TestClient::connect(broker.addr(), connect_v311("will-watcher")).await;
+    watcher.send(subscribe(1, "sc/will", 0)).await;
+    watcher.expect(suback(1, &[0])).await;
+    let connect = with_will(connect_v5("never-acks"), "sc/will", "gone", 0, false);
+    let mut sub = TestClient::connect(broker.addr(), connect).await;
+    sub.send(subscribe(1, "sc/ack", 1)).await;
+    sub.expect(suback(1, &[1])).await;
+    let mut publisher = TestClient::connect(broker.addr(), connect_v311("sc-pub")).await;
+    for id in 1..=20 {
+        publisher.send(publish("sc/ack", 1, id, "m")).await;
+    }
+    // It reads its in-flight window and acknowledges none: 16 wait for it, none is taken.
+    for _ in 0..4 {
+        sub.recv_publish().await;
+    }
+    sub.set_timeout(Duration::from_secs(3));
+    // An administratively set limit was exceeded: 0x97 Quota exceeded (MQTT 5.0 3.14.2.1).
+    sub.expect_closed_with(DisconnectReason::QuotaExceeded)
+        .await;
+    // Not a normal disconnect: the will is published [MQTT-3.1.2-8].
+    assert_eq!(watcher.recv_publish().await.payload.as_ref(), b"gone");
 }
