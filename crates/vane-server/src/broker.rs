@@ -423,6 +423,15 @@ impl Broker {
             };
         };
         let qos = message.qos.min(self.session_config.max_qos);
+        if qos == QoS::AtMostOnce && self.overload.level() >= crate::overload::Level::Shedding {
+            self.overload.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+            let ticket = self.submit_and_push(ops, &mut Vec::new(), |_, _| {});
+            return Published {
+                routed: Routed::Delivered,
+                congested: None,
+                ticket,
+            };
+        }
         let mut delivery = Delivery {
             message,
             qos,
