@@ -162,7 +162,7 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
         .trim()
         .parse()
         .ok()?;
-    Some(kib * 1024)
+    Some(kib.saturating_mul(1024))
 }
 
 /// The memory limit of this process's cgroup (v2 `memory.max`, else v1
