@@ -78,6 +78,8 @@ pub(crate) struct Broker {
     pub connections: std::sync::atomic::AtomicUsize,
     /// Connection caps, bans, flapping detection (`[limits]`).
     pub limits: Arc<crate::limits::Limits>,
+    /// How far the broker has degraded under its memory budget.
+    pub overload: crate::overload::Overload,
 }
 
 /// Whether a subscriber can take a message now (for picking shared-subscription members).
@@ -127,6 +129,7 @@ impl Broker {
             store,
             connections: std::sync::atomic::AtomicUsize::new(0),
             limits,
+            overload: crate::overload::Overload::new(),
         }
     }
 
@@ -373,7 +376,10 @@ impl Broker {
             Pushed::Congested if congested.is_none() => congested = Some(slot),
             _ => {}
         };
-        if self.store.is_none() {
+        // Under memory overload QoS 0 deliveries are dropped: one load per publish.
+        let shed_qos0 = self.overload.level() >= crate::overload::Level::Shedding;
+        let mut shed = 0u64;
+        if self.store.is_none() && !shed_qos0 {
             // Without a store (durability `memory`) nothing is held back: the hot path of
             // the benchmarks stays as short as it was.
             let total = scratch.deliver_matches(&message, |slot, delivery| {
@@ -388,7 +394,9 @@ impl Broker {
         }
         let mut held = std::mem::take(&mut scratch.held);
         let total = scratch.deliver_matches(&message, |slot, mut delivery| {
-            if self.store_delivery(&slot, &mut delivery, ops) {
+            if shed_qos0 && delivery.qos == QoS::AtMostOnce {
+                shed += 1;
+            } else if self.store_delivery(&slot, &mut delivery, ops) {
                 held.push((slot, delivery));
             } else {
                 let pushed = slot.mailbox.push(delivery);
@@ -397,6 +405,11 @@ impl Broker {
         });
         let ticket = self.submit_and_push(ops, &mut held, tally);
         scratch.held = held;
+        if shed > 0 {
+            self.overload
+                .dropped_qos0
+                .fetch_add(shed, Ordering::Relaxed);
+        }
         Published {
             routed: Routed::from_pushes(full, total),
             congested,
@@ -417,6 +430,15 @@ impl Broker {
             };
         };
         let qos = message.qos.min(self.session_config.max_qos);
+        if qos == QoS::AtMostOnce && self.overload.level() >= crate::overload::Level::Shedding {
+            self.overload.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+            let ticket = self.submit_and_push(ops, &mut Vec::new(), |_, _| {});
+            return Published {
+                routed: Routed::Delivered,
+                congested: None,
+                ticket,
+            };
+        }
         let mut delivery = Delivery {
             message,
             qos,

@@ -10,6 +10,7 @@ mod expiry;
 mod limits;
 mod listener;
 mod mailbox;
+mod overload;
 mod persistence;
 mod registry;
 mod server;

@@ -126,6 +126,10 @@ impl Server {
     /// closes their connections.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(crate::overload::run_sampler(
+            self.broker.clone(),
+            stop_rx.clone(),
+        ));
         let limits = &self.broker.limits;
         info!(
             max_connections = limits.max_connections(),

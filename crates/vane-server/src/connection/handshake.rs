@@ -160,6 +160,29 @@ pub(crate) async fn refuse_undecodable<W: AsyncWrite + Unpin>(writer: &mut W, er
     }
 }
 
+/// Answers a connection refused before its CONNECT is handled (memory overload) with CONNACK
+/// 0x89 Server busy (MQTT 3.x: return code 3, server unavailable), then closes it. A CONNECT
+/// larger than 64 KiB is not read to the end: the connection is just closed.
+pub(crate) async fn refuse_busy(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    deadline: tokio::time::Instant,
+    max_packet_size: usize,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut read_buf = BytesMut::new();
+    let mut decoder = Decoder::new(max_packet_size.min(64 * 1024));
+    let read = tokio::time::timeout_at(
+        deadline,
+        read_connect(&mut reader, &mut read_buf, &mut decoder),
+    );
+    if let Ok(Ok(connect)) = read.await {
+        tracing::debug!(%peer, client_id = %connect.client_id, "CONNECT refused with 0x89: memory overload");
+        refuse(&mut writer, &connect, ConnAckReason::ServerBusy, None).await;
+    }
+    let _ = writer.shutdown().await;
+}
+
 /// Validates the client identifier, or assigns one [MQTT-3.1.3-6]. Returns the id and whether
 /// it was assigned.
 fn client_identifier(
