@@ -568,6 +568,38 @@ fn cases() -> Vec<Case> {
             Closed,
         ),
         raw(
+            "3.1.2.11.10 Authentication Data without an Authentication Method: Protocol Error",
+            Fresh(V5),
+            v5_connect(0x02, &cat(&[&[0x16], &s(b"data")]), &id("authdata")),
+            Closed,
+        ),
+        raw(
+            "3.1.3.2 Subscription Identifier in the will properties: Malformed",
+            Fresh(V5),
+            v5_connect(
+                0x06,
+                &[],
+                &cat(&[&id("willprop"), &props(&[0x0B, 0x01]), &s(b"w"), &s(b"x")]),
+            ),
+            Closed,
+        ),
+        raw(
+            "[MQTT-1.5.4-1] will topic that is not UTF-8 (v5)",
+            Fresh(V5),
+            v5_connect(
+                0x06,
+                &[],
+                &cat(&[&id("willutf8"), &props(&[]), &s(&[0xC0, 0xAF]), &s(b"x")]),
+            ),
+            Closed,
+        ),
+        raw(
+            "[MQTT-1.5.3-1] user name that is not UTF-8 (3.1.1)",
+            Fresh(V311),
+            connect311(0x82, &cat(&[&id("user"), &s(&[b'u', 0xF8, 0x88])])),
+            Closed,
+        ),
+        raw(
             "[MQTT-1.5.5] property length running past the packet: Malformed",
             Fresh(V5),
             frame(
@@ -947,6 +979,21 @@ fn cases() -> Vec<Case> {
             Connected(V5),
             frame(0xA2, &[0x00, 0x01, 0x00]),
             Disconnect(0x82),
+        ),
+        raw(
+            "2.2.2.2 Subscription Identifier (not allowed in UNSUBSCRIBE): DISCONNECT 0x81",
+            Connected(V5),
+            frame(
+                0xA2,
+                &cat(&[&[0x00, 0x01], &props(&[0x0B, 0x01]), &s(b"a")]),
+            ),
+            Disconnect(0x81),
+        ),
+        raw(
+            "[MQTT-1.5.5] PUBACK property length past the packet end: DISCONNECT 0x81",
+            Connected(V5),
+            vec![0x40, 0x04, 0x00, 0x09, 0x00, 0x05],
+            Disconnect(0x81),
         ),
         raw(
             "[MQTT-3.10.3-2] UNSUBSCRIBE with no topic filter (3.1.1): closed",
