@@ -20,6 +20,18 @@ impl Session {
         if p.qos > self.config.max_qos {
             return Err(SessionError::QoSNotSupported);
         }
+        // MQTT 5.0 names no reason code for these two; both are broken rules of the PUBLISH
+        // the client sends, so they end the connection as Protocol Errors (section 4.13).
+        if !p.properties.subscription_identifiers.is_empty() {
+            return Err(SessionError::SubscriptionIdentifierFromClient);
+        }
+        if p.properties
+            .response_topic
+            .as_ref()
+            .is_some_and(|t| t.contains(['+', '#']))
+        {
+            return Err(SessionError::ResponseTopicHasWildcard);
+        }
         // Before the payload check: an alias set by a refused PUBLISH is still set, since the
         // client counts it as sent.
         self.resolve_topic_alias(&mut p)?;

@@ -1994,20 +1994,6 @@ fn topic_aliases_reset_on_a_new_connection() {
     assert_eq!(err, SessionError::TopicAliasUnknown);
 }
 
-#[test]
-fn inbound_messages_drop_subscription_identifiers() {
-    // [MQTT-3.3.4-6] a PUBLISH from a client must not contain a Subscription Identifier; the
-    // broker never forwards one it did not assign.
-    let clock = Clock::new();
-    let mut s = v5(clock);
-    let mut p = publish("t", QoS::AtMostOnce, 0, b"");
-    p.properties.subscription_identifiers = vec![5];
-    p.properties.message_expiry_interval = Some(9);
-    let (m, _) = expect_publish(s.handle_packet(Packet::Publish(p), clock.at(1)));
-    assert!(m.properties.subscription_identifiers.is_empty());
-    assert_eq!(m.properties.message_expiry_interval, Some(9));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Topic aliases (outbound, MQTT 5.0)
 // ---------------------------------------------------------------------------------------------
@@ -3463,4 +3449,36 @@ fn topic_level_count_is_exact() {
     assert!(s.topic_exceeds_limits("///"), "four empty levels");
     assert!(!s.topic_exceeds_limits("aaaaaaaaaaaaaaaa"));
     assert!(s.topic_exceeds_limits("aaaaaaaaaaaaaaaaa"));
+}
+
+#[test]
+fn subscription_identifier_in_a_client_publish_is_a_protocol_error() {
+    // [MQTT-3.3.4-6] a PUBLISH from a client MUST NOT contain a Subscription Identifier.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let mut p = publish("a", QoS::AtLeastOnce, 1, b"x");
+    p.properties.subscription_identifiers = vec![1];
+    let err = expect_error(s.handle_packet(Packet::Publish(p), clock.at(1)));
+    assert_eq!(err, SessionError::SubscriptionIdentifierFromClient);
+    assert_eq!(err.disconnect_reason(), DisconnectReason::ProtocolError);
+    assert!(drain(&mut s, clock.at(1)).is_empty(), "no PUBACK for it");
+}
+
+#[test]
+fn response_topic_with_a_wildcard_is_a_protocol_error() {
+    // [MQTT-3.3.2-14] the Response Topic MUST NOT contain wildcard characters.
+    let clock = Clock::new();
+    for topic in ["r/#", "r/+/x", "+"] {
+        let mut s = v5(clock);
+        let mut p = publish("a", QoS::AtMostOnce, 0, b"x");
+        p.properties.response_topic = Some(topic.into());
+        let err = expect_error(s.handle_packet(Packet::Publish(p), clock.at(1)));
+        assert_eq!(err, SessionError::ResponseTopicHasWildcard, "{topic}");
+        assert_eq!(err.disconnect_reason(), DisconnectReason::ProtocolError);
+    }
+    // A Response Topic without wildcards is routed.
+    let mut s = v5(clock);
+    let mut p = publish("a", QoS::AtMostOnce, 0, b"x");
+    p.properties.response_topic = Some("r/x".into());
+    expect_publish(s.handle_packet(Packet::Publish(p), clock.at(1)));
 }
