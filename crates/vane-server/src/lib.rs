@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod authz;
 mod broker;
 mod connection;
 mod expiry;
@@ -11,7 +12,9 @@ mod listener;
 mod mailbox;
 mod persistence;
 mod registry;
+mod reload;
 mod server;
 pub mod tls;
 
+pub use reload::{ReloadError, ReloadHandle};
 pub use server::{Server, ServerError};

@@ -21,6 +21,9 @@ pub enum ServerError {
     /// The authentication configuration could not be loaded.
     #[error("authentication: {0}")]
     Auth(String),
+    /// The ACL file could not be read or parsed.
+    #[error("ACL: {0}")]
+    Acl(String),
     /// The store could not be opened (damaged, another version, or not a store at all).
     #[error("store: {0}")]
     Store(#[from] vane_store::StoreError),
@@ -50,6 +53,15 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let authenticators = crate::auth::load(&config.auth).map_err(ServerError::Auth)?;
         let passwords = crate::auth::load_passwords(&config.auth).map_err(ServerError::Auth)?;
+        let acl = crate::authz::load(&config.acl).map_err(ServerError::Acl)?;
+        if let Some(acl) = &acl {
+            info!(
+                path = config.acl.file,
+                rules = acl.len(),
+                default = if acl.default_allow() { "allow" } else { "deny" },
+                "ACL loaded: publish, subscribe and every delivery are checked"
+            );
+        }
         // Certificates are loaded before anything else starts: a TLS listener whose files
         // cannot be used stops the broker instead of serving plain TCP.
         let mut tls = Vec::new();
@@ -75,7 +87,7 @@ impl Server {
             })?;
             listeners.push(listener);
         }
-        let broker = Arc::new(Broker::new(config, authenticators, passwords, store));
+        let broker = Arc::new(Broker::new(config, authenticators, passwords, acl, store));
         if let Some(recovered) = recovered {
             crate::persistence::restore(&broker, recovered).await;
         }
@@ -84,6 +96,14 @@ impl Server {
             listeners,
             tls,
         })
+    }
+
+    /// A handle to reload the broker's files (ACL, password file) while it runs, e.g. on
+    /// SIGHUP. It stays usable after [`Server::run`] has taken the server.
+    pub fn reload_handle(&self) -> crate::ReloadHandle {
+        crate::ReloadHandle {
+            broker: self.broker.clone(),
+        }
     }
 
     /// The addresses actually bound, in configuration order.

@@ -67,6 +67,8 @@ enum End {
     Shutdown,
     /// Re-authentication failed or broke the protocol.
     Auth(DisconnectReason),
+    /// A reload removed or changed the client's user in the password file.
+    Revoked,
     /// The store failed: what the client is owed an acknowledgement for cannot be made
     /// durable.
     StoreFailed(String),
@@ -82,6 +84,7 @@ impl End {
             End::TakenOver => Some(DisconnectReason::SessionTakenOver),
             End::Shutdown => Some(DisconnectReason::ServerShuttingDown),
             End::Auth(reason) => Some(*reason),
+            End::Revoked => Some(DisconnectReason::NotAuthorized),
             End::StoreFailed(_) => Some(DisconnectReason::UnspecifiedError),
         }
     }
@@ -95,6 +98,7 @@ impl End {
             End::TakenOver => "another connection took over this session".into(),
             End::Shutdown => "the server is shutting down".into(),
             End::Auth(_) => "re-authentication failed".into(),
+            End::Revoked => "credentials revoked".into(),
             End::StoreFailed(_) => "the server cannot store messages".into(),
         }
     }
@@ -107,7 +111,8 @@ impl End {
             | End::Closed(_)
             | End::Decode(_)
             | End::Session(_)
-            | End::Auth(_) => true,
+            | End::Auth(_)
+            | End::Revoked => true,
             End::TakenOver => v5,
             End::Shutdown | End::StoreFailed(_) => false,
         }
@@ -296,12 +301,14 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             mut kick,
             session_present,
             authenticated,
+            identity,
         } = accepted;
         self.authenticated = authenticated;
         let dropped = slot.mailbox.set_online(true);
         info!(
-            client_id = %session.client_id(),
+            client_id = %identity.client_id,
             peer = %self.peer,
+            username = identity.username.as_deref().unwrap_or(""),
             version = %connect.protocol,
             clean_start = connect.clean_start,
             keep_alive = connect.keep_alive,
@@ -322,7 +329,13 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         let now = Instant::now();
         let mut will_delay = None;
         if end.publishes_will(session.version().is_v5()) {
-            if let Some(will) = session.take_will(now) {
+            let will = session.take_will(now).filter(|w| {
+                // A will is a publish like any other: the ACL in force now decides.
+                session
+                    .policy()
+                    .is_none_or(|p| p.may_publish(&w.message.topic))
+            });
+            if let Some(will) = will {
                 // [MQTT-3.1.3-9] a will with a delay waits for it, or for the end of the
                 // session, whichever comes first; a session ending now ends the wait.
                 if will.delay > 0 && session.session_expiry() > 0 {
@@ -397,6 +410,9 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             End::Auth(reason) => {
                 warn!(%client_id, peer = %self.peer, ?reason, "re-authentication failed, connection closed")
             }
+            End::Revoked => {
+                info!(%client_id, peer = %self.peer, "connection closed: the password file was reloaded and no longer holds this user's credentials (MQTT 5.0: DISCONNECT 0x87)")
+            }
             End::StoreFailed(why) => {
                 warn!(%client_id, peer = %self.peer, error = %why, "connection closed: the store failed, acknowledgements owed to the client cannot be made durable")
             }
@@ -460,7 +476,10 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 && store_behind.is_none();
             tokio::select! {
                 biased;
-                _ = &mut *kick => return End::TakenOver,
+                kicked = &mut *kick => return match kicked {
+                    Ok(Kick::Revoked) => End::Revoked,
+                    _ => End::TakenOver,
+                },
                 _ = shutdown.changed() => return End::Shutdown,
                 _ = wait_durable(self.durable.as_mut(), store_wait.unwrap_or(0)), if store_wait.is_some() => {}
                 res = self.writer.write_buf(&mut self.write_buf), if !self.write_buf.is_empty() && !gated => {
