@@ -202,7 +202,11 @@ impl Acl {
 
     fn decide_topic(&self, who: AclIdentity<'_>, topic: &str, publish: bool) -> bool {
         for rule in &self.rules {
-            let wants = if publish { rule.publish } else { rule.subscribe };
+            let wants = if publish {
+                rule.publish
+            } else {
+                rule.subscribe
+            };
             if wants && rule.who.applies(who) && matches(&rule.pattern, topic, who) {
                 return rule.allow;
             }
@@ -523,8 +527,11 @@ allow user admin subscribe $SYS/#
 
     #[test]
     fn deny_covering_the_filter_refuses_it_overlap_does_not() {
-        let acl = Acl::parse("deny any subscribe a/secret/#\nallow any subscribe a/#\n", false)
-            .expect("valid");
+        let acl = Acl::parse(
+            "deny any subscribe a/secret/#\nallow any subscribe a/#\n",
+            false,
+        )
+        .expect("valid");
         let x = user("x", "x");
         assert!(!acl.may_subscribe(x, "a/secret/#"));
         assert!(!acl.may_subscribe(x, "a/secret/b"));

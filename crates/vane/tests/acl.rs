@@ -203,7 +203,7 @@ async fn publish_matrix_v311_and_v5() {
             let mut c = TestClient::connect(addr, connect_as(version, *user, client_id)).await;
             let reason = publish_q1(&mut c, topic, 1).await;
             let marker = format!("marker/{i}");
-            assert_eq!(publish_q1(&mut c, &marker, 2).await.is_error(), false);
+            assert!(!publish_q1(&mut c, &marker, 2).await.is_error());
             if version.is_v5() {
                 assert_eq!(
                     reason == PubAckReason::NotAuthorized,
@@ -329,11 +329,8 @@ async fn deliveries_are_checked_per_topic_retained_live_and_shared() {
     let broker = acl_broker(&files).await;
     let addr = broker.addr();
     for version in VERSIONS {
-        let mut alice = TestClient::connect(
-            addr,
-            connect_as(version, Some("alice"), &unique_id("a")),
-        )
-        .await;
+        let mut alice =
+            TestClient::connect(addr, connect_as(version, Some("alice"), &unique_id("a"))).await;
         // Retained: one readable, one secret.
         alice
             .send(publish_retained("sensors/alice/secret", 1, 1, b"r"))
@@ -357,7 +354,9 @@ async fn deliveries_are_checked_per_topic_retained_live_and_shared() {
         assert!(p.retain);
         dash.send(puback(p.packet_id.expect("QoS 1").get())).await;
         // Live: the secret goes to neither the plain nor the shared subscription.
-        alice.send(publish("sensors/alice/secret", 1, 3, b"s")).await;
+        alice
+            .send(publish("sensors/alice/secret", 1, 3, b"s"))
+            .await;
         acked(&mut alice, 3).await;
         alice.send(publish("sensors/alice/hum", 1, 4, b"h")).await;
         acked(&mut alice, 4).await;
@@ -408,11 +407,7 @@ async fn acl_reload_revokes_live_and_queued_deliveries() {
     let broker = acl_broker(&files).await;
     let addr = broker.addr();
     let dash_id = unique_id("dash");
-    let mut dash = TestClient::connect(
-        addr,
-        login(connect_v5_persistent(&dash_id), "dash"),
-    )
-    .await;
+    let mut dash = TestClient::connect(addr, login(connect_v5_persistent(&dash_id), "dash")).await;
     dash.send(subscribe_many(1, &[("sensors/#", 1), ("marker/#", 1)]))
         .await;
     dash.expect(suback(1, &[1, 1])).await;
@@ -421,7 +416,9 @@ async fn acl_reload_revokes_live_and_queued_deliveries() {
         connect_as(ProtocolVersion::V5, Some("alice"), &unique_id("a")),
     )
     .await;
-    alice.send(publish("sensors/alice/temp", 1, 1, b"before")).await;
+    alice
+        .send(publish("sensors/alice/temp", 1, 1, b"before"))
+        .await;
     acked(&mut alice, 1).await;
     expect_topic(&mut dash, "sensors/alice/temp").await;
 
@@ -429,7 +426,9 @@ async fn acl_reload_revokes_live_and_queued_deliveries() {
     files.write_acl(&ACL.replace("allow user dash subscribe sensors/#\n", ""));
     broker.reload().expect("the new ACL parses");
     // (`sensors/+/temp` is still readable by anyone: another topic.)
-    alice.send(publish("sensors/alice/hum", 1, 2, b"after")).await;
+    alice
+        .send(publish("sensors/alice/hum", 1, 2, b"after"))
+        .await;
     acked(&mut alice, 2).await;
     alice.send(publish("marker/1", 1, 3, b"m")).await;
     acked(&mut alice, 3).await;
@@ -439,17 +438,15 @@ async fn acl_reload_revokes_live_and_queued_deliveries() {
     dash.disconnect().await;
     files.write_acl(ACL);
     broker.reload().expect("the ACL parses");
-    alice.send(publish("sensors/alice/hum", 1, 4, b"queued")).await;
+    alice
+        .send(publish("sensors/alice/hum", 1, 4, b"queued"))
+        .await;
     acked(&mut alice, 4).await;
     alice.send(publish("marker/2", 1, 5, b"m")).await;
     acked(&mut alice, 5).await;
     files.write_acl(&ACL.replace("allow user dash subscribe sensors/#\n", ""));
     broker.reload().expect("the new ACL parses");
-    let mut dash = TestClient::connect(
-        addr,
-        login(connect_v5_persistent(&dash_id), "dash"),
-    )
-    .await;
+    let mut dash = TestClient::connect(addr, login(connect_v5_persistent(&dash_id), "dash")).await;
     expect_topic(&mut dash, "marker/2").await;
     dash.disconnect().await;
     alice.disconnect().await;
@@ -465,7 +462,10 @@ async fn unparseable_acl_keeps_old_rules_on_reload_and_refuses_start() {
     let addr = broker.addr();
     files.write_acl("allow any all #\nallow user\n");
     let err = broker.reload().expect_err("line 2 is broken");
-    assert!(err.to_string().contains("line 2: user needs a name"), "{err}");
+    assert!(
+        err.to_string().contains("line 2: user needs a name"),
+        "{err}"
+    );
     // The old rules still hold: bob may not subscribe to everything.
     let mut bob = TestClient::connect(
         addr,
@@ -525,7 +525,8 @@ async fn password_reload_disconnects_revoked_users() {
     let dash_line = vane_auth::password::format_line("dash", &hash).expect("line");
     std::fs::write(files.passwd(), format!("{kept}{dash_line}\n")).expect("write");
     broker.reload().expect("the password file parses");
-    bob.expect_closed_with(DisconnectReason::NotAuthorized).await;
+    bob.expect_closed_with(DisconnectReason::NotAuthorized)
+        .await;
     dash.expect_closed().await;
     alice.send(pingreq()).await;
     alice.expect(Packet::PingResp).await;
@@ -570,11 +571,7 @@ fn sighup_reloads_the_acl_and_a_broken_acl_stops_vane_serve() {
     let acl = dir.path().join("acl");
     std::fs::write(&acl, "allow anonymous all open/#\n").expect("write");
     let config = dir.path().join("vane.toml");
-    std::fs::write(
-        &config,
-        format!("[acl]\nfile = \"{}\"\n", acl.display()),
-    )
-    .expect("write");
+    std::fs::write(&config, format!("[acl]\nfile = \"{}\"\n", acl.display())).expect("write");
     let mut options = ServeOptions::new(env!("CARGO_BIN_EXE_vane"), dir.path(), "memory");
     options.config = Some(config.clone());
     let mut broker = VaneProcess::start(options, Duration::from_secs(20));
@@ -607,10 +604,20 @@ fn sighup_reloads_the_acl_and_a_broken_acl_stops_vane_serve() {
     broker.terminate();
     broker.wait_exit(Duration::from_secs(10));
 
-    std::fs::write(&acl, "# fine\nallow anonymous all open/#\ndeny sometimes all x\n")
-        .expect("write");
+    std::fs::write(
+        &acl,
+        "# fine\nallow anonymous all open/#\ndeny sometimes all x\n",
+    )
+    .expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vane"))
-        .args(["serve", "--durability", "memory", "--bind", "127.0.0.1:0", "--config"])
+        .args([
+            "serve",
+            "--durability",
+            "memory",
+            "--bind",
+            "127.0.0.1:0",
+            "--config",
+        ])
         .arg(&config)
         .output()
         .expect("run vane serve");
@@ -620,4 +627,51 @@ fn sighup_reloads_the_acl_and_a_broken_acl_stops_vane_serve() {
         stderr.contains("line 3") && stderr.contains("\"sometimes\""),
         "{stderr}"
     );
+}
+
+// examples/secure says what README.md's security section says: one TLS listener on
+// 127.0.0.1:8883 and no plain one, no anonymous clients, sensor1 and dashboard with their
+// passwords, and an ACL that confines them. (interop/secure_example.sh runs it with the
+// mosquitto clients over TLS.)
+#[test]
+fn secure_example_is_what_the_readme_says() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let config = vane_config::Config::load(std::path::Path::new(&format!(
+        "{root}/examples/secure/vane.toml"
+    )))
+    .expect("examples/secure/vane.toml is valid");
+    assert_eq!(config.listeners.len(), 1, "one listener only");
+    let listener = &config.listeners[0];
+    assert_eq!(listener.bind.to_string(), "127.0.0.1:8883");
+    let tls = listener.tls.as_ref().expect("the listener is TLS");
+    assert_eq!(tls.cert, "examples/secure/certs/server.pem");
+    assert_eq!(tls.key, "examples/secure/certs/server.key");
+    assert!(!listener.anonymous(true).0, "anonymous clients refused");
+    assert_eq!(config.auth.password_file, "examples/secure/passwd");
+    assert_eq!(config.acl.file, "examples/secure/acl");
+    assert_eq!(config.acl.default, vane_config::AclDefault::Deny);
+
+    let passwd = std::fs::read_to_string(format!("{root}/examples/secure/passwd")).expect("read");
+    let passwords = vane_auth::PasswordFile::parse_str(&passwd).expect("parses");
+    assert_eq!(passwords.len(), 2);
+    assert!(passwords.verify("sensor1", b"sensor1-pass"));
+    assert!(passwords.verify("dashboard", b"dashboard-pass"));
+
+    let text = std::fs::read_to_string(format!("{root}/examples/secure/acl")).expect("read");
+    let acl = vane_auth::Acl::parse(&text, false).expect("parses");
+    let sensor1 = vane_auth::AclIdentity {
+        username: Some("sensor1"),
+        client_id: "s",
+    };
+    let dashboard = vane_auth::AclIdentity {
+        username: Some("dashboard"),
+        client_id: "d",
+    };
+    assert!(acl.may_publish(sensor1, "sensors/sensor1/temp"));
+    assert!(!acl.may_publish(sensor1, "sensors/sensor2/temp"));
+    assert!(!acl.may_subscribe(sensor1, "sensors/#"));
+    assert!(acl.may_subscribe(dashboard, "sensors/#"));
+    assert!(acl.may_receive(dashboard, "sensors/sensor1/temp"));
+    assert!(!acl.may_publish(dashboard, "sensors/sensor1/temp"));
+    assert!(!acl.may_subscribe(dashboard, "#"));
 }

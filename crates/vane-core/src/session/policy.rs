@@ -35,6 +35,7 @@ impl Session {
 
     /// True when the policy refuses the client `topic`: the delivery is dropped (and its
     /// store record completed, so it does not come back).
+    #[inline]
     pub(super) fn refuses_delivery(&mut self, topic: &str, stored: Option<u64>) -> bool {
         let Some(policy) = &self.policy else {
             return false;

@@ -29,7 +29,11 @@ impl Session {
                 // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error.
                 return Err(SessionError::NoLocalOnSharedSubscription);
             }
-            if self.policy.as_ref().is_some_and(|p| !p.may_subscribe(&filter)) {
+            if self
+                .policy
+                .as_ref()
+                .is_some_and(|p| !p.may_subscribe(&filter))
+            {
                 // MQTT 5.0 section 3.9.3: 0x87 Not authorized; MQTT 3.x: 0x80 Failure.
                 reasons.push(SubAckReason::NotAuthorized);
                 continue;
