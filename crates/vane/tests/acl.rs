@@ -453,6 +453,68 @@ async fn acl_reload_revokes_live_and_queued_deliveries() {
     broker.stop().await;
 }
 
+// A queued message a reload revoked is removed from the store when it is refused, so it does
+// not come back after a restart, even once the rule is back.
+#[tokio::test]
+async fn revoked_stored_deliveries_do_not_come_back_after_a_restart() {
+    let files = Files::new("stored", ACL, &USERS);
+    let store = files.dir.path().join("store").display().to_string();
+    let start = || {
+        let acl = files.acl().display().to_string();
+        let passwd = files.passwd().display().to_string();
+        let store = store.clone();
+        TestBroker::start(move |c| {
+            c.acl.file = acl;
+            c.auth.password_file = passwd;
+            c.store.durability = vane_config::Durability::Sync;
+            c.store.dir = store;
+        })
+    };
+    let broker = start().await;
+    let addr = broker.addr();
+    let dash_id = unique_id("dash");
+    let mut dash = TestClient::connect(addr, login(connect_v5_persistent(&dash_id), "dash")).await;
+    dash.send(subscribe_many(1, &[("sensors/#", 1), ("marker/#", 1)]))
+        .await;
+    dash.expect(suback(1, &[1, 1])).await;
+    dash.disconnect().await;
+    let mut alice = TestClient::connect(
+        addr,
+        connect_as(ProtocolVersion::V5, Some("alice"), &unique_id("a")),
+    )
+    .await;
+    alice
+        .send(publish("sensors/alice/hum", 1, 1, b"stored"))
+        .await;
+    acked(&mut alice, 1).await;
+    alice.send(publish("marker/1", 1, 2, b"m")).await;
+    acked(&mut alice, 2).await;
+    alice.disconnect().await;
+    files.write_acl(&ACL.replace("allow user dash subscribe sensors/#\n", ""));
+    broker.reload().expect("parses");
+    let mut dash = TestClient::connect(addr, login(connect_v5_persistent(&dash_id), "dash")).await;
+    expect_topic(&mut dash, "marker/1").await;
+    dash.disconnect().await;
+    broker.stop().await;
+
+    // The rule is back, the broker restarts from its store: the refused message is gone.
+    files.write_acl(ACL);
+    let broker = start().await;
+    let addr = broker.addr();
+    let mut alice = TestClient::connect(
+        addr,
+        connect_as(ProtocolVersion::V5, Some("alice"), &unique_id("a")),
+    )
+    .await;
+    let mut dash = TestClient::connect(addr, login(connect_v5_persistent(&dash_id), "dash")).await;
+    alice.send(publish("marker/2", 1, 1, b"m")).await;
+    acked(&mut alice, 1).await;
+    expect_topic(&mut dash, "marker/2").await;
+    dash.disconnect().await;
+    alice.disconnect().await;
+    broker.stop().await;
+}
+
 // An ACL that cannot be parsed on reload keeps the rules in force; at start, it stops the
 // broker with the line and the reason. It never means "allow".
 #[tokio::test]
