@@ -515,6 +515,60 @@ async fn revoked_stored_deliveries_do_not_come_back_after_a_restart() {
     broker.stop().await;
 }
 
+// A user authenticated by SCRAM-SHA-256 (MQTT 5.0 enhanced authentication) is the same user
+// to the ACL as one from the password file.
+#[tokio::test]
+async fn scram_users_are_authorized_by_their_name() {
+    use test_support::enhanced_auth::{auth, connect_with_auth, expect_auth, ScramClient};
+    use test_support::vane_proto::AuthReason;
+    let files = Files::new("scram", ACL, &USERS);
+    let mut store = vane_auth::MemoryCredentialStore::new();
+    store
+        .insert_password("bob", "bob-scram", 4096)
+        .expect("valid password");
+    let scram_path = files.dir.path().join("users.scram");
+    std::fs::write(
+        &scram_path,
+        vane_auth::scram::file::format_store(&store).expect("storable"),
+    )
+    .expect("write");
+    let acl = files.acl().display().to_string();
+    let scram_file = scram_path.display().to_string();
+    let broker = TestBroker::start(|c| {
+        c.acl.file = acl;
+        c.auth.scram_credentials = scram_file;
+    })
+    .await;
+    let mut scram = ScramClient::new("bob", "bob-scram");
+    let mut bob = TestClient::open(broker.addr(), ProtocolVersion::V5).await;
+    let method = vane_auth::SCRAM_SHA_256;
+    bob.send(Packet::Connect(Box::new(connect_with_auth(
+        &unique_id("bob"),
+        method,
+        Some(&scram.client_first()),
+    ))))
+    .await;
+    let (_, _, server_first) = expect_auth(bob.recv().await);
+    let client_final = scram
+        .client_final(&server_first.expect("server-first"))
+        .expect("valid");
+    bob.send(auth(
+        AuthReason::ContinueAuthentication,
+        method,
+        Some(&client_final),
+    ))
+    .await;
+    match bob.recv().await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason.as_u8(), 0, "{ack:?}"),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    bob.send(subscribe_many(1, &[("users/bob/#", 1), ("users/+/x", 1)]))
+        .await;
+    bob.expect(suback(1, &[1, 0x87])).await;
+    bob.disconnect().await;
+    broker.stop().await;
+}
+
 // An ACL that cannot be parsed on reload keeps the rules in force; at start, it stops the
 // broker with the line and the reason. It never means "allow".
 #[tokio::test]
