@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -33,6 +34,8 @@ pub(crate) struct AclRules {
     // parking_lot RwLock over an Arc, not a new dependency: a check takes the lock for the
     // time of a pointer copy, and a reload (rare) swaps the pointer.
     current: RwLock<Arc<Acl>>,
+    /// Bumped by every reload, so that connections notice new rules with one atomic load.
+    generation: AtomicU64,
 }
 
 impl AclRules {
@@ -40,6 +43,7 @@ impl AclRules {
         AclRules {
             config,
             current: RwLock::new(Arc::new(acl)),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -55,6 +59,7 @@ impl AclRules {
             Some(acl) => {
                 let rules = acl.len();
                 *self.current.write() = Arc::new(acl);
+                self.generation.fetch_add(1, Ordering::AcqRel);
                 Ok(rules)
             }
             None => Ok(0),
@@ -71,7 +76,12 @@ impl AclRules {
 /// client trying topic after topic cannot flood the log.
 const MAX_LOGGED_DENIALS: usize = 256;
 
-/// One connection's view of the ACL: its identity, and which denials it already logged.
+/// Decisions a connection remembers: a subscriber mostly receives the same few topics, and
+/// a rule scan per delivery would cost more than the delivery itself.
+const REMEMBERED_DECISIONS: usize = 8;
+
+/// One connection's view of the ACL: its identity, which denials it already logged, and its
+/// latest decisions.
 #[derive(Debug)]
 pub(crate) struct ConnectionPolicy {
     rules: Arc<AclRules>,
@@ -79,6 +89,18 @@ pub(crate) struct ConnectionPolicy {
     client_id: ByteString,
     peer: SocketAddr,
     logged: Mutex<HashSet<(AclAction, String)>>,
+    // A mutex only the connection's own task takes (the policy lives in its session): never
+    // contended, never held across an `.await`.
+    memo: Mutex<Memo>,
+}
+
+/// The rules a connection decided with, and its latest decisions under them.
+#[derive(Debug)]
+struct Memo {
+    generation: u64,
+    acl: Arc<Acl>,
+    decisions: Vec<(AclAction, String, bool)>,
+    next: usize,
 }
 
 impl std::fmt::Debug for AclRules {
@@ -96,21 +118,53 @@ impl ConnectionPolicy {
         client_id: ByteString,
         peer: SocketAddr,
     ) -> ConnectionPolicy {
+        let memo = Memo {
+            generation: rules.generation.load(Ordering::Acquire),
+            acl: rules.current(),
+            decisions: Vec::new(),
+            next: 0,
+        };
         ConnectionPolicy {
             rules,
             username,
             client_id,
             peer,
             logged: Mutex::new(HashSet::new()),
+            memo: Mutex::new(memo),
         }
     }
 
     fn decide(&self, action: AclAction, topic: &str) -> bool {
+        let mut memo = self.memo.lock();
+        let generation = self.rules.generation.load(Ordering::Acquire);
+        if memo.generation != generation {
+            // A reload: decide again under the new rules.
+            memo.generation = generation;
+            memo.acl = self.rules.current();
+            memo.decisions.clear();
+            memo.next = 0;
+        }
+        if let Some(&(_, _, allowed)) = memo
+            .decisions
+            .iter()
+            .find(|(a, t, _)| *a == action && t == topic)
+        {
+            return allowed;
+        }
         let who = AclIdentity {
             username: self.username.as_deref(),
             client_id: &self.client_id,
         };
-        let allowed = self.rules.current().check(who, action, topic);
+        let allowed = memo.acl.check(who, action, topic);
+        let decision = (action, topic.to_owned(), allowed);
+        if memo.decisions.len() < REMEMBERED_DECISIONS {
+            memo.decisions.push(decision);
+        } else {
+            let at = memo.next;
+            memo.decisions[at] = decision;
+            memo.next = (at + 1) % REMEMBERED_DECISIONS;
+        }
+        drop(memo);
         if !allowed {
             self.log_denial(action, topic);
         }
