@@ -156,13 +156,19 @@ impl ConnectionPolicy {
             client_id: &self.client_id,
         };
         let allowed = memo.acl.check(who, action, topic);
-        let decision = (action, topic.to_owned(), allowed);
         if memo.decisions.len() < REMEMBERED_DECISIONS {
-            memo.decisions.push(decision);
+            memo.decisions.push((action, topic.to_owned(), allowed));
         } else {
+            // Round robin, reusing the evicted entry's string: no allocation per delivery
+            // for a subscriber that receives many topics.
             let at = memo.next;
-            memo.decisions[at] = decision;
             memo.next = (at + 1) % REMEMBERED_DECISIONS;
+            if let Some(entry) = memo.decisions.get_mut(at) {
+                entry.0 = action;
+                entry.1.clear();
+                entry.1.push_str(topic);
+                entry.2 = allowed;
+            }
         }
         drop(memo);
         if !allowed {

@@ -416,11 +416,13 @@ async fn acl_reload_revokes_live_and_queued_deliveries() {
         connect_as(ProtocolVersion::V5, Some("alice"), &unique_id("a")),
     )
     .await;
+    // The same topic before and after the reload: decisions a connection remembers must not
+    // outlive the rules they were made under.
     alice
-        .send(publish("sensors/alice/temp", 1, 1, b"before"))
+        .send(publish("sensors/alice/hum", 1, 1, b"before"))
         .await;
     acked(&mut alice, 1).await;
-    expect_topic(&mut dash, "sensors/alice/temp").await;
+    expect_topic(&mut dash, "sensors/alice/hum").await;
 
     // dash loses sensors/#; the rest stays.
     files.write_acl(&ACL.replace("allow user dash subscribe sensors/#\n", ""));
