@@ -42,6 +42,7 @@
 
 #![warn(missing_docs)]
 
+pub mod acl;
 mod exchange;
 pub mod password;
 mod registry;
@@ -49,6 +50,7 @@ pub mod scram;
 mod store;
 mod username;
 
+pub use acl::{Acl, AclAction, AclError, AclIdentity};
 pub use exchange::{AuthExchange, AuthFailure, AuthStep, Authenticator};
 pub use password::{PasswordFile, PasswordHash};
 pub use registry::{Authenticators, UnknownMethod};

@@ -31,6 +31,8 @@ pub struct Config {
     pub redirect: RedirectConfig,
     /// Authentication.
     pub auth: AuthConfig,
+    /// Topic authorization (ACL file).
+    pub acl: AclConfig,
     /// Logging.
     pub log: LogConfig,
     /// The embedded store that makes sessions, queues, in-flight and retained messages
@@ -55,6 +57,7 @@ impl Default for Config {
             shared: SharedConfig::default(),
             redirect: RedirectConfig::default(),
             auth: AuthConfig::default(),
+            acl: AclConfig::default(),
             log: LogConfig::default(),
             store: StoreConfig::default(),
             limits: LimitsConfig::default(),
@@ -453,6 +456,32 @@ pub struct AuthConfig {
     /// a user name must give the matching password. Empty: no password file. A file that
     /// cannot be read or parsed stops the broker from starting, naming the line.
     pub password_file: String,
+}
+
+/// The decision when no ACL rule applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AclDefault {
+    /// Refuse: only what a rule allows is allowed.
+    #[default]
+    Deny,
+    /// Allow: only what a rule denies is denied.
+    Allow,
+}
+
+/// Topic authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclConfig {
+    /// ACL file: one `allow|deny  user NAME|client ID|anonymous|authenticated|any
+    /// publish|subscribe|all  TOPIC-PATTERN` rule per line, `%u`/`%c` standing for the user
+    /// name and client id; the first rule that applies decides. Empty: no topic checks at all.
+    /// A file that cannot be read or parsed stops the broker from starting (on SIGHUP: the
+    /// previous rules stay), naming the line and the reason.
+    pub file: String,
+    /// `deny` or `allow`: the decision when no rule applies (never for topics starting with
+    /// `$`, which need an explicit rule). Only used with a file.
+    pub default: AclDefault,
 }
 
 /// When a configured redirect applies.

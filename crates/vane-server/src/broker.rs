@@ -66,8 +66,12 @@ pub(crate) struct Broker {
     share_policy: SharePolicy,
     /// Enhanced authentication methods offered to MQTT 5.0 clients.
     pub authenticators: vane_auth::Authenticators,
-    /// The password file for user name and password in CONNECT, if one is configured.
-    pub passwords: Option<Arc<vane_auth::PasswordFile>>,
+    /// The password file for user name and password in CONNECT, if one is configured;
+    /// replaced as a whole by a reload (the lock is held for a pointer copy, never across an
+    /// `.await`).
+    pub passwords: Option<RwLock<Arc<vane_auth::PasswordFile>>>,
+    /// The ACL, if one is configured: `None` means no topic checks at all.
+    pub acl: Option<Arc<crate::authz::AclRules>>,
     /// Password checks running at once. PBKDF2 is pure CPU: without a bound, a storm of
     /// CONNECTs would fill the blocking pool with hashing threads that crowd the runtime's
     /// workers off the cores. One core is left to the workers when there are two or more.
@@ -92,6 +96,7 @@ impl Broker {
         config: Config,
         authenticators: vane_auth::Authenticators,
         passwords: Option<Arc<vane_auth::PasswordFile>>,
+        acl: Option<vane_auth::Acl>,
         store: Option<Store>,
         limits: Arc<crate::limits::Limits>,
     ) -> Broker {
@@ -115,7 +120,8 @@ impl Broker {
         Broker {
             share_policy,
             authenticators,
-            passwords,
+            passwords: passwords.map(RwLock::new),
+            acl: acl.map(|acl| Arc::new(crate::authz::AclRules::new(config.acl.clone(), acl))),
             password_checks: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism()
                     .map_or(1, |n| n.get().saturating_sub(1))
@@ -131,6 +137,27 @@ impl Broker {
             limits,
             overload: crate::overload::Overload::new(),
         }
+    }
+
+    /// The password file in force, if one is configured.
+    pub(crate) fn password_file(&self) -> Option<Arc<vane_auth::PasswordFile>> {
+        self.passwords.as_ref().map(|p| p.read().clone())
+    }
+
+    /// The topic permissions of a new connection: `None` when no ACL is configured.
+    pub(crate) fn topic_policy(
+        &self,
+        username: Option<&str>,
+        client_id: &vane_proto::ByteString,
+        peer: std::net::SocketAddr,
+    ) -> Option<Arc<dyn vane_core::session::TopicPolicy>> {
+        let rules = self.acl.as_ref()?;
+        Some(Arc::new(crate::authz::ConnectionPolicy::new(
+            rules.clone(),
+            username.map(str::to_owned),
+            client_id.clone(),
+            peer,
+        )))
     }
 
     /// A mailbox with the configured limits.

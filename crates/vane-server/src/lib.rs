@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod authz;
 mod broker;
 mod connection;
 mod expiry;
@@ -13,6 +14,7 @@ mod mailbox;
 mod overload;
 mod persistence;
 mod registry;
+mod reload;
 mod server;
 pub mod tls;
 
@@ -23,3 +25,4 @@ pub use server::{BanListHandle, Server, ServerError};
 pub fn check_limits(config: &vane_config::Config) -> Result<(), String> {
     limits::Limits::new(config).map(|_| ())
 }
+pub use reload::{ReloadError, ReloadHandle};

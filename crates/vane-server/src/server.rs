@@ -21,6 +21,9 @@ pub enum ServerError {
     /// The authentication configuration could not be loaded.
     #[error("authentication: {0}")]
     Auth(String),
+    /// The ACL file could not be read or parsed.
+    #[error("ACL: {0}")]
+    Acl(String),
     /// The store could not be opened (damaged, another version, or not a store at all).
     #[error("store: {0}")]
     Store(#[from] vane_store::StoreError),
@@ -67,6 +70,15 @@ impl Server {
         let authenticators = crate::auth::load(&config.auth).map_err(ServerError::Auth)?;
         let passwords = crate::auth::load_passwords(&config.auth).map_err(ServerError::Auth)?;
         let limits = Arc::new(crate::limits::Limits::new(&config).map_err(ServerError::Limits)?);
+        let acl = crate::authz::load(&config.acl).map_err(ServerError::Acl)?;
+        if let Some(acl) = &acl {
+            info!(
+                path = config.acl.file,
+                rules = acl.len(),
+                default = if acl.default_allow() { "allow" } else { "deny" },
+                "ACL loaded: publish, subscribe and every delivery are checked"
+            );
+        }
         // Certificates are loaded before anything else starts: a TLS listener whose files
         // cannot be used stops the broker instead of serving plain TCP.
         let mut tls = Vec::new();
@@ -96,6 +108,7 @@ impl Server {
             config,
             authenticators,
             passwords,
+            acl,
             store,
             limits,
         ));
@@ -112,6 +125,14 @@ impl Server {
     /// A handle to re-read the ban file (`limits.ban_file`) while the server runs, for SIGHUP.
     pub fn ban_list(&self) -> BanListHandle {
         BanListHandle(self.broker.limits.clone())
+    }
+
+    /// A handle to reload the broker's files (ACL, password file) while it runs, e.g. on
+    /// SIGHUP. It stays usable after [`Server::run`] has taken the server.
+    pub fn reload_handle(&self) -> crate::ReloadHandle {
+        crate::ReloadHandle {
+            broker: self.broker.clone(),
+        }
     }
 
     /// The addresses actually bound, in configuration order.

@@ -45,6 +45,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
         vane_server::tls::check(&config).map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
         vane_server::check_limits(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(rules) =
+            vane_server::auth::check_acl(&config.acl).map_err(|e| anyhow::anyhow!("ACL: {e}"))?
+        {
+            println!("ACL {}: {rules} rules", config.acl.file);
+        }
         for listener in &config.listeners {
             let (allowed, why) = listener.anonymous(!config.auth.password_file.is_empty());
             let anonymous = if allowed { "accepted" } else { "refused" };
@@ -65,7 +70,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Registered before the store is opened and the port bound, so that a SIGTERM that
         // arrives while the broker starts still means a graceful shutdown.
         let shutdown = shutdown_signal()?;
+        let reload = reload_signal()?;
         let server = Server::bind(config).await?;
+        spawn_reloader(reload, server.reload_handle());
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "vane started");
         server.run(shutdown).await;
         Ok(())
@@ -86,6 +93,37 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
         }
     })
 }
+
+/// The SIGHUP stream, installed at once so that a SIGHUP during start does not end the process.
+#[cfg(unix)]
+fn reload_signal() -> anyhow::Result<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup()).context("installing the SIGHUP handler")
+}
+
+/// Reloads the ACL and the password file on every SIGHUP; a file that cannot be parsed keeps
+/// the previous one (the reload logs the file, line and reason).
+#[cfg(unix)]
+fn spawn_reloader(mut hangup: tokio::signal::unix::Signal, handle: vane_server::ReloadHandle) {
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!(
+                "SIGHUP received: reloading the ACL, the password file and the ban list"
+            );
+            // Reading and parsing the files is quick, blocking I/O: off the workers anyway.
+            let handle = handle.clone();
+            let _ = tokio::task::spawn_blocking(move || handle.reload()).await;
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn reload_signal() -> anyhow::Result<()> {
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn spawn_reloader(_: (), _: vane_server::ReloadHandle) {}
 
 /// Completes on Ctrl-C.
 #[cfg(not(unix))]

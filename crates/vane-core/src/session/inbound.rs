@@ -80,6 +80,20 @@ impl Session {
                 None => Err(SessionError::PayloadFormatInvalid),
             };
         }
+        if self
+            .policy
+            .as_ref()
+            .is_some_and(|pol| !pol.may_publish(&p.topic))
+        {
+            // MQTT 5.0: PUBACK/PUBREC 0x87 Not authorized. MQTT 3.x has no refusal code; it
+            // gets a plain acknowledgement and the message is dropped, as [MQTT-3.3.5-2]
+            // allows (the other choice, closing the connection, would make a client that
+            // retries reconnect in a loop). QoS 0 is dropped.
+            if let Some(ack) = ack {
+                self.publish_refused(ack, PubAckReason::NotAuthorized);
+            }
+            return Ok(None);
+        }
         if let Some(PendingAck::PubRec(id)) = ack {
             self.inbound_qos2.insert(id);
         }

@@ -46,6 +46,18 @@ pub(crate) struct Accepted {
     pub session_present: bool,
     /// Who the AUTH exchange authenticated, if the CONNECT used one.
     pub authenticated: Option<super::auth::Authenticated>,
+    /// Who the client is, for authorization and log lines.
+    pub identity: Identity,
+}
+
+/// Who a connected client is, as authorization sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    /// The user name the client authenticated as (password file or AUTH exchange); `None`
+    /// for an anonymous client, including one whose user name nobody checked.
+    pub username: Option<String>,
+    /// The client identifier (assigned by the broker when the client sent none).
+    pub client_id: ByteString,
 }
 
 /// Where a connection came from, for the decisions and log lines of the handshake.
@@ -69,8 +81,8 @@ async fn check_password(
 ) -> Result<Option<String>, ConnAckReason> {
     let peer = origin.peer;
     let username = connect.username.as_ref().map(|u| u.to_string());
-    let passwords = match (&broker.passwords, &username) {
-        (Some(passwords), Some(_)) => passwords.clone(),
+    let passwords = match (broker.password_file(), &username) {
+        (Some(passwords), Some(_)) => passwords,
         _ => {
             if origin.allow_anonymous {
                 return Ok(None);
@@ -356,12 +368,23 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     };
     // User name and password (MQTT 3.1.2.8/3.1.2.9), or the listener's rule for anonymous
     // clients, when no AUTH exchange authenticated the client.
+    let mut password_user = None;
     if authenticated.is_none() {
-        if let Err(reason) = check_password(broker, &connect, &client_id, origin).await {
-            refuse(io.writer, &connect, reason, None).await;
-            return Err(HandshakeError::AuthRefused(reason));
+        match check_password(broker, &connect, &client_id, origin).await {
+            Ok(user) => password_user = user,
+            Err(reason) => {
+                refuse(io.writer, &connect, reason, None).await;
+                return Err(HandshakeError::AuthRefused(reason));
+            }
         }
     }
+    let identity = Identity {
+        username: authenticated
+            .as_ref()
+            .map(|a| a.username.clone())
+            .or_else(|| password_user.clone()),
+        client_id: client_id.clone(),
+    };
     let (slot, guard, seq) = loop {
         let slot = broker
             .registry
@@ -380,6 +403,8 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     if !slot.set_owner(seq, kick_tx) {
         return Err(HandshakeError::Superseded);
     }
+    // A password file reload that removes or changes this user ends the connection.
+    slot.set_owner_user(password_user);
     let mut guard = guard;
     let existing = guard.take();
     let parked_will = slot.take_will();
@@ -413,6 +438,9 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         }
     };
     session.connect(&connect, now);
+    // Before anything is resent or delivered: the permissions are this connection's, and a
+    // session taken over from another identity must not keep that one's.
+    session.set_policy(broker.topic_policy(identity.username.as_deref(), &client_id, origin.peer));
     let mut connack = ConnAck::new(ConnAckReason::Success, session_present);
     if version.is_v5() {
         let mut properties = connack_properties(broker);
@@ -451,6 +479,7 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         kick,
         session_present,
         authenticated,
+        identity,
     })
 }
 

@@ -70,6 +70,8 @@ enum End {
     Shutdown,
     /// Re-authentication failed or broke the protocol.
     Auth(DisconnectReason),
+    /// A reload removed or changed the client's user in the password file.
+    Revoked,
     /// The store failed: what the client is owed an acknowledgement for cannot be made
     /// durable.
     StoreFailed(String),
@@ -94,6 +96,7 @@ impl End {
             End::TakenOver => Some(DisconnectReason::SessionTakenOver),
             End::Shutdown => Some(DisconnectReason::ServerShuttingDown),
             End::Auth(reason) => Some(*reason),
+            End::Revoked => Some(DisconnectReason::NotAuthorized),
             End::StoreFailed(_) => Some(DisconnectReason::UnspecifiedError),
             End::RateExceeded => Some(DisconnectReason::MessageRateTooHigh),
             // DISCONNECT has no 0x8A Banned; the ban is the operator's action.
@@ -114,6 +117,7 @@ impl End {
             End::TakenOver => "another connection took over this session".into(),
             End::Shutdown => "the server is shutting down".into(),
             End::Auth(_) => "re-authentication failed".into(),
+            End::Revoked => "credentials revoked".into(),
             End::StoreFailed(_) => "the server cannot store messages".into(),
             End::RateExceeded => "publish rate or bandwidth above the server's limit".into(),
             End::Banned => "banned".into(),
@@ -134,7 +138,8 @@ impl End {
             | End::RateExceeded
             | End::Banned
             | End::SlowConsumer(_)
-            | End::Overloaded => true,
+            | End::Overloaded
+            | End::Revoked => true,
             End::TakenOver => v5,
             End::Shutdown | End::StoreFailed(_) => false,
         }
@@ -349,12 +354,14 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             mut kick,
             session_present,
             authenticated,
+            identity,
         } = accepted;
         self.authenticated = authenticated;
         let dropped = slot.mailbox.set_online(true);
         info!(
-            client_id = %session.client_id(),
+            client_id = %identity.client_id,
             peer = %self.peer,
+            username = identity.username.as_deref().unwrap_or(""),
             version = %connect.protocol,
             clean_start = connect.clean_start,
             keep_alive = connect.keep_alive,
@@ -382,7 +389,13 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         let now = Instant::now();
         let mut will_delay = None;
         if end.publishes_will(session.version().is_v5()) {
-            if let Some(will) = session.take_will(now) {
+            let will = session.take_will(now).filter(|w| {
+                // A will is a publish like any other: the ACL in force now decides.
+                session
+                    .policy()
+                    .is_none_or(|p| p.may_publish(&w.message.topic))
+            });
+            if let Some(will) = will {
                 // [MQTT-3.1.3-9] a will with a delay waits for it, or for the end of the
                 // session, whichever comes first; a session ending now ends the wait.
                 if will.delay > 0 && session.session_expiry() > 0 {
@@ -456,6 +469,9 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             }
             End::Auth(reason) => {
                 warn!(%client_id, peer = %self.peer, ?reason, "re-authentication failed, connection closed")
+            }
+            End::Revoked => {
+                info!(%client_id, peer = %self.peer, "connection closed: the password file was reloaded and no longer holds this user's credentials (MQTT 5.0: DISCONNECT 0x87)")
             }
             End::StoreFailed(why) => {
                 warn!(%client_id, peer = %self.peer, error = %why, "connection closed: the store failed, acknowledgements owed to the client cannot be made durable")
@@ -548,7 +564,10 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             let throttled = self.throttled_until;
             tokio::select! {
                 biased;
-                _ = &mut *kick => return End::TakenOver,
+                kicked = &mut *kick => return match kicked {
+                    Ok(Kick::Revoked) => End::Revoked,
+                    _ => End::TakenOver,
+                },
                 _ = shutdown.changed() => return End::Shutdown,
                 _ = wait_durable(self.durable.as_mut(), store_wait.unwrap_or(0)), if store_wait.is_some() => {}
                 res = self.writer.write_buf(&mut self.write_buf), if !self.write_buf.is_empty() && !gated => {
