@@ -4,7 +4,8 @@
 # Starts the broker under test on a free 127.0.0.1 port, runs the paho-mqtt
 # scenarios (interop/paho_scenarios.py), the mosquitto_pub/mosquitto_sub
 # scenarios below, the TLS scenarios of interop/tls_mosquitto.sh (a second
-# Vane with TLS listeners; skipped without openssl), then the MQTT 5.0
+# Vane with TLS listeners; skipped without openssl), the secure example of
+# interop/secure_example.sh (examples/secure/: TLS, password file, ACL), then the MQTT 5.0
 # scenarios of paho-mqtt (interop/paho_v5_scenarios.py) and of MQTT.js (interop/mqttjs/scenarios.mjs),
 # stops the broker and prints one final line:
 #     N passed, M failed
@@ -20,7 +21,7 @@
 #                       Vane-only scenarios (p2p) are skipped.
 #   INTEROP_ONLY        space-separated scenario names to run (debugging); names
 #                       of the v5 suites start with v5_ (paho) and mqttjs_ (MQTT.js);
-#                       mosq_tls runs the TLS suite
+#                       mosq_tls runs the TLS suite, secure_example the secure example
 #   INTEROP_V5_ALL=1    also run the PENDING MQTT 5.0 scenarios, as real tests
 #                       (paho_v5_scenarios.py --all, ALL=1 for MQTT.js)
 #   INTEROP_SKIP_INSTALL=1  do not try to install missing dependencies
@@ -426,6 +427,13 @@ run_suite() {
 if [ -z "${INTEROP_BROKER_CMD:-}" ] && { [ -z "${INTEROP_ONLY:-}" ] || [[ " $INTEROP_ONLY " == *" mosq_tls "* ]]; }; then
     run_suite mosq_tls "$WORKDIR/mosq_tls.out" \
         env VANE_BIN="$VANE_BIN" timeout -k 5 120 bash "$SCRIPT_DIR/tls_mosquitto.sh"
+fi
+
+# The secure example (interop/secure_example.sh): examples/secure/ with its own Vane, TLS only,
+# password file and ACL.
+if [ -z "${INTEROP_BROKER_CMD:-}" ] && { [ -z "${INTEROP_ONLY:-}" ] || [[ " $INTEROP_ONLY " == *" secure_example "* ]]; }; then
+    run_suite secure_example "$WORKDIR/secure_example.out" \
+        env VANE_BIN="$VANE_BIN" timeout -k 5 120 bash "$SCRIPT_DIR/secure_example.sh"
 fi
 
 V5_PY_ARGS=(--host "$HOST" --port "$PORT")

@@ -42,6 +42,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// it asks the server to shut down.
 pub struct TestBroker {
     addr: SocketAddr,
+    reload: vane_server::ReloadHandle,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -70,12 +71,14 @@ impl TestBroker {
             .local_addrs()
             .first()
             .expect("test broker has a listener");
+        let reload = server.reload_handle();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
         TestBroker {
             addr,
+            reload,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -89,6 +92,11 @@ impl TestBroker {
     /// The address the broker listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Reloads the ACL and the password file, as SIGHUP does for `vane serve`.
+    pub fn reload(&self) -> Result<(), vane_server::ReloadError> {
+        self.reload.reload()
     }
 
     /// Shuts the broker down and waits for `Server::run` to return.

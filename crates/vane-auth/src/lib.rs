@@ -42,6 +42,7 @@
 
 #![warn(missing_docs)]
 
+pub mod acl;
 mod exchange;
 pub mod jwt;
 pub mod password;
@@ -50,6 +51,7 @@ pub mod scram;
 mod store;
 mod username;
 
+pub use acl::{Acl, AclAction, AclError, AclIdentity};
 pub use exchange::{AuthExchange, AuthFailure, AuthStep, Authenticator};
 pub use jwt::{JwtIdentity, JwtVerifier, TopicPermissions};
 pub use password::{PasswordFile, PasswordHash};

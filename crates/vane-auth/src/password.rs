@@ -320,6 +320,11 @@ impl PasswordFile {
         self.users.is_empty()
     }
 
+    /// The user names in the file, in no particular order.
+    pub fn usernames(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+
     /// The stored hash of `username`, if the user is known.
     pub fn get(&self, username: &str) -> Option<&PasswordHash> {
         self.users.get(username)

@@ -31,6 +31,8 @@ pub struct Config {
     pub redirect: RedirectConfig,
     /// Authentication.
     pub auth: AuthConfig,
+    /// Topic authorization (ACL file).
+    pub acl: AclConfig,
     /// Logging.
     pub log: LogConfig,
     /// The embedded store that makes sessions, queues, in-flight and retained messages
@@ -39,6 +41,10 @@ pub struct Config {
     /// Limits that keep one hostile or broken client from hurting the others: connection
     /// admission, bans, flapping, subscriptions, topics, publish rate.
     pub limits: LimitsConfig,
+    /// Clients that take none of the messages waiting for them.
+    pub slow_consumer: SlowConsumerConfig,
+    /// The memory budget and what the broker gives up, in order, as it nears it.
+    pub overload: OverloadConfig,
 }
 
 impl Default for Config {
@@ -51,9 +57,74 @@ impl Default for Config {
             shared: SharedConfig::default(),
             redirect: RedirectConfig::default(),
             auth: AuthConfig::default(),
+            acl: AclConfig::default(),
             log: LogConfig::default(),
             store: StoreConfig::default(),
             limits: LimitsConfig::default(),
+            slow_consumer: SlowConsumerConfig::default(),
+            overload: OverloadConfig::default(),
+        }
+    }
+}
+
+/// The slow-consumer policy: what happens to a connected client while messages wait for it
+/// and it takes none of them (its in-flight window stays full, or its socket stops draining).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlowConsumerConfig {
+    /// How long a client may take nothing while messages wait for it before it counts as a
+    /// slow consumer: QoS 0 messages to it are dropped (counted, one warning) and publishers
+    /// stop waiting for it. 0: no slow-consumer policy.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How much longer a slow consumer may go on taking nothing before it is disconnected
+    /// (MQTT 5.0: DISCONNECT 0x97 Quota exceeded). Its persistent session keeps what the
+    /// queue caps allow. 0: never disconnected.
+    #[serde(with = "humantime_serde")]
+    pub disconnect_after: Duration,
+}
+
+impl Default for SlowConsumerConfig {
+    fn default() -> Self {
+        SlowConsumerConfig {
+            timeout: Duration::from_secs(10),
+            disconnect_after: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The global memory budget. The broker samples its resident memory (RSS) and, as it nears
+/// the budget, degrades in order instead of growing until the kernel kills it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverloadConfig {
+    /// Resident memory the broker may use. Absent (the default): 75% of the machine's memory
+    /// or of the cgroup's memory limit, whichever is less, computed at start and logged.
+    /// 0: no budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<ByteSize>,
+    /// Percent of the budget at which reading of new publishes pauses and QoS 0 deliveries
+    /// are dropped.
+    pub shed_at_percent: u8,
+    /// Percent of the budget at which QoS 1/2 publishes are refused (MQTT 5.0: 0x97; MQTT 3.x:
+    /// the connection is closed unacknowledged) and new connections too (0x89; MQTT 3.x
+    /// return code 3; closed before the handshake on TLS listeners).
+    pub refuse_at_percent: u8,
+    /// Percent of the budget below which everything is back to normal.
+    pub recover_below_percent: u8,
+    /// How often resident memory is sampled.
+    #[serde(with = "humantime_serde")]
+    pub sample_interval: Duration,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        OverloadConfig {
+            memory_budget: None,
+            shed_at_percent: 80,
+            refuse_at_percent: 90,
+            recover_below_percent: 70,
+            sample_interval: Duration::from_millis(200),
         }
     }
 }
@@ -630,6 +701,32 @@ impl HttpAuthConfig {
     }
 }
 
+/// The decision when no ACL rule applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AclDefault {
+    /// Refuse: only what a rule allows is allowed.
+    #[default]
+    Deny,
+    /// Allow: only what a rule denies is denied.
+    Allow,
+}
+
+/// Topic authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclConfig {
+    /// ACL file: one `allow|deny  user NAME|client ID|anonymous|authenticated|any
+    /// publish|subscribe|all  TOPIC-PATTERN` rule per line, `%u`/`%c` standing for the user
+    /// name and client id; the first rule that applies decides. Empty: no topic checks at all.
+    /// A file that cannot be read or parsed stops the broker from starting (on SIGHUP: the
+    /// previous rules stay), naming the line and the reason.
+    pub file: String,
+    /// `deny` or `allow`: the decision when no rule applies (never for topics starting with
+    /// `$`, which need an explicit rule). Only used with a file.
+    pub default: AclDefault,
+}
+
 /// When a configured redirect applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -873,6 +970,22 @@ impl Config {
         if self.queue.max_bytes.0 == 0 {
             problems.push("queue.max_bytes: must be more than 0".into());
         }
+        let o = &self.overload;
+        if !(1..=100).contains(&o.recover_below_percent)
+            || o.recover_below_percent >= o.shed_at_percent
+            || o.shed_at_percent > o.refuse_at_percent
+            || o.refuse_at_percent > 100
+        {
+            problems.push(
+                "overload: need 0 < recover_below_percent < shed_at_percent <= refuse_at_percent <= 100"
+                    .into(),
+            );
+        }
+        if o.sample_interval < Duration::from_millis(10)
+            || o.sample_interval > Duration::from_secs(10)
+        {
+            problems.push("overload.sample_interval: must be between 10ms and 10s".into());
+        }
         if self.store.durability != Durability::Memory && self.store.dir.is_empty() {
             problems
                 .push("store.dir: must name a directory (or set durability = \"memory\")".into());
@@ -951,6 +1064,33 @@ mod tests {
             Err(ConfigError::Invalid(p)) => assert_eq!(p.len(), 3, "{p:?}"),
             other => panic!("expected Invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn overload_and_slow_consumer_options_parse_and_are_checked() {
+        let c = Config::parse(
+            "[overload]\nmemory_budget = \"64MiB\"\nsample_interval = \"50ms\"\n[slow_consumer]\ntimeout = \"1s\"\ndisconnect_after = \"0s\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.overload.memory_budget, Some(ByteSize(64 << 20)));
+        assert_eq!(c.overload.sample_interval, Duration::from_millis(50));
+        assert_eq!(c.slow_consumer.timeout, Duration::from_secs(1));
+        assert_eq!(c.slow_consumer.disconnect_after, Duration::ZERO);
+        let Err(ConfigError::Invalid(problems)) =
+            Config::parse("[overload]\nshed_at_percent = 95\nrefuse_at_percent = 90\n")
+        else {
+            panic!("shedding above refusing must be refused");
+        };
+        assert!(problems[0].starts_with("overload:"), "{problems:?}");
+        let Err(ConfigError::Invalid(problems)) =
+            Config::parse("[overload]\nsample_interval = \"1ms\"\n")
+        else {
+            panic!("a 1ms sample interval must be refused");
+        };
+        assert!(
+            problems[0].starts_with("overload.sample_interval"),
+            "{problems:?}"
+        );
     }
 
     #[test]

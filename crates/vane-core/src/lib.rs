@@ -9,6 +9,8 @@
 
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod message;
 mod queue;
 mod retained;

@@ -25,6 +25,10 @@ pub enum DecodeError {
     /// A QoS field holds 3.
     #[error("[MQTT-3.3.1-4] QoS 3 is not a QoS level")]
     InvalidQoS,
+    /// The Maximum QoS of a subscription holds 3: malformed in MQTT 3.1.1 [MQTT-3-8.3-4], a
+    /// Protocol Error in MQTT 5.0 (section 3.8.3.1).
+    #[error("[MQTT-3-8.3-4] subscription QoS 3 is not a QoS level")]
+    InvalidSubscriptionQoS,
     /// The DUP flag is set on a QoS 0 PUBLISH.
     #[error("[MQTT-3.3.1-2] DUP flag set on a QoS 0 PUBLISH")]
     DupOnQoS0,
@@ -109,6 +113,11 @@ impl DecodeError {
             | DecodeError::EmptyTopicName
             | DecodeError::InvalidWillTopic => 0x90,
             DecodeError::InvalidRetainHandling
+            | DecodeError::InvalidSubscriptionQoS
+            // MQTT 5.0 sections 3.8.3 and 3.10.3: a SUBSCRIBE or UNSUBSCRIBE with no payload is
+            // a Protocol Error, not a Malformed Packet.
+            | DecodeError::EmptySubscribe
+            | DecodeError::EmptyUnsubscribe
             | DecodeError::DuplicateProperty
             | DecodeError::InvalidPropertyValue
             | DecodeError::InvalidProtocolName => 0x82,
@@ -126,8 +135,6 @@ impl DecodeError {
             | DecodeError::ConnectReservedFlag
             | DecodeError::WillFlagsWithoutWill
             | DecodeError::PasswordWithoutUsername
-            | DecodeError::EmptySubscribe
-            | DecodeError::EmptyUnsubscribe
             | DecodeError::SubscribeReservedBits
             | DecodeError::InvalidReasonCode
             | DecodeError::InvalidReturnCode

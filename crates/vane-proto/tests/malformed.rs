@@ -180,13 +180,17 @@ fn invalid_qos_in_will_and_subscription() {
     refused(
         V3,
         b"\x82\x08\x00\x01\x00\x03a/b\x03",
-        DecodeError::InvalidQoS,
+        DecodeError::InvalidSubscriptionQoS,
     );
     refused(
         &[V5],
         b"\x82\x09\x00\x01\x00\x00\x03a/b\x03",
-        DecodeError::InvalidQoS,
+        DecodeError::InvalidSubscriptionQoS,
     );
+    // MQTT 5.0 section 3.8.3.1: "It is a Protocol Error if the Maximum QoS field has the value
+    // 3", unlike a PUBLISH or Will QoS of 3, which is malformed.
+    assert_eq!(DecodeError::InvalidSubscriptionQoS.reason_code(), 0x82);
+    assert_eq!(DecodeError::InvalidQoS.reason_code(), 0x81);
 }
 
 #[test]
@@ -425,6 +429,8 @@ fn empty_subscribe() {
     // Filter / QoS pair"; 5.0 [MQTT-3.8.3-2].
     refused(V3, b"\x82\x02\x00\x01", DecodeError::EmptySubscribe);
     refused(&[V5], b"\x82\x03\x00\x01\x00", DecodeError::EmptySubscribe);
+    // MQTT 5.0 section 3.8.3: "A SUBSCRIBE packet with no Payload is a Protocol Error".
+    assert_eq!(DecodeError::EmptySubscribe.reason_code(), 0x82);
 }
 
 #[test]
@@ -437,6 +443,8 @@ fn empty_unsubscribe() {
         b"\xa2\x03\x00\x01\x00",
         DecodeError::EmptyUnsubscribe,
     );
+    // MQTT 5.0 section 3.10.3: "An UNSUBSCRIBE packet with no Payload is a Protocol Error".
+    assert_eq!(DecodeError::EmptyUnsubscribe.reason_code(), 0x82);
 }
 
 #[test]

@@ -144,6 +144,12 @@ impl ListenerAuth {
     }
 }
 
+/// Checks that the configured ACL file loads (for `vane serve --check`); returns its number of
+/// rules, `None` without a file.
+pub fn check_acl(config: &vane_config::AclConfig) -> Result<Option<usize>, String> {
+    Ok(crate::authz::load(config)?.map(|acl| acl.len()))
+}
+
 /// The password file for user name and password in CONNECT, if one is configured. A file that
 /// cannot be read or parsed is an error naming the file and line: it never means "allow".
 pub(crate) fn load_passwords(

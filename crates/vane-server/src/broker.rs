@@ -66,8 +66,12 @@ pub(crate) struct Broker {
     share_policy: SharePolicy,
     /// Enhanced authentication methods offered to MQTT 5.0 clients.
     pub authenticators: vane_auth::Authenticators,
-    /// The password file for user name and password in CONNECT, if one is configured.
-    pub passwords: Option<Arc<vane_auth::PasswordFile>>,
+    /// The password file for user name and password in CONNECT, if one is configured;
+    /// replaced as a whole by a reload (the lock is held for a pointer copy, never across an
+    /// `.await`).
+    pub passwords: Option<RwLock<Arc<vane_auth::PasswordFile>>>,
+    /// The ACL, if one is configured: `None` means no topic checks at all.
+    pub acl: Option<Arc<crate::authz::AclRules>>,
     /// Password checks running at once. PBKDF2 is pure CPU: without a bound, a storm of
     /// CONNECTs would fill the blocking pool with hashing threads that crowd the runtime's
     /// workers off the cores. One core is left to the workers when there are two or more.
@@ -82,6 +86,8 @@ pub(crate) struct Broker {
     pub connections: std::sync::atomic::AtomicUsize,
     /// Connection caps, bans, flapping detection (`[limits]`).
     pub limits: Arc<crate::limits::Limits>,
+    /// How far the broker has degraded under its memory budget.
+    pub overload: crate::overload::Overload,
 }
 
 /// Whether a subscriber can take a message now (for picking shared-subscription members).
@@ -95,6 +101,7 @@ impl Broker {
         authenticators: vane_auth::Authenticators,
         passwords: Option<Arc<vane_auth::PasswordFile>>,
         methods: crate::auth::Methods,
+        acl: Option<vane_auth::Acl>,
         store: Option<Store>,
         limits: Arc<crate::limits::Limits>,
     ) -> Broker {
@@ -118,7 +125,8 @@ impl Broker {
         Broker {
             share_policy,
             authenticators,
-            passwords,
+            passwords: passwords.map(RwLock::new),
+            acl: acl.map(|acl| Arc::new(crate::authz::AclRules::new(config.acl.clone(), acl))),
             methods,
             binds_client_ids: config.binds_client_ids(),
             password_checks: tokio::sync::Semaphore::new(
@@ -134,6 +142,41 @@ impl Broker {
             store,
             connections: std::sync::atomic::AtomicUsize::new(0),
             limits,
+            overload: crate::overload::Overload::new(),
+        }
+    }
+
+    /// The password file in force, if one is configured.
+    pub(crate) fn password_file(&self) -> Option<Arc<vane_auth::PasswordFile>> {
+        self.passwords.as_ref().map(|p| p.read().clone())
+    }
+
+    /// The topic permissions of a new connection: `None` when no ACL is configured and the
+    /// client's token (if any) carries no permission claims.
+    pub(crate) fn topic_policy(
+        &self,
+        username: Option<&str>,
+        client_id: &vane_proto::ByteString,
+        peer: std::net::SocketAddr,
+        token: Option<Arc<vane_auth::TopicPermissions>>,
+    ) -> Option<Arc<dyn vane_core::session::TopicPolicy>> {
+        let acl = self.acl.as_ref().map(|rules| {
+            Arc::new(crate::authz::ConnectionPolicy::new(
+                rules.clone(),
+                username.map(str::to_owned),
+                client_id.clone(),
+                peer,
+            )) as Arc<dyn vane_core::session::TopicPolicy>
+        });
+        match token {
+            None => acl,
+            Some(permissions) => Some(Arc::new(crate::token_policy::TokenPolicy::new(
+                permissions,
+                acl,
+                client_id.clone(),
+                username.map(str::to_owned),
+                peer,
+            ))),
         }
     }
 
@@ -380,7 +423,10 @@ impl Broker {
             Pushed::Congested if congested.is_none() => congested = Some(slot),
             _ => {}
         };
-        if self.store.is_none() {
+        // Under memory overload QoS 0 deliveries are dropped: one load per publish.
+        let shed_qos0 = self.overload.level() >= crate::overload::Level::Shedding;
+        let mut shed = 0u64;
+        if self.store.is_none() && !shed_qos0 {
             // Without a store (durability `memory`) nothing is held back: the hot path of
             // the benchmarks stays as short as it was.
             let total = scratch.deliver_matches(&message, |slot, delivery| {
@@ -395,7 +441,9 @@ impl Broker {
         }
         let mut held = std::mem::take(&mut scratch.held);
         let total = scratch.deliver_matches(&message, |slot, mut delivery| {
-            if self.store_delivery(&slot, &mut delivery, ops) {
+            if shed_qos0 && delivery.qos == QoS::AtMostOnce {
+                shed += 1;
+            } else if self.store_delivery(&slot, &mut delivery, ops) {
                 held.push((slot, delivery));
             } else {
                 let pushed = slot.mailbox.push(delivery);
@@ -404,6 +452,11 @@ impl Broker {
         });
         let ticket = self.submit_and_push(ops, &mut held, tally);
         scratch.held = held;
+        if shed > 0 {
+            self.overload
+                .dropped_qos0
+                .fetch_add(shed, Ordering::Relaxed);
+        }
         Published {
             routed: Routed::from_pushes(full, total),
             congested,
@@ -424,6 +477,15 @@ impl Broker {
             };
         };
         let qos = message.qos.min(self.session_config.max_qos);
+        if qos == QoS::AtMostOnce && self.overload.level() >= crate::overload::Level::Shedding {
+            self.overload.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+            let ticket = self.submit_and_push(ops, &mut Vec::new(), |_, _| {});
+            return Published {
+                routed: Routed::Delivered,
+                congested: None,
+                ticket,
+            };
+        }
         let mut delivery = Delivery {
             message,
             qos,

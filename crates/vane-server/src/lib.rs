@@ -5,16 +5,20 @@
 
 pub mod auth;
 mod auth_hook;
+mod authz;
 mod broker;
 mod connection;
 mod expiry;
 mod limits;
 mod listener;
 mod mailbox;
+mod overload;
 mod persistence;
 mod registry;
+mod reload;
 mod server;
 pub mod tls;
+mod token_policy;
 
 pub use server::{BanListHandle, Server, ServerError};
 pub use tls::{Reloaded, TlsReloader};
@@ -24,3 +28,4 @@ pub use tls::{Reloaded, TlsReloader};
 pub fn check_limits(config: &vane_config::Config) -> Result<(), String> {
     limits::Limits::new(config).map(|_| ())
 }
+pub use reload::{ReloadError, ReloadHandle};

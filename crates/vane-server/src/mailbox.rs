@@ -64,6 +64,11 @@ struct Inner {
     congested_since: Option<Instant>,
     /// The episode outlasted the backpressure timeout: publishers no longer wait.
     stuck: bool,
+    /// The connected client is a slow consumer: QoS 0 deliveries to it are dropped and
+    /// publishers do not wait for it.
+    slow: bool,
+    /// QoS 0 deliveries dropped because the client was a slow consumer.
+    slow_dropped: u64,
 }
 
 /// The deliveries of a session whose store records are all the broker keeps of them: an
@@ -199,6 +204,8 @@ impl Mailbox {
                 online: false,
                 congested_since: None,
                 stuck: false,
+                slow: false,
+                slow_dropped: 0,
             }),
             notify: Notify::new(),
             space: Notify::new(),
@@ -232,7 +239,12 @@ impl Mailbox {
         let stored = delivery.stored;
         let (offer, online, congested) = {
             let mut inner = self.inner.lock();
-            if !inner.online && delivery.qos == QoS::AtMostOnce && !self.queue_qos0_offline {
+            if delivery.qos == QoS::AtMostOnce
+                && (inner.slow || (!inner.online && !self.queue_qos0_offline))
+            {
+                if inner.slow {
+                    inner.slow_dropped += 1;
+                }
                 return Pushed::NotKept;
             }
             let was_empty = inner.total_len() == 0;
@@ -280,6 +292,7 @@ impl Mailbox {
         if delivery.qos == QoS::AtMostOnce
             || !inner.online
             || inner.stuck
+            || inner.slow
             || self.backpressure_timeout.is_zero()
             || (inner.congested_since.is_none()
                 && inner.total_len() < self.backpressure_above
@@ -329,25 +342,33 @@ impl Mailbox {
     }
 
     /// Moves queued deliveries into the session until the queue is empty, the session's
-    /// in-flight window is full, or `max` deliveries were moved.
+    /// in-flight window is full, or `max` deliveries or at least `max_bytes` (topic and
+    /// payload) were moved: what is moved is written out next, so the bytes bound the
+    /// connection's write buffer. Returns how many were moved.
     pub(crate) fn drain_into(
         &self,
         session: &mut Session,
         now: std::time::Instant,
         max: usize,
-    ) -> Pull {
+        max_bytes: usize,
+    ) -> (Pull, usize) {
         let mut inner = self.inner.lock();
         let mut pull = Pull::More;
-        for _ in 0..max {
+        let mut moved = 0;
+        let mut bytes = 0;
+        while moved < max && bytes < max_bytes {
             let Some(d) = inner.queue.pop() else {
                 pull = Pull::Empty;
                 break;
             };
+            let size = d.size();
             if let Err(d) = session.deliver(d, now) {
                 inner.queue.push_front(d);
                 pull = Pull::WindowFull;
                 break;
             }
+            moved += 1;
+            bytes += size;
         }
         if pull == Pull::More && inner.queue.is_empty() {
             pull = Pull::Empty;
@@ -358,7 +379,7 @@ impl Mailbox {
         if release {
             self.space.notify_waiters();
         }
-        pull
+        (pull, moved)
     }
 
     /// Queues a delivery that is on disk only (restored at start, session offline), under the
@@ -419,6 +440,11 @@ impl Mailbox {
     pub(crate) fn set_online(&self, online: bool) -> u64 {
         let mut inner = self.inner.lock();
         inner.online = online;
+        // Slow-consumer status belongs to a connection, not to the session.
+        inner.slow = false;
+        if online {
+            inner.slow_dropped = 0;
+        }
         self.online.store(online, Ordering::Relaxed);
         if !online && !self.queue_qos0_offline {
             inner.queue.drop_qos0();
@@ -454,6 +480,37 @@ impl Mailbox {
             self.notify.notify_one();
         }
         dropped
+    }
+
+    /// Marks the connected client a slow consumer (QoS 0 deliveries to it are dropped, those
+    /// queued too, and publishers stop waiting for it) or not any more. Returns the QoS 0
+    /// deliveries dropped for it so far.
+    pub(crate) fn set_slow(&self, slow: bool) -> u64 {
+        let mut inner = self.inner.lock();
+        inner.slow = slow;
+        let mut release = false;
+        if slow {
+            let dropped = inner.queue.drop_qos0() as u64;
+            inner.slow_dropped += dropped;
+            self.queued.store(inner.total_len(), Ordering::Relaxed);
+            release = inner.end_congestion();
+        }
+        let dropped = inner.slow_dropped;
+        drop(inner);
+        if release {
+            self.space.notify_waiters();
+        }
+        dropped
+    }
+
+    /// QoS 0 deliveries dropped since the client connected because it was a slow consumer.
+    pub(crate) fn slow_dropped(&self) -> u64 {
+        self.inner.lock().slow_dropped
+    }
+
+    /// Whether deliveries wait in the mailbox (read without the lock).
+    pub(crate) fn has_queued(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) > 0
     }
 
     /// Number of deliveries queued, in memory and on disk.
@@ -580,6 +637,67 @@ mod tests {
         m.push_evicting(stored(3), &mut evicted, 7);
         assert_eq!(m.take_spilled(10, 6), Spill::Wait(7));
         assert_eq!(m.take_spilled(10, 7), Spill::Taken(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn a_slow_consumer_loses_qos0_and_holds_no_publisher_back() {
+        let limits = QueueLimits {
+            max_messages: 4,
+            max_bytes: 1 << 20,
+            policy: OverflowPolicy::DropOldest,
+        };
+        let m = Mailbox::new(limits, false, std::time::Duration::from_secs(10), 2, false);
+        m.set_online(true);
+        let qos0 = || Delivery {
+            qos: QoS::AtMostOnce,
+            stored: None,
+            ..stored(0)
+        };
+        let qos1 = || Delivery {
+            stored: None,
+            ..stored(0)
+        };
+        assert_eq!(m.push(qos0()), Pushed::Queued);
+        assert_eq!(m.push(qos1()), Pushed::Queued);
+        assert_eq!(m.push(qos1()), Pushed::Congested, "backpressure before");
+        assert_eq!(m.set_slow(true), 1, "the queued QoS 0 delivery is dropped");
+        assert_eq!(m.push(qos0()), Pushed::NotKept);
+        assert_eq!(m.push(qos1()), Pushed::Queued, "publishers no longer wait");
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.set_slow(false), 2, "both QoS 0 drops counted");
+        m.set_online(false);
+    }
+
+    #[test]
+    fn a_drain_takes_about_max_bytes_and_at_least_one() {
+        let m = mailbox(100, OverflowPolicy::DropOldest);
+        m.set_online(true);
+        for _ in 0..10 {
+            // 8 bytes each: topic "t" and payload "payload".
+            m.push(Delivery {
+                stored: None,
+                ..stored(0)
+            });
+        }
+        let now = Instant::now();
+        let mut session = vane_core::Session::new(
+            1,
+            ByteString::from("c"),
+            vane_core::SessionConfig::default(),
+            now,
+        );
+        assert_eq!(
+            m.drain_into(&mut session, now, 256, 20).1,
+            3,
+            "8 + 8 + 8 >= 20"
+        );
+        assert_eq!(m.drain_into(&mut session, now, 256, 1).1, 1, "at least one");
+        assert_eq!(
+            m.drain_into(&mut session, now, 2, 1 << 20).1,
+            2,
+            "count bound"
+        );
+        assert_eq!(m.len(), 4);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (owned by at most one connection task at a time), its mailbox, and the means to ask the
 //! current owner to give it up. Takeover is serialised per client id, never globally.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -19,6 +19,8 @@ use crate::mailbox::Mailbox;
 pub(crate) enum Kick {
     /// A new connection with the same client id [MQTT-3.1.4-3].
     TakenOver,
+    /// The client's credentials were removed or changed by a password file reload.
+    Revoked,
 }
 
 /// Everything the broker keeps for one client id.
@@ -32,6 +34,9 @@ pub(crate) struct SessionSlot {
     /// Bumped by every connection that wants this session; the highest one wins.
     connect_seq: AtomicU64,
     owner: Mutex<Option<oneshot::Sender<Kick>>>,
+    /// The password-file user the connection owning the session logged in as, so that a
+    /// reload that removes or changes that user can end the connection.
+    owner_user: Mutex<Option<String>>,
     /// The delayed will of the session while it is parked. Whoever takes it decides its fate:
     /// the will-delay timer publishes it, a resuming connection cancels it, a Clean Start
     /// connection (which ends the session) publishes it at once.
@@ -102,6 +107,24 @@ impl SessionSlot {
         self.is_latest(seq)
     }
 
+    /// Records the password-file user of the connection that owns the session (`None`: not
+    /// authenticated by the password file).
+    pub(crate) fn set_owner_user(&self, user: Option<String>) {
+        *self.owner_user.lock() = user;
+    }
+
+    /// Ends the owning connection if it logged in as one of `users` (credentials revoked by
+    /// a reload). Returns the user name when it did.
+    pub(crate) fn revoke_if_user(&self, users: &HashSet<String>) -> Option<String> {
+        let user = self.owner_user.lock().clone()?;
+        if !users.contains(&user) {
+            return None;
+        }
+        let owner = self.owner.lock().take()?;
+        let _ = owner.send(Kick::Revoked);
+        Some(user)
+    }
+
     /// Keeps the delayed will of a session being parked.
     pub(crate) fn park_will(&self, will: Will) {
         *self.pending_will.lock() = Some(Box::new(will));
@@ -126,6 +149,7 @@ impl SessionSlot {
     pub(crate) fn clear_owner(&self, seq: u64) {
         if self.is_latest(seq) {
             self.owner.lock().take();
+            self.owner_user.lock().take();
         }
     }
 }
@@ -163,6 +187,7 @@ impl SessionRegistry {
             state: Arc::new(tokio::sync::Mutex::new(None)),
             connect_seq: AtomicU64::new(0),
             owner: Mutex::new(None),
+            owner_user: Mutex::new(None),
             pending_will: Mutex::new(None),
             persistent: AtomicBool::new(false),
             bound_to: Mutex::new(None),
@@ -197,6 +222,11 @@ impl SessionRegistry {
         } else {
             false
         }
+    }
+
+    /// Every slot, online or parked (a snapshot: the lock is released before it is used).
+    pub(crate) fn all(&self) -> Vec<Arc<SessionSlot>> {
+        self.slots.lock().values().cloned().collect()
     }
 
     /// Number of sessions, online or parked.

@@ -22,6 +22,9 @@ pub enum ServerError {
     /// The authentication configuration could not be loaded.
     #[error("authentication: {0}")]
     Auth(String),
+    /// The ACL file could not be read or parsed.
+    #[error("ACL: {0}")]
+    Acl(String),
     /// The store could not be opened (damaged, another version, or not a store at all).
     #[error("store: {0}")]
     Store(#[from] vane_store::StoreError),
@@ -69,6 +72,15 @@ impl Server {
         let passwords = crate::auth::load_passwords(&config.auth).map_err(ServerError::Auth)?;
         let methods = crate::auth::load_methods(&config.auth).map_err(ServerError::Auth)?;
         let limits = Arc::new(crate::limits::Limits::new(&config).map_err(ServerError::Limits)?);
+        let acl = crate::authz::load(&config.acl).map_err(ServerError::Acl)?;
+        if let Some(acl) = &acl {
+            info!(
+                path = config.acl.file,
+                rules = acl.len(),
+                default = if acl.default_allow() { "allow" } else { "deny" },
+                "ACL loaded: publish, subscribe and every delivery are checked"
+            );
+        }
         // Certificates are loaded before anything else starts: a TLS listener whose files
         // cannot be used stops the broker instead of serving plain TCP.
         let mut tls = Vec::new();
@@ -99,6 +111,7 @@ impl Server {
             authenticators,
             passwords,
             methods,
+            acl,
             store,
             limits,
         ));
@@ -123,6 +136,15 @@ impl Server {
         BanListHandle(self.broker.limits.clone())
     }
 
+    /// A handle to reload the broker's files (ACL, password file, ban list, TLS) while it runs, e.g. on
+    /// SIGHUP. It stays usable after [`Server::run`] has taken the server.
+    pub fn reload_handle(&self) -> crate::ReloadHandle {
+        crate::ReloadHandle {
+            broker: self.broker.clone(),
+            tls: self.tls_reloader(),
+        }
+    }
+
     /// The addresses actually bound, in configuration order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
@@ -135,6 +157,10 @@ impl Server {
     /// closes their connections.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(crate::overload::run_sampler(
+            self.broker.clone(),
+            stop_rx.clone(),
+        ));
         let limits = &self.broker.limits;
         info!(
             max_connections = limits.max_connections(),

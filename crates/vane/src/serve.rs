@@ -45,6 +45,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
         vane_server::tls::check(&config).map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
         vane_server::check_limits(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(rules) =
+            vane_server::auth::check_acl(&config.acl).map_err(|e| anyhow::anyhow!("ACL: {e}"))?
+        {
+            println!("ACL {}: {rules} rules", config.acl.file);
+        }
         for (index, listener) in config.listeners.iter().enumerate() {
             let (allowed, why) = listener.anonymous(config.auth.checks_credentials());
             let anonymous = if allowed { "accepted" } else { "refused" };
@@ -71,8 +76,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Registered before the store is opened and the port bound, so that a SIGTERM that
         // arrives while the broker starts still means a graceful shutdown.
         let shutdown = shutdown_signal()?;
+        let reload = reload_signal()?;
         let server = Server::bind(config).await?;
-        reload_tls_on_sighup(server.tls_reloader())?;
+        spawn_reloader(reload, server.reload_handle());
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "vane started");
         server.run(shutdown).await;
         Ok(())
@@ -94,28 +100,37 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// On each SIGHUP, reloads every TLS listener's certificate, key and client CAs for new
-/// connections; a listener whose files fail to load keeps its current ones (logged).
+/// The SIGHUP stream, installed at once so that a SIGHUP during start does not end the process.
 #[cfg(unix)]
-fn reload_tls_on_sighup(reloader: vane_server::TlsReloader) -> anyhow::Result<()> {
+fn reload_signal() -> anyhow::Result<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    signal(SignalKind::hangup()).context("installing the SIGHUP handler")
+}
+
+/// Reloads the ACL, the password file, the ban list and TLS certificates on every SIGHUP; a
+/// file that cannot be parsed keeps the previous one (the reload logs the file, line and
+/// reason).
+#[cfg(unix)]
+fn spawn_reloader(mut hangup: tokio::signal::unix::Signal, handle: vane_server::ReloadHandle) {
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP received: reloading TLS certificates");
-            let reloader = reloader.clone();
-            // File reads and key parsing: off the runtime's workers. Each listener logs its
-            // own outcome.
-            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+            tracing::info!(
+                "SIGHUP received: reloading the ACL, the password file, the ban list and TLS certificates"
+            );
+            // Reading and parsing the files is quick, blocking I/O: off the workers anyway.
+            let handle = handle.clone();
+            let _ = tokio::task::spawn_blocking(move || handle.reload()).await;
         }
     });
+}
+
+#[cfg(not(unix))]
+fn reload_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
 #[cfg(not(unix))]
-fn reload_tls_on_sighup(_: vane_server::TlsReloader) -> anyhow::Result<()> {
-    Ok(())
-}
+fn spawn_reloader(_: (), _: vane_server::ReloadHandle) {}
 
 /// Completes on Ctrl-C.
 #[cfg(not(unix))]

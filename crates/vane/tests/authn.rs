@@ -11,7 +11,7 @@ use bytes::Bytes;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use test_support::vane_config::{AuthMethod, Config};
-use test_support::vane_proto::{ByteString, ConnAckReason, Connect, Packet};
+use test_support::vane_proto::{ByteString, ConnAckReason, Connect, Packet, PubAckReason};
 use test_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -144,6 +144,64 @@ async fn expired_forged_and_mismatched_tokens_are_refused_with_bad_user_name_or_
         ack(addr, connect_v5(&unique_id("anon"))).await,
         ConnAckReason::NotAuthorized
     );
+    broker.stop().await;
+}
+
+async fn publish_q1(client: &mut TestClient, topic: &str, id: u16) -> PubAckReason {
+    client.send(publish(topic, 1, id, b"x")).await;
+    match client.recv().await {
+        Some(Packet::PubAck(a)) => a.reason,
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_token_with_permission_claims_is_limited_to_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The ACL allows everything under `plant/`; the token narrows it further.
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "allow any all plant/#\n").expect("write ACL");
+    let broker = jwt_broker(|c| c.acl.file = acl.display().to_string()).await;
+    let addr = broker.addr();
+    let limited = token_signed_with(
+        SECRET,
+        json!({
+            "sub": "sensor-7", "exp": now() + 600,
+            "publish": ["plant/sensors/7/#", "elsewhere/#"],
+            "subscribe": ["plant/cmd/7"]
+        }),
+    );
+    let c = with_login(connect_v5(&unique_id("limited")), None, &limited);
+    let mut client = TestClient::connect(addr, c).await;
+    assert!(!publish_q1(&mut client, "plant/sensors/7/temp", 1)
+        .await
+        .is_error());
+    // Outside the claims: 0x87 Not authorized.
+    assert_eq!(
+        publish_q1(&mut client, "plant/sensors/8/temp", 2).await,
+        PubAckReason::NotAuthorized
+    );
+    // Inside the claims but outside the ACL: the ACL still decides.
+    assert_eq!(
+        publish_q1(&mut client, "elsewhere/x", 3).await,
+        PubAckReason::NotAuthorized
+    );
+    // A subscription must be covered by a `subscribe` filter.
+    client
+        .send(subscribe_many(4, &[("plant/cmd/7", 1), ("plant/cmd/#", 1)]))
+        .await;
+    client.expect(suback(4, &[1, 0x87])).await;
+    client.disconnect().await;
+
+    // A token without permission claims gets what the ACL gives.
+    let c = with_login(connect_v5(&unique_id("open")), None, &token("dashboard"));
+    let mut client = TestClient::connect(addr, c).await;
+    assert!(!publish_q1(&mut client, "plant/sensors/8/temp", 1)
+        .await
+        .is_error());
+    client.send(subscribe(2, "plant/cmd/#", 1)).await;
+    client.expect(suback(2, &[1])).await;
+    client.disconnect().await;
     broker.stop().await;
 }
 

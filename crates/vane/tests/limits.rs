@@ -309,6 +309,43 @@ async fn reloading_the_ban_file_disconnects_banned_clients_and_bans_new_ones() {
     let _ = task.await;
 }
 
+#[tokio::test]
+async fn the_sighup_reload_rereads_the_ban_file_with_the_acl_and_passwords() {
+    // `vane serve` calls ReloadHandle::reload on SIGHUP: the ban list is one of its steps, and
+    // a broken ban file keeps the list in force.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::default();
+    config.listeners[0].bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.store.durability = vane_config::Durability::Memory;
+    let path = ban_file(&dir, "");
+    config.limits.ban_file = path.clone();
+    let server = vane_server::Server::bind(config).await.expect("binds");
+    let addr = server.local_addrs()[0];
+    let reload = server.reload_handle();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+    let mut banned = TestClient::connect(addr, connect_v5("banned-on-hup")).await;
+    std::fs::write(&path, "client banned-on-hup\n").expect("write");
+    reload.reload().expect("reload");
+    banned
+        .expect_closed_with(DisconnectReason::AdministrativeAction)
+        .await;
+    let (_, ack) = TestClient::connect_with_ack(addr, connect_v5("banned-on-hup")).await;
+    assert_eq!(ack.reason, ConnAckReason::Banned);
+    // A ban file that no longer parses: the reload fails naming it, the old list stays.
+    std::fs::write(&path, "client banned-on-hup\nnonsense here\n").expect("write");
+    let err = reload
+        .reload()
+        .expect_err("a broken ban file fails the reload");
+    assert!(err.to_string().contains("line 2"), "{err}");
+    let (_, ack) = TestClient::connect_with_ack(addr, connect_v5("banned-on-hup")).await;
+    assert_eq!(ack.reason, ConnAckReason::Banned);
+    let _ = tx.send(());
+    let _ = task.await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flapping
 // ---------------------------------------------------------------------------------------------

@@ -33,6 +33,12 @@ pub enum SessionError {
     /// An empty topic name without a topic alias.
     #[error("[MQTT-4.7.3-1] empty topic name without a topic alias")]
     EmptyTopic,
+    /// A PUBLISH from the client carries a Subscription Identifier.
+    #[error("[MQTT-3.3.4-6] PUBLISH from a client carries a Subscription Identifier")]
+    SubscriptionIdentifierFromClient,
+    /// A PUBLISH Response Topic holds a wildcard.
+    #[error("[MQTT-3.3.2-14] Response Topic contains a wildcard character")]
+    ResponseTopicHasWildcard,
     /// More QoS 2 publishes awaiting PUBREL than the broker's Receive Maximum.
     #[error("[MQTT-3.3.4-7] receive maximum exceeded")]
     ReceiveMaximumExceeded,
@@ -73,6 +79,8 @@ impl SessionError {
             | SessionError::TopicAliasUnknown
             | SessionError::EmptyTopic
             | SessionError::SessionExpiryRaised
+            | SessionError::SubscriptionIdentifierFromClient
+            | SessionError::ResponseTopicHasWildcard
             | SessionError::NoLocalOnSharedSubscription => DisconnectReason::ProtocolError,
             SessionError::KeepAliveTimeout => DisconnectReason::KeepAliveTimeout,
             SessionError::TopicAliasInvalid => DisconnectReason::TopicAliasInvalid,

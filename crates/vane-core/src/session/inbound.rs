@@ -20,6 +20,18 @@ impl Session {
         if p.qos > self.config.max_qos {
             return Err(SessionError::QoSNotSupported);
         }
+        // MQTT 5.0 names no reason code for these two; both are broken rules of the PUBLISH
+        // the client sends, so they end the connection as Protocol Errors (section 4.13).
+        if !p.properties.subscription_identifiers.is_empty() {
+            return Err(SessionError::SubscriptionIdentifierFromClient);
+        }
+        if p.properties
+            .response_topic
+            .as_ref()
+            .is_some_and(|t| t.contains(['+', '#']))
+        {
+            return Err(SessionError::ResponseTopicHasWildcard);
+        }
         // Before the payload check: an alias set by a refused PUBLISH is still set, since the
         // client counts it as sent.
         self.resolve_topic_alias(&mut p)?;
@@ -67,6 +79,20 @@ impl Session {
                 }
                 None => Err(SessionError::PayloadFormatInvalid),
             };
+        }
+        if self
+            .policy
+            .as_ref()
+            .is_some_and(|pol| !pol.may_publish(&p.topic))
+        {
+            // MQTT 5.0: PUBACK/PUBREC 0x87 Not authorized. MQTT 3.x has no refusal code; it
+            // gets a plain acknowledgement and the message is dropped, as [MQTT-3.3.5-2]
+            // allows (the other choice, closing the connection, would make a client that
+            // retries reconnect in a loop). QoS 0 is dropped.
+            if let Some(ack) = ack {
+                self.publish_refused(ack, PubAckReason::NotAuthorized);
+            }
+            return Ok(None);
         }
         if let Some(PendingAck::PubRec(id)) = ack {
             self.inbound_qos2.insert(id);

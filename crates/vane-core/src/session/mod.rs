@@ -6,6 +6,7 @@
 mod error;
 mod inbound;
 mod outbound;
+mod policy;
 mod subscriptions;
 mod topic_alias;
 
@@ -20,6 +21,7 @@ use vane_proto::{
 
 pub use error::SessionError;
 pub use outbound::Transmit;
+pub use policy::TopicPolicy;
 
 use topic_alias::TopicAliases;
 
@@ -248,6 +250,8 @@ pub struct Session {
     /// In-flight packet ids restored from the store need not follow allocation order: until
     /// the window empties, allocation checks every in-flight id.
     irregular_ids: bool,
+    /// The topic permissions of the current connection; `None` when nothing is checked.
+    policy: Option<Arc<dyn policy::TopicPolicy>>,
 }
 
 impl Session {
@@ -281,6 +285,7 @@ impl Session {
             topic_limit_dropped: 0,
             store_events: Vec::new(),
             irregular_ids: false,
+            policy: None,
         }
     }
 

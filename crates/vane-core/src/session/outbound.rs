@@ -61,6 +61,11 @@ impl Session {
             }
             return Ok(());
         }
+        // Permissions can change while the client is connected (an ACL reload): every
+        // delivery, retained or queued, is checked as it goes out.
+        if self.refuses_delivery(&d.message.topic, d.stored) {
+            return Ok(());
+        }
         if d.qos == QoS::AtMostOnce {
             self.transmit.push_back(Transmit::Publish {
                 message: d.message,
@@ -353,6 +358,20 @@ impl Session {
     /// (the client's Receive Maximum may have shrunk) is outstanding at once [MQTT-4.9.0-2]; the
     /// rest follow as acknowledgements free the window.
     pub fn resend_inflight(&mut self) {
+        if self.policy.is_some() {
+            // A message the client may no longer receive is not sent again: authorization
+            // comes before redelivery. PUBRELs still go, they carry no message.
+            let mut kept = VecDeque::with_capacity(self.inflight.len());
+            for f in std::mem::take(&mut self.inflight) {
+                if f.state != InflightState::Released
+                    && self.refuses_delivery(&f.message.topic, f.stored)
+                {
+                    continue;
+                }
+                kept.push_back(f);
+            }
+            self.inflight = kept;
+        }
         for f in &mut self.inflight {
             f.sent = false;
         }

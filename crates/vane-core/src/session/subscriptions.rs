@@ -41,6 +41,15 @@ impl Session {
                 reasons.push(SubAckReason::QuotaExceeded);
                 continue;
             }
+            if self
+                .policy
+                .as_ref()
+                .is_some_and(|p| !p.may_subscribe(&filter))
+            {
+                // MQTT 5.0 section 3.9.3: 0x87 Not authorized; MQTT 3.x: 0x80 Failure.
+                reasons.push(SubAckReason::NotAuthorized);
+                continue;
+            }
             if self.version != ProtocolVersion::V5 {
                 options.no_local = false;
                 options.retain_as_published = false;

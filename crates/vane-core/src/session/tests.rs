@@ -1994,20 +1994,6 @@ fn topic_aliases_reset_on_a_new_connection() {
     assert_eq!(err, SessionError::TopicAliasUnknown);
 }
 
-#[test]
-fn inbound_messages_drop_subscription_identifiers() {
-    // [MQTT-3.3.4-6] a PUBLISH from a client must not contain a Subscription Identifier; the
-    // broker never forwards one it did not assign.
-    let clock = Clock::new();
-    let mut s = v5(clock);
-    let mut p = publish("t", QoS::AtMostOnce, 0, b"");
-    p.properties.subscription_identifiers = vec![5];
-    p.properties.message_expiry_interval = Some(9);
-    let (m, _) = expect_publish(s.handle_packet(Packet::Publish(p), clock.at(1)));
-    assert!(m.properties.subscription_identifiers.is_empty());
-    assert_eq!(m.properties.message_expiry_interval, Some(9));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Topic aliases (outbound, MQTT 5.0)
 // ---------------------------------------------------------------------------------------------
@@ -3463,4 +3449,218 @@ fn topic_level_count_is_exact() {
     assert!(s.topic_exceeds_limits("///"), "four empty levels");
     assert!(!s.topic_exceeds_limits("aaaaaaaaaaaaaaaa"));
     assert!(s.topic_exceeds_limits("aaaaaaaaaaaaaaaaa"));
+}
+
+#[test]
+fn subscription_identifier_in_a_client_publish_is_a_protocol_error() {
+    // [MQTT-3.3.4-6] a PUBLISH from a client MUST NOT contain a Subscription Identifier.
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let mut p = publish("a", QoS::AtLeastOnce, 1, b"x");
+    p.properties.subscription_identifiers = vec![1];
+    let err = expect_error(s.handle_packet(Packet::Publish(p), clock.at(1)));
+    assert_eq!(err, SessionError::SubscriptionIdentifierFromClient);
+    assert_eq!(err.disconnect_reason(), DisconnectReason::ProtocolError);
+    assert!(drain(&mut s, clock.at(1)).is_empty(), "no PUBACK for it");
+}
+
+#[test]
+fn response_topic_with_a_wildcard_is_a_protocol_error() {
+    // [MQTT-3.3.2-14] the Response Topic MUST NOT contain wildcard characters.
+    let clock = Clock::new();
+    for topic in ["r/#", "r/+/x", "+"] {
+        let mut s = v5(clock);
+        let mut p = publish("a", QoS::AtMostOnce, 0, b"x");
+        p.properties.response_topic = Some(topic.into());
+        let err = expect_error(s.handle_packet(Packet::Publish(p), clock.at(1)));
+        assert_eq!(err, SessionError::ResponseTopicHasWildcard, "{topic}");
+        assert_eq!(err.disconnect_reason(), DisconnectReason::ProtocolError);
+    }
+    // A Response Topic without wildcards is routed.
+    let mut s = v5(clock);
+    let mut p = publish("a", QoS::AtMostOnce, 0, b"x");
+    p.properties.response_topic = Some("r/x".into());
+    expect_publish(s.handle_packet(Packet::Publish(p), clock.at(1)));
+}
+
+mod topic_policy {
+    //! The [`TopicPolicy`] hook: what the session refuses by itself once the broker's
+    //! authorization says no (MQTT 5.0 sections 3.4.2.1, 3.5.2.1 and 3.9.3: 0x87 Not
+    //! authorized; 3.1.1: SUBACK 0x80).
+    use super::*;
+    use crate::session::{StoreEvent, TopicPolicy};
+
+    /// Allows only topics and filters starting with `ok/`.
+    #[derive(Debug)]
+    struct OnlyOk;
+
+    impl TopicPolicy for OnlyOk {
+        fn may_publish(&self, topic: &str) -> bool {
+            topic.starts_with("ok/")
+        }
+        fn may_subscribe(&self, filter: &vane_proto::TopicFilter) -> bool {
+            filter.filter().starts_with("ok/")
+        }
+        fn may_receive(&self, topic: &str) -> bool {
+            topic.starts_with("ok/")
+        }
+    }
+
+    fn with_policy(mut s: Session) -> Session {
+        s.set_policy(Some(Arc::new(OnlyOk)));
+        s
+    }
+
+    #[test]
+    fn refused_publish_gets_0x87_at_qos1_and_qos2_and_is_not_routed_v5() {
+        let clock = Clock::new();
+        let mut s = with_policy(v5(clock));
+        let r = s.handle_packet(
+            Packet::Publish(publish("no/x", QoS::AtLeastOnce, 1, b"x")),
+            clock.at(1),
+        );
+        assert_eq!(r, Ok(None), "not routed");
+        let r = s.handle_packet(
+            Packet::Publish(publish("no/x", QoS::ExactlyOnce, 2, b"x")),
+            clock.at(1),
+        );
+        assert_eq!(r, Ok(None), "not routed");
+        let r = s.handle_packet(
+            Packet::Publish(publish("no/x", QoS::AtMostOnce, 0, b"x")),
+            clock.at(1),
+        );
+        assert_eq!(r, Ok(None), "QoS 0 dropped");
+        assert_eq!(
+            drain(&mut s, clock.at(1)),
+            vec![
+                Packet::PubAck(PubAck::with_reason(pid(1), PubAckReason::NotAuthorized)),
+                Packet::PubRec(PubRec::with_reason(pid(2), PubRecReason::NotAuthorized)),
+            ]
+        );
+        // The refused QoS 2 id is free: PUBREL for it is answered "not found" and a new
+        // PUBLISH with it is routed.
+        let (m, _) = expect_publish(s.handle_packet(
+            Packet::Publish(publish("ok/x", QoS::ExactlyOnce, 2, b"x")),
+            clock.at(2),
+        ));
+        assert_eq!(&*m.topic, "ok/x");
+    }
+
+    #[test]
+    fn refused_publish_gets_a_plain_ack_in_3_1_1() {
+        // [MQTT-3.3.5-2] the server acknowledges and drops it (or closes: not chosen).
+        let clock = Clock::new();
+        let mut s = with_policy(v311(clock));
+        let r = s.handle_packet(
+            Packet::Publish(publish("no/x", QoS::AtLeastOnce, 1, b"x")),
+            clock.at(1),
+        );
+        assert_eq!(r, Ok(None));
+        assert_eq!(drain(&mut s, clock.at(1)), vec![puback(1)]);
+    }
+
+    #[test]
+    fn refused_filters_get_0x87_v5_and_0x80_v311_others_are_granted() {
+        let clock = Clock::new();
+        for (mut s, refused) in [
+            (with_policy(v5(clock)), SubAckReason::NotAuthorized),
+            (with_policy(v311(clock)), SubAckReason::UnspecifiedError),
+        ] {
+            let subs = expect_subscribe(s.handle_packet(
+                subscribe(
+                    1,
+                    &[
+                        ("no/#", QoS::AtLeastOnce),
+                        ("ok/#", QoS::AtLeastOnce),
+                        ("$share/g/no/x", QoS::AtMostOnce),
+                        ("$share/g/ok/x", QoS::AtMostOnce),
+                    ],
+                ),
+                clock.at(1),
+            ));
+            let filters: Vec<&str> = subs
+                .iter()
+                .map(|n| n.subscription.filter.as_str())
+                .collect();
+            assert_eq!(filters, ["ok/#", "$share/g/ok/x"]);
+            assert_eq!(s.subscriptions().count(), 2, "refused filters are not kept");
+            assert_eq!(
+                drain(&mut s, clock.at(1)),
+                vec![Packet::SubAck(SubAck {
+                    packet_id: pid(1),
+                    properties: Default::default(),
+                    reasons: vec![
+                        refused,
+                        SubAckReason::GrantedQoS1,
+                        refused,
+                        SubAckReason::GrantedQoS0
+                    ],
+                })]
+            );
+        }
+    }
+
+    #[test]
+    fn refused_deliveries_are_dropped_and_their_store_records_completed() {
+        let clock = Clock::new();
+        let mut s = with_policy(v5(clock));
+        let stored = Delivery {
+            stored: Some(5),
+            ..delivery("no/x", QoS::AtLeastOnce, b"x", clock.at(0))
+        };
+        s.deliver(stored, clock.at(1))
+            .expect("dropped, not handed back");
+        s.deliver(
+            delivery("no/y", QoS::AtMostOnce, b"y", clock.at(0)),
+            clock.at(1),
+        )
+        .expect("dropped");
+        s.enqueue_retained(
+            vec![
+                Arc::new(message("no/r", QoS::AtLeastOnce, b"r", clock.at(0))),
+                Arc::new(message("ok/r", QoS::AtLeastOnce, b"r", clock.at(0))),
+            ],
+            QoS::AtLeastOnce,
+            None,
+        );
+        s.flush_backlog(clock.at(1), 10);
+        let packets = drain(&mut s, clock.at(1));
+        let topics: Vec<&str> = packets
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(&*p.topic),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(topics, ["ok/r"]);
+        let mut events = Vec::new();
+        s.take_store_events(&mut events);
+        assert_eq!(events, vec![StoreEvent::Completed { seq: 5 }]);
+    }
+
+    #[test]
+    fn inflight_messages_no_longer_allowed_are_not_resent_on_resume() {
+        // Authorization comes before [MQTT-4.4.0-1]: after a reload that revoked a topic,
+        // what was in flight on it is not sent again.
+        let clock = Clock::new();
+        let mut s = v5(clock);
+        s.deliver(
+            delivery("no/x", QoS::AtLeastOnce, b"x", clock.at(0)),
+            clock.at(1),
+        )
+        .expect("room");
+        s.deliver(
+            delivery("ok/x", QoS::AtLeastOnce, b"x", clock.at(0)),
+            clock.at(1),
+        )
+        .expect("room");
+        assert_eq!(publish_ids(&drain(&mut s, clock.at(1))).len(), 2);
+        s.connect(&connect_v5("c5"), clock.at(2));
+        s.set_policy(Some(Arc::new(OnlyOk)));
+        s.resend_inflight();
+        let packets = drain(&mut s, clock.at(2));
+        assert_eq!(packets.len(), 1);
+        assert!(matches!(&packets[0], Packet::Publish(p) if &*p.topic == "ok/x" && p.dup));
+        assert_eq!(s.inflight_len(), 1);
+    }
 }

@@ -48,7 +48,7 @@ impl SubscriptionOptions {
     }
 
     fn decode(byte: u8, v: ProtocolVersion) -> Result<SubscriptionOptions, DecodeError> {
-        let qos = QoS::from_u8(byte & 0x03).ok_or(DecodeError::InvalidQoS)?;
+        let qos = QoS::from_u8(byte & 0x03).ok_or(DecodeError::InvalidSubscriptionQoS)?;
         if !v.is_v5() {
             if byte & 0xFC != 0 {
                 return Err(DecodeError::SubscribeReservedBits);

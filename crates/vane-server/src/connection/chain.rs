@@ -118,11 +118,10 @@ async fn run(
         .iter()
         .any(|m| matches!(m, AuthMethod::PasswordFile | AuthMethod::Jwt));
     if gave_credentials && checks_credentials {
-        if let (Some(passwords), Some(user)) = (&broker.passwords, username) {
+        if let (Some(passwords), Some(user)) = (broker.password_file(), username) {
             if origin.listener.chain.contains(&AuthMethod::PasswordFile) {
                 // An unknown user costs what a known one does (a decoy hash), so that the
                 // time of a refusal does not tell which user names exist.
-                let passwords = passwords.clone();
                 let user = user.to_owned();
                 let password = password.map(<[u8]>::to_vec).unwrap_or_default();
                 let _ =
@@ -148,7 +147,8 @@ async fn run(
 /// Decides for user names the password file holds; passes others on.
 async fn password_file(broker: &Broker, connect: &Connect) -> Decision {
     const NAME: &str = "password_file";
-    let (Some(passwords), Some(user)) = (&broker.passwords, connect.username.as_deref()) else {
+    let (Some(passwords), Some(user)) = (broker.password_file(), connect.username.as_deref())
+    else {
         return Decision::Pass;
     };
     if passwords.get(user).is_none() {
@@ -174,7 +174,6 @@ async fn password_file(broker: &Broker, connect: &Connect) -> Decision {
             "too many password checks waiting",
         ));
     };
-    let passwords = passwords.clone();
     let name = user.to_owned();
     let verified = tokio::task::spawn_blocking(move || passwords.verify(&name, &password))
         .await

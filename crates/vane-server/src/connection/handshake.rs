@@ -99,6 +99,29 @@ pub(crate) async fn refuse_undecodable<W: AsyncWrite + Unpin>(writer: &mut W, er
     }
 }
 
+/// Answers a connection refused before its CONNECT is handled (memory overload) with CONNACK
+/// 0x89 Server busy (MQTT 3.x: return code 3, server unavailable), then closes it. A CONNECT
+/// larger than 64 KiB is not read to the end: the connection is just closed.
+pub(crate) async fn refuse_busy(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    deadline: tokio::time::Instant,
+    max_packet_size: usize,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut read_buf = BytesMut::new();
+    let mut decoder = Decoder::new(max_packet_size.min(64 * 1024));
+    let read = tokio::time::timeout_at(
+        deadline,
+        read_connect(&mut reader, &mut read_buf, &mut decoder),
+    );
+    if let Ok(Ok(connect)) = read.await {
+        tracing::debug!(%peer, client_id = %connect.client_id, "CONNECT refused with 0x89: memory overload");
+        refuse(&mut writer, &connect, ConnAckReason::ServerBusy, None).await;
+    }
+    let _ = writer.shutdown().await;
+}
+
 /// Validates the client identifier, or assigns one [MQTT-3.1.3-6]. Returns the id and whether
 /// it was assigned.
 fn client_identifier(
@@ -319,6 +342,13 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     if !slot.set_owner(seq, kick_tx) {
         return Err(HandshakeError::Superseded);
     }
+    // A password file reload that removes or changes this user ends the connection.
+    slot.set_owner_user(
+        identity
+            .username
+            .clone()
+            .filter(|_| identity.method == Some(vane_config::AuthMethod::PasswordFile.name())),
+    );
     let mut guard = guard;
     let existing = guard.take();
     let parked_will = slot.take_will();
@@ -352,6 +382,15 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         }
     };
     session.connect(&connect, now);
+    // Before anything is resent or delivered: the permissions are this connection's, and a
+    // session taken over from another identity must not keep that one's.
+    // A token's permission claims narrow whatever the ACL allows.
+    session.set_policy(broker.topic_policy(
+        identity.username.as_deref(),
+        &client_id,
+        origin.peer,
+        identity.permissions.clone(),
+    ));
     let mut connack = ConnAck::new(ConnAckReason::Success, session_present);
     if version.is_v5() {
         let mut properties = connack_properties(broker);

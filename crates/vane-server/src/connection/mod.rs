@@ -5,6 +5,7 @@
 mod auth;
 mod chain;
 mod handshake;
+mod slow;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use crate::limits::{OverBudget, PublishBudget};
 use crate::mailbox::{Congestion, Pull, Spill};
 use crate::persistence;
 use crate::registry::{Kick, SessionSlot};
+pub(crate) use handshake::refuse_busy;
 pub(crate) use handshake::Origin;
 use handshake::{accept, read_connect, refuse_undecodable, Accepted, HandshakeError, HandshakeIo};
 
@@ -68,6 +70,8 @@ enum End {
     Shutdown,
     /// Re-authentication failed or broke the protocol.
     Auth(DisconnectReason),
+    /// A reload removed or changed the client's user in the password file.
+    Revoked,
     /// The store failed: what the client is owed an acknowledgement for cannot be made
     /// durable.
     StoreFailed(String),
@@ -76,6 +80,10 @@ enum End {
     RateExceeded,
     /// A reloaded ban list bans the client.
     Banned,
+    /// The slow-consumer policy disconnected a client that took none of its messages.
+    SlowConsumer(String),
+    /// Memory overload: an MQTT 3.x client sent a QoS 1/2 publish, which 3.x cannot refuse.
+    Overloaded,
 }
 
 impl End {
@@ -88,10 +96,15 @@ impl End {
             End::TakenOver => Some(DisconnectReason::SessionTakenOver),
             End::Shutdown => Some(DisconnectReason::ServerShuttingDown),
             End::Auth(reason) => Some(*reason),
+            End::Revoked => Some(DisconnectReason::NotAuthorized),
             End::StoreFailed(_) => Some(DisconnectReason::UnspecifiedError),
             End::RateExceeded => Some(DisconnectReason::MessageRateTooHigh),
             // DISCONNECT has no 0x8A Banned; the ban is the operator's action.
             End::Banned => Some(DisconnectReason::AdministrativeAction),
+            // An administratively imposed limit (how long messages may wait for a client)
+            // was exceeded.
+            End::SlowConsumer(_) => Some(DisconnectReason::QuotaExceeded),
+            End::Overloaded => Some(DisconnectReason::ServerBusy),
         }
     }
 
@@ -104,9 +117,12 @@ impl End {
             End::TakenOver => "another connection took over this session".into(),
             End::Shutdown => "the server is shutting down".into(),
             End::Auth(_) => "re-authentication failed".into(),
+            End::Revoked => "credentials revoked".into(),
             End::StoreFailed(_) => "the server cannot store messages".into(),
             End::RateExceeded => "publish rate or bandwidth above the server's limit".into(),
             End::Banned => "banned".into(),
+            End::SlowConsumer(why) => why.clone(),
+            End::Overloaded => "the server is over its memory budget".into(),
         }
     }
 
@@ -120,7 +136,10 @@ impl End {
             | End::Session(_)
             | End::Auth(_)
             | End::RateExceeded
-            | End::Banned => true,
+            | End::Banned
+            | End::SlowConsumer(_)
+            | End::Overloaded
+            | End::Revoked => true,
             End::TakenOver => v5,
             End::Shutdown | End::StoreFailed(_) => false,
         }
@@ -225,6 +244,7 @@ pub(crate) async fn serve<R, W>(
     release_if_idle(&mut read_buf, 0);
     release_if_idle(&mut write_buf, 0);
     let broker_limits = broker.config.limits.clone();
+    let slow = slow::SlowConsumer::new(&broker.config.slow_consumer);
     let mut conn = Connection {
         broker,
         peer,
@@ -248,6 +268,9 @@ pub(crate) async fn serve<R, W>(
         budget: PublishBudget::new(&broker_limits, now),
         throttled_until: None,
         ban_watch: None,
+        slow,
+        overload_pause: false,
+        overload_refuse: false,
     };
     conn.run(accepted, shutdown).await;
 }
@@ -290,6 +313,12 @@ struct Connection<R, W> {
     throttled_until: Option<tokio::time::Instant>,
     /// Ban list reloads to check this client against, when a ban file is configured.
     ban_watch: Option<Box<BanWatch>>,
+    slow: slow::SlowConsumer,
+    /// Memory overload: new publishes are held back like under backpressure.
+    overload_pause: bool,
+    /// Memory overload: QoS 1/2 publishes are refused (MQTT 5.0: 0x97; 3.x: the connection
+    /// closes).
+    overload_refuse: bool,
 }
 
 /// What a connected client is checked against the ban list by, when it is reloaded.
@@ -363,7 +392,13 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         let now = Instant::now();
         let mut will_delay = None;
         if end.publishes_will(session.version().is_v5()) {
-            if let Some(will) = session.take_will(now) {
+            let will = session.take_will(now).filter(|w| {
+                // A will is a publish like any other: the ACL in force now decides.
+                session
+                    .policy()
+                    .is_none_or(|p| p.may_publish(&w.message.topic))
+            });
+            if let Some(will) = will {
                 // [MQTT-3.1.3-9] a will with a delay waits for it, or for the end of the
                 // session, whichever comes first; a session ending now ends the wait.
                 if will.delay > 0 && session.session_expiry() > 0 {
@@ -438,6 +473,9 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             End::Auth(reason) => {
                 warn!(%client_id, peer = %self.peer, ?reason, "re-authentication failed, connection closed")
             }
+            End::Revoked => {
+                info!(%client_id, peer = %self.peer, "connection closed: the password file was reloaded and no longer holds this user's credentials (MQTT 5.0: DISCONNECT 0x87)")
+            }
             End::StoreFailed(why) => {
                 warn!(%client_id, peer = %self.peer, error = %why, "connection closed: the store failed, acknowledgements owed to the client cannot be made durable")
             }
@@ -446,6 +484,12 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             }
             End::Banned => {
                 warn!(%client_id, peer = %self.peer, "connection closed: the reloaded ban list bans this client")
+            }
+            End::Overloaded => {
+                info!(%client_id, peer = %self.peer, "connection closed: QoS 1/2 publish while over the memory budget (MQTT 3.x has no refusal code; the client resends it)")
+            }
+            End::SlowConsumer(why) => {
+                warn!(%client_id, peer = %self.peer, reason = %why, dropped_qos0 = slot.mailbox.slow_dropped(), "slow consumer disconnected")
             }
         }
         if dropped > 0 && !taken_over {
@@ -465,20 +509,31 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
         loop {
+            self.note_overload();
             let mut space_wait = self.congestion_wait(session);
-            if space_wait.is_none() && !self.deferred.is_empty() {
+            if space_wait.is_none() && !self.overload_pause && !self.deferred.is_empty() {
                 if let Some(end) = self.handle_deferred(session, slot, false) {
                     return end;
                 }
                 space_wait = self.congestion_wait(session);
             }
             let now = Instant::now();
-            let pull = if self.write_buf.len() < WRITE_HIGH_WATER {
+            let (pull, progressed) = if self.write_buf.len() < WRITE_HIGH_WATER {
                 self.pull_deliveries(session, slot, now)
             } else {
                 // Output is backed up: take nothing more until the socket drains.
-                Pull::WindowFull
+                (Pull::WindowFull, false)
             };
+            // Output not draining, or deliveries held back by a full in-flight window.
+            let waiting = self.write_buf.len() >= WRITE_HIGH_WATER
+                || (pull == Pull::WindowFull && slot.mailbox.has_queued());
+            if self
+                .slow
+                .observe(now, waiting, progressed, &slot.mailbox, session.client_id())
+            {
+                return End::SlowConsumer(self.slow.describe());
+            }
+            let slow_deadline = self.slow.deadline().map(tokio::time::Instant::from_std);
             if let Err(e) = session.write_transmits(now, &mut self.write_buf) {
                 warn!(client_id = %session.client_id(), error = %e, "could not encode a packet for the client");
             }
@@ -512,7 +567,10 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             let throttled = self.throttled_until;
             tokio::select! {
                 biased;
-                _ = &mut *kick => return End::TakenOver,
+                kicked = &mut *kick => return match kicked {
+                    Ok(Kick::Revoked) => End::Revoked,
+                    _ => End::TakenOver,
+                },
                 _ = shutdown.changed() => return End::Shutdown,
                 _ = wait_durable(self.durable.as_mut(), store_wait.unwrap_or(0)), if store_wait.is_some() => {}
                 res = self.writer.write_buf(&mut self.write_buf), if !self.write_buf.is_empty() && !gated => {
@@ -567,8 +625,21 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                     }
                 }
                 _ = std::future::ready(()), if pull == Pull::More => {}
+                // The slow-consumer policy's next step; the loop's turn takes it.
+                _ = sleep_until(slow_deadline), if slow_deadline.is_some() => {}
+                // Held back for memory overload: until the level changes.
+                _ = overload_changed(&self.broker), if self.overload_pause => {}
             }
         }
+    }
+
+    /// Reads the memory overload level for this turn: publishes are held back while the
+    /// broker sheds, and refused while it refuses (holding them would keep their memory).
+    fn note_overload(&mut self) {
+        use crate::overload::Level;
+        let level = self.broker.overload.level();
+        self.overload_refuse = level == Level::Refusing;
+        self.overload_pause = level == Level::Shedding;
     }
 
     /// Until when reading stays paused for a congested receiver, if it does.
@@ -591,19 +662,23 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
     /// Moves a batch of deliveries into the session: first what the session itself owes
     /// (retained messages for new subscriptions, messages read back from disk), then what
     /// waits on disk only (the queue kept while the client was offline), then the mailbox,
-    /// so order is kept.
+    /// so order is kept. Also says whether any delivery was taken (for the slow-consumer
+    /// policy).
     fn pull_deliveries(
         &mut self,
         session: &mut Session,
         slot: &crate::registry::SessionSlot,
         now: Instant,
-    ) -> Pull {
-        if session.backlog_len() > 0 {
-            if session.flush_backlog(now, DRAIN_BATCH) {
-                return Pull::WindowFull;
+    ) -> (Pull, bool) {
+        let backlog = session.backlog_len();
+        if backlog > 0 {
+            let window_full = session.flush_backlog(now, DRAIN_BATCH);
+            let progressed = session.backlog_len() < backlog;
+            if window_full {
+                return (Pull::WindowFull, progressed);
             }
             if session.backlog_len() > 0 {
-                return Pull::More;
+                return (Pull::More, progressed);
             }
         }
         if let Some(store) = &self.broker.store {
@@ -614,7 +689,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 Spill::Empty => {}
                 Spill::Wait(ticket) => {
                     self.watch_durable();
-                    return Pull::WaitStore(ticket);
+                    return (Pull::WaitStore(ticket), false);
                 }
                 Spill::Taken(seqs) => {
                     match store.load_deliveries(&slot.client_id, &seqs) {
@@ -631,11 +706,15 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                             error!(client_id = %slot.client_id, error = %e, messages = seqs.len(), "cannot read queued messages from the store");
                         }
                     }
-                    return Pull::More;
+                    return (Pull::More, true);
                 }
             }
         }
-        slot.mailbox.drain_into(session, now, DRAIN_BATCH)
+        // Called only below the high water mark: what is taken fills the write buffer to about
+        // it, so a client's output stays bounded however large its messages are.
+        let room = WRITE_HIGH_WATER.saturating_sub(self.write_buf.len());
+        let (pull, moved) = slot.mailbox.drain_into(session, now, DRAIN_BATCH, room);
+        (pull, moved > 0)
     }
 
     /// Decodes and handles every complete packet in the read buffer; while publishing is
@@ -646,6 +725,8 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         slot: &Arc<crate::registry::SessionSlot>,
     ) -> Option<End> {
         let now = Instant::now();
+        // The level may have changed while the task slept: one load per read.
+        self.note_overload();
         loop {
             let before = self.read_buf.len();
             let packet = match self.decoder.decode(&mut self.read_buf) {
@@ -666,7 +747,8 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                     OverBudget::Disconnect => return Some(End::RateExceeded),
                 }
             }
-            let paused = self.congested.is_some() || !self.deferred.is_empty();
+            let paused =
+                self.congested.is_some() || self.overload_pause || !self.deferred.is_empty();
             if paused && !passes_deferred(&packet) {
                 session.note_received(now);
                 self.deferred_bytes += deferred_weight(&packet);
@@ -688,7 +770,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         all: bool,
     ) -> Option<End> {
         let now = Instant::now();
-        while all || self.congested.is_none() {
+        while all || (self.congested.is_none() && !self.overload_pause) {
             let Some(packet) = self.deferred.pop_front() else {
                 break;
             };
@@ -740,6 +822,9 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
     ) -> Option<End> {
         match action {
             Action::Publish { message, ack } => {
+                if self.overload_refuse {
+                    return self.refuse_overloaded(session, ack, &message);
+                }
                 if let Some(vane_core::session::PendingAck::PubRec(packet_id)) = ack {
                     if persistence::is_persistent(slot) && self.broker.store.is_some() {
                         // [MQTT-4.3.3-9] kept with the message, so that a resend after a
@@ -805,6 +890,30 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 }
             }
         }
+        None
+    }
+
+    /// Refuses a publish while the broker is over its memory budget; counted, not routed.
+    /// QoS 1/2: MQTT 5.0 with PUBACK/PUBREC 0x97 Quota exceeded; MQTT 3.x cannot be told, so
+    /// its connection is closed with the message unacknowledged (the client resends it). QoS
+    /// 0: dropped.
+    fn refuse_overloaded(
+        &mut self,
+        session: &mut Session,
+        ack: Option<vane_core::session::PendingAck>,
+        message: &vane_core::Message,
+    ) -> Option<End> {
+        let overload = &self.broker.overload;
+        let Some(ack) = ack else {
+            overload.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        overload.refused_publishes.fetch_add(1, Ordering::Relaxed);
+        if !session.version().is_v5() {
+            return Some(End::Overloaded);
+        }
+        debug!(client_id = %session.client_id(), topic = %message.topic, "publish refused with 0x97: memory overload");
+        session.publish_refused(ack, PubAckReason::QuotaExceeded);
         None
     }
 
@@ -1037,6 +1146,18 @@ async fn bans_reloaded(watch: Option<&mut BanWatch>) -> bool {
         Some(w) => w.reloaded.changed().await.is_ok(),
         None => std::future::pending().await,
     }
+}
+
+/// Waits until the memory overload level is no longer shedding.
+async fn overload_changed(broker: &Broker) {
+    // Boxed: the select! holds this future in every connection's task, but it only runs
+    // under overload.
+    Box::pin(
+        broker
+            .overload
+            .changed_from(crate::overload::Level::Shedding),
+    )
+    .await
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
