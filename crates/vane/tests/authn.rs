@@ -206,6 +206,21 @@ async fn a_token_with_permission_claims_is_limited_to_them() {
 }
 
 #[tokio::test]
+async fn a_banned_user_is_refused_when_only_the_token_names_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bans = dir.path().join("bans");
+    std::fs::write(&bans, "user mallory\n").expect("write ban file");
+    let broker = jwt_broker(|c| c.limits.ban_file = bans.display().to_string()).await;
+    let addr = broker.addr();
+    // No user name in CONNECT: the ban list learns the name from the token. 0x8A Banned.
+    let c = with_login(connect_v5(&unique_id("ban")), None, &token("mallory"));
+    assert_eq!(ack(addr, c).await, ConnAckReason::Banned);
+    let c = with_login(connect_v5(&unique_id("ban")), None, &token("alice"));
+    assert_eq!(ack(addr, c).await, ConnAckReason::Success);
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn the_secret_can_come_from_a_file_and_issuer_is_checked() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("jwt.secret");

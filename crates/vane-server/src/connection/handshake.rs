@@ -309,6 +309,20 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             }
         },
     };
+    // A user name that authentication established but CONNECT did not carry (a certificate's
+    // CN, a token's subject) was not seen by the ban check above.
+    if let Some(user) = identity.username.as_deref() {
+        if connect.username.as_deref() != Some(user) && broker.limits.bans_user(user).is_some() {
+            tracing::info!(
+                peer = %origin.peer,
+                %client_id,
+                username = user,
+                "CONNECT refused: banned (the authenticated user name)"
+            );
+            refuse(io.writer, &connect, ConnAckReason::Banned, None).await;
+            return Err(HandshakeError::AuthRefused(ConnAckReason::Banned));
+        }
+    }
     let (slot, guard, seq) = loop {
         let slot = broker
             .registry
