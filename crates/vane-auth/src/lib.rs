@@ -44,6 +44,7 @@
 
 pub mod acl;
 mod exchange;
+pub mod jwt;
 pub mod password;
 mod registry;
 pub mod scram;
@@ -52,6 +53,7 @@ mod username;
 
 pub use acl::{Acl, AclAction, AclError, AclIdentity};
 pub use exchange::{AuthExchange, AuthFailure, AuthStep, Authenticator};
+pub use jwt::{JwtIdentity, JwtVerifier, TopicPermissions};
 pub use password::{PasswordFile, PasswordHash};
 pub use registry::{Authenticators, UnknownMethod};
 pub use scram::{ScramAuthenticator, ScramCredentials, SCRAM_SHA_256};

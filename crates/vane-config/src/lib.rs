@@ -150,24 +150,87 @@ pub struct ListenerConfig {
     /// Most connections open on this listener at once; more are closed as soon as they are
     /// accepted, before any TLS handshake. 0: only the global `limits.max_connections` applies.
     pub max_connections: usize,
+    /// The authentication methods this listener runs, in order: `certificate`,
+    /// `password_file`, `jwt`, `http`. Absent (the default): every configured method, in that
+    /// order. Each method either decides (accepts or refuses) or passes the client on; see
+    /// [`AuthMethod`]. A method listed here must be configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Vec<AuthMethod>>,
+}
+
+/// An authentication method of a listener's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// The verified client certificate's name (`tls.identity`) is the user name: decides
+    /// (accepts) when the client presented a certificate, passes otherwise.
+    Certificate,
+    /// `[auth] password_file`: decides for user names the file holds, passes others on.
+    PasswordFile,
+    /// `[auth.jwt]`: decides when the password is a JSON Web Token, passes otherwise.
+    Jwt,
+    /// `[auth.http]`: the hook decides for every client that reaches it.
+    Http,
+}
+
+impl AuthMethod {
+    /// The default chain order.
+    pub const ORDER: [AuthMethod; 4] = [
+        AuthMethod::Certificate,
+        AuthMethod::PasswordFile,
+        AuthMethod::Jwt,
+        AuthMethod::Http,
+    ];
+
+    /// The name used in the configuration and in log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMethod::Certificate => "certificate",
+            AuthMethod::PasswordFile => "password_file",
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::Http => "http",
+        }
+    }
+}
+
+/// Which name of a verified client certificate becomes the client's user name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CertIdentity {
+    /// None: the certificate only gets the client through the handshake.
+    #[default]
+    None,
+    /// The subject's common name (CN).
+    Cn,
+    /// The first subject alternative name that is a DNS name, an e-mail address or a URI.
+    San,
 }
 
 impl ListenerConfig {
+    /// Whether a verified client certificate names the client here (`tls.identity`).
+    pub fn names_certificates(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|t| t.identity != CertIdentity::None)
+    }
+
     /// Whether this listener accepts anonymous clients, and why (for the log), given whether
-    /// `[auth] password_file` is configured.
-    pub fn anonymous(&self, password_file: bool) -> (bool, &'static str) {
+    /// a method checking CONNECT credentials is configured (see
+    /// [`AuthConfig::checks_credentials`]). Certificate identities on this listener count as
+    /// such a method.
+    pub fn anonymous(&self, checks_credentials: bool) -> (bool, &'static str) {
         match self.allow_anonymous {
             Some(true) => (true, "allow_anonymous = true"),
             Some(false) => (false, "allow_anonymous = false"),
-            None if password_file => (
+            None if checks_credentials || self.names_certificates() => (
                 false,
-                "a password file is configured (set allow_anonymous = true to accept anonymous clients)",
+                "an authentication method is configured (set allow_anonymous = true to accept anonymous clients)",
             ),
             None if !self.bind.ip().is_loopback() => (
                 false,
                 "not a loopback address (set allow_anonymous = true to accept anonymous clients)",
             ),
-            None => (true, "loopback address and no password file"),
+            None => (true, "loopback address and no authentication method"),
         }
     }
 }
@@ -175,7 +238,7 @@ impl ListenerConfig {
 /// TLS on a listener (TLS 1.2 and 1.3). The files are read and parsed when the broker starts
 /// (and by `vane serve --check`); one that cannot be stops it, naming the file: a listener
 /// configured for TLS never falls back to plain TCP.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM file with the server's certificate chain, leaf first.
@@ -188,6 +251,28 @@ pub struct TlsConfig {
     /// With `client_ca`: refuse, during the handshake, a client without a certificate signed
     /// by one of those CAs. false: a client may send none, but one it sends must verify.
     pub require_client_cert: bool,
+    /// With `client_ca`: which name of a verified client certificate becomes the client's
+    /// user name (authentication method `certificate`): `none`, `cn` or `san`.
+    pub identity: CertIdentity,
+    /// How often the certificate, key and client CA files are checked for changes; changed
+    /// files are loaded for new handshakes (a file that fails to load keeps the old ones and
+    /// is logged). 0s: never (SIGHUP-style reloads through the server's reload call still
+    /// work).
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: String::new(),
+            key: String::new(),
+            client_ca: String::new(),
+            require_client_cert: false,
+            identity: CertIdentity::None,
+            reload_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for ListenerConfig {
@@ -198,6 +283,7 @@ impl Default for ListenerConfig {
             tls: None,
             allow_anonymous: None,
             max_connections: 0,
+            auth: None,
         }
     }
 }
@@ -456,6 +542,163 @@ pub struct AuthConfig {
     /// a user name must give the matching password. Empty: no password file. A file that
     /// cannot be read or parsed stops the broker from starting, naming the line.
     pub password_file: String,
+    /// JSON Web Tokens in the CONNECT password (method `jwt`).
+    pub jwt: JwtConfig,
+    /// An HTTP service that allows or denies each CONNECT (method `http`).
+    pub http: HttpAuthConfig,
+    /// Whether a client id belongs to the first authenticated user name that used it, for as
+    /// long as its session exists: another user name (or an anonymous client) using it is
+    /// refused with 0x87 (3.x: return code 5). Absent (the default): on when any
+    /// authentication method is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind_client_id: Option<bool>,
+}
+
+impl AuthConfig {
+    /// Whether a method that checks CONNECT's user name and password (password file, JWT,
+    /// HTTP hook) is configured: then listeners refuse anonymous clients unless they say
+    /// `allow_anonymous = true`.
+    pub fn checks_credentials(&self) -> bool {
+        !self.password_file.is_empty() || self.jwt.enabled() || self.http.enabled()
+    }
+}
+
+impl Config {
+    /// Whether client ids are bound to the user name that first used them: `auth.bind_client_id`
+    /// when set, otherwise whenever an authentication method is configured (including SCRAM
+    /// and certificate identities).
+    pub fn binds_client_ids(&self) -> bool {
+        self.auth.bind_client_id.unwrap_or_else(|| {
+            self.auth.checks_credentials()
+                || !self.auth.scram_credentials.is_empty()
+                || self
+                    .listeners
+                    .iter()
+                    .any(ListenerConfig::names_certificates)
+        })
+    }
+}
+
+/// The signature algorithm of accepted tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with a shared secret.
+    #[default]
+    HS256,
+    /// RSA PKCS#1 v1.5 with SHA-256, verified with a public key or a JWKS.
+    RS256,
+    /// ECDSA P-256 with SHA-256, verified with a public key or a JWKS.
+    ES256,
+}
+
+/// JSON Web Tokens (RFC 7519) given as the CONNECT password. Configured when one key source
+/// is set: `secret` or `secret_file` for HS256, `public_key_file` or `jwks_file` for RS256
+/// and ES256. The signature, `exp` (required) and `nbf` are checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// `HS256`, `RS256` or `ES256`; a token signed otherwise is refused.
+    pub algorithm: JwtAlgorithm,
+    /// HS256 shared secret (prefer `secret_file`, which keeps it out of the configuration).
+    pub secret: String,
+    /// File whose content (trailing newline removed) is the HS256 secret.
+    pub secret_file: String,
+    /// PEM public key (or certificate) for RS256/ES256.
+    pub public_key_file: String,
+    /// JWKS file (RFC 7517) for RS256/ES256: the key is chosen by the token's `kid`.
+    pub jwks_file: String,
+    /// The claim holding the user name.
+    pub username_claim: String,
+    /// Required `iss`. Empty: not checked.
+    pub issuer: String,
+    /// Required `aud`. Empty: not checked.
+    pub audience: String,
+    /// Clock skew allowed for `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Claim with an array of topic filters the client may publish to. A token with this
+    /// claim or `subscribe_claim` is limited to the filters they list.
+    pub publish_claim: String,
+    /// Claim with an array of topic filters the client may subscribe to.
+    pub subscribe_claim: String,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            algorithm: JwtAlgorithm::HS256,
+            secret: String::new(),
+            secret_file: String::new(),
+            public_key_file: String::new(),
+            jwks_file: String::new(),
+            username_claim: "sub".into(),
+            issuer: String::new(),
+            audience: String::new(),
+            leeway: Duration::from_secs(30),
+            publish_claim: "publish".into(),
+            subscribe_claim: "subscribe".into(),
+        }
+    }
+}
+
+impl JwtConfig {
+    /// Whether a key source is configured.
+    pub fn enabled(&self) -> bool {
+        self.key_sources() > 0
+    }
+
+    fn key_sources(&self) -> usize {
+        [
+            &self.secret,
+            &self.secret_file,
+            &self.public_key_file,
+            &self.jwks_file,
+        ]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .count()
+    }
+}
+
+/// An HTTP authentication hook: the broker POSTs each CONNECT's client id, user name,
+/// password, address, listener and protocol as JSON to `url` and expects a 2xx answer with
+/// `{"result": "allow"}` or `{"result": "deny"}`. Anything else refuses the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpAuthConfig {
+    /// `http://host:port/path`. Empty: no hook.
+    pub url: String,
+    /// Longest wait for the hook's answer; then the client is refused with 0x88 Server
+    /// unavailable (3.x: return code 3).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long an answer (allow or deny) is reused for the same client id, user name,
+    /// password and address. 0s: no cache.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Most answers cached.
+    pub cache_size: usize,
+    /// Most requests to the hook at once; more CONNECTs wait their turn (within the timeout).
+    pub max_concurrent: usize,
+}
+
+impl Default for HttpAuthConfig {
+    fn default() -> Self {
+        HttpAuthConfig {
+            url: String::new(),
+            timeout: Duration::from_secs(5),
+            cache_ttl: Duration::from_secs(60),
+            cache_size: 10_000,
+            max_concurrent: 32,
+        }
+    }
+}
+
+impl HttpAuthConfig {
+    /// Whether a hook is configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
 }
 
 /// The decision when no ACL rule applies.
@@ -647,11 +890,60 @@ impl Config {
                         "listeners[{i}].tls.key: must name the PEM private key file"
                     ));
                 }
+                if tls.identity != CertIdentity::None && tls.client_ca.is_empty() {
+                    problems.push(format!(
+                        "listeners[{i}].tls.identity: needs client_ca (a client certificate must be verified to name anyone)"
+                    ));
+                }
                 if tls.require_client_cert && tls.client_ca.is_empty() {
                     problems.push(format!(
                         "listeners[{i}].tls.client_ca: must name a PEM CA file when require_client_cert = true"
                     ));
                 }
+            }
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            for method in l.auth.iter().flatten() {
+                let configured = match method {
+                    AuthMethod::Certificate => l.names_certificates(),
+                    AuthMethod::PasswordFile => !self.auth.password_file.is_empty(),
+                    AuthMethod::Jwt => self.auth.jwt.enabled(),
+                    AuthMethod::Http => self.auth.http.enabled(),
+                };
+                if !configured {
+                    problems.push(format!(
+                        "listeners[{i}].auth: `{}` is listed but not configured",
+                        method.name()
+                    ));
+                }
+            }
+        }
+        let jwt = &self.auth.jwt;
+        if jwt.key_sources() > 1 {
+            problems.push(
+                "auth.jwt: set only one of secret, secret_file, public_key_file, jwks_file".into(),
+            );
+        } else if jwt.enabled() {
+            let hmac = !jwt.secret.is_empty() || !jwt.secret_file.is_empty();
+            if hmac != (jwt.algorithm == JwtAlgorithm::HS256) {
+                problems.push(
+                    "auth.jwt.algorithm: HS256 takes secret or secret_file; RS256 and ES256 take public_key_file or jwks_file".into(),
+                );
+            }
+            if jwt.username_claim.is_empty() {
+                problems.push("auth.jwt.username_claim: must name a claim".into());
+            }
+        }
+        let http = &self.auth.http;
+        if http.enabled() {
+            if !http.url.starts_with("http://") {
+                problems.push("auth.http.url: must be an http:// URL".into());
+            }
+            if http.timeout.is_zero() {
+                problems.push("auth.http.timeout: must be more than 0s".into());
+            }
+            if http.max_concurrent == 0 {
+                problems.push("auth.http.max_concurrent: must be at least 1".into());
             }
         }
         if m.connect_timeout.is_zero() {
@@ -843,6 +1135,48 @@ mod tests {
                 );
             }
             other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn authentication_chain_options_parse_and_are_checked() {
+        let c = Config::parse(
+            "[[listeners]]\nbind = \"127.0.0.1:8883\"\nauth = [\"jwt\", \"http\"]\n[auth.jwt]\nsecret = \"s\"\n[auth.http]\nurl = \"http://127.0.0.1:9000/auth\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.listeners[0].auth,
+            Some(vec![AuthMethod::Jwt, AuthMethod::Http])
+        );
+        assert!(c.binds_client_ids(), "on by default with a method");
+        assert!(!Config::default().binds_client_ids());
+        // Listed but not configured; two key sources; a key that does not fit the algorithm;
+        // an https hook; identity without client_ca.
+        for (text, key) in [
+            (
+                "[[listeners]]\nauth = [\"password_file\"]\n",
+                "listeners[0].auth",
+            ),
+            (
+                "[auth.jwt]\nsecret = \"s\"\njwks_file = \"k.json\"\n",
+                "auth.jwt",
+            ),
+            (
+                "[auth.jwt]\nalgorithm = \"ES256\"\nsecret = \"s\"\n",
+                "auth.jwt.algorithm",
+            ),
+            ("[auth.http]\nurl = \"https://h/auth\"\n", "auth.http.url"),
+            (
+                "[[listeners]]\ntls = { cert = \"c\", key = \"k\", identity = \"cn\" }\n",
+                "listeners[0].tls.identity",
+            ),
+        ] {
+            match Config::parse(text) {
+                Err(ConfigError::Invalid(p)) => {
+                    assert!(p.iter().any(|m| m.starts_with(key)), "{text}: {p:?}")
+                }
+                other => panic!("{text}: expected Invalid, got {other:?}"),
+            }
         }
     }
 

@@ -76,6 +76,10 @@ pub(crate) struct Broker {
     /// CONNECTs would fill the blocking pool with hashing threads that crowd the runtime's
     /// workers off the cores. One core is left to the workers when there are two or more.
     pub password_checks: tokio::sync::Semaphore,
+    /// JWT verification and the HTTP hook, when configured.
+    pub methods: crate::auth::Methods,
+    /// Whether a client id belongs to the user name that first used it (`auth.bind_client_id`).
+    pub binds_client_ids: bool,
     /// The embedded store; `None` when durability is `memory`.
     pub store: Option<Store>,
     /// Connection tasks running, so that shutdown can wait for them to save their sessions.
@@ -96,6 +100,7 @@ impl Broker {
         config: Config,
         authenticators: vane_auth::Authenticators,
         passwords: Option<Arc<vane_auth::PasswordFile>>,
+        methods: crate::auth::Methods,
         acl: Option<vane_auth::Acl>,
         store: Option<Store>,
         limits: Arc<crate::limits::Limits>,
@@ -122,6 +127,8 @@ impl Broker {
             authenticators,
             passwords: passwords.map(RwLock::new),
             acl: acl.map(|acl| Arc::new(crate::authz::AclRules::new(config.acl.clone(), acl))),
+            methods,
+            binds_client_ids: config.binds_client_ids(),
             password_checks: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism()
                     .map_or(1, |n| n.get().saturating_sub(1))
@@ -144,20 +151,33 @@ impl Broker {
         self.passwords.as_ref().map(|p| p.read().clone())
     }
 
-    /// The topic permissions of a new connection: `None` when no ACL is configured.
+    /// The topic permissions of a new connection: `None` when no ACL is configured and the
+    /// client's token (if any) carries no permission claims.
     pub(crate) fn topic_policy(
         &self,
         username: Option<&str>,
         client_id: &vane_proto::ByteString,
         peer: std::net::SocketAddr,
+        token: Option<Arc<vane_auth::TopicPermissions>>,
     ) -> Option<Arc<dyn vane_core::session::TopicPolicy>> {
-        let rules = self.acl.as_ref()?;
-        Some(Arc::new(crate::authz::ConnectionPolicy::new(
-            rules.clone(),
-            username.map(str::to_owned),
-            client_id.clone(),
-            peer,
-        )))
+        let acl = self.acl.as_ref().map(|rules| {
+            Arc::new(crate::authz::ConnectionPolicy::new(
+                rules.clone(),
+                username.map(str::to_owned),
+                client_id.clone(),
+                peer,
+            )) as Arc<dyn vane_core::session::TopicPolicy>
+        });
+        match token {
+            None => acl,
+            Some(permissions) => Some(Arc::new(crate::token_policy::TokenPolicy::new(
+                permissions,
+                acl,
+                client_id.clone(),
+                username.map(str::to_owned),
+                peer,
+            ))),
+        }
     }
 
     /// A mailbox with the configured limits.

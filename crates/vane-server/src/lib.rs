@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod auth_hook;
 mod authz;
 mod broker;
 mod connection;
@@ -17,8 +18,10 @@ mod registry;
 mod reload;
 mod server;
 pub mod tls;
+mod token_policy;
 
 pub use server::{BanListHandle, Server, ServerError};
+pub use tls::{Reloaded, TlsReloader};
 
 /// Checks that the `[limits]` configuration can be used (the ban file reads and parses), for
 /// `vane serve --check`.

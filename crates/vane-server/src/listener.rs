@@ -6,20 +6,20 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error};
 
+use crate::auth::ListenerAuth;
 use crate::broker::Broker;
-use crate::connection;
-use crate::tls;
+use crate::connection::{self, Origin};
+use crate::tls::{self, TlsListener};
 
-/// Accepts connections until shutdown; with an acceptor, every connection is TLS. `index` is
-/// the listener's place in the configuration, for its connection cap.
+/// Accepts connections until shutdown; with TLS, every connection is TLS. `index` is the
+/// listener's place in the configuration, for its connection cap.
 pub(crate) async fn run_tcp(
     listener: TcpListener,
     index: usize,
-    tls: Option<TlsAcceptor>,
-    allow_anonymous: bool,
+    tls: Option<Arc<TlsListener>>,
+    auth: Arc<ListenerAuth>,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -47,8 +47,9 @@ pub(crate) async fn run_tcp(
                     match &tls {
                         // The handshake runs in the connection's own task, so a slow one holds
                         // up no one else.
-                        Some(acceptor) => {
-                            let serve = tls::serve(broker.clone(), peer, allow_anonymous, stream, acceptor.clone(), connect_deadline, shutdown.clone());
+                        // The acceptor of the moment: a reload changes it for new connections.
+                        Some(tls_listener) => {
+                            let serve = tls::serve(broker.clone(), peer, auth.clone(), stream, tls_listener.acceptor(), connect_deadline, shutdown.clone());
                             tokio::spawn(async move {
                                 serve.await;
                                 drop(permit);
@@ -56,7 +57,8 @@ pub(crate) async fn run_tcp(
                         }
                         None => {
                             let (reader, writer) = stream.into_split();
-                            let serve = connection::serve(broker.clone(), peer, allow_anonymous, reader, writer, connect_deadline, shutdown.clone());
+                            let origin = Origin { peer, listener: auth.clone(), cert_name: None };
+                            let serve = connection::serve(broker.clone(), origin, reader, writer, connect_deadline, shutdown.clone());
                             tokio::spawn(async move {
                                 serve.await;
                                 drop(permit);

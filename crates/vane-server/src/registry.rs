@@ -44,6 +44,19 @@ pub(crate) struct SessionSlot {
     /// The session outlives its connection and has a record in the store: QoS 1/2 messages
     /// to it are written before they are acknowledged to their publisher.
     pub persistent: AtomicBool,
+    /// The user name that owns this client id while the session exists (`auth.bind_client_id`);
+    /// kept in memory only.
+    bound_to: Mutex<Option<Arc<str>>>,
+}
+
+/// The outcome of [`SessionSlot::bind`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Bind {
+    /// The client may use the id (it owns it now, owned it already, or nobody does and it is
+    /// anonymous).
+    Allowed,
+    /// Another user name owns the id.
+    Refused { owner: Arc<str> },
 }
 
 // Boxed: an empty slot (a connected session lives in its task) then costs a pointer, not a
@@ -51,6 +64,23 @@ pub(crate) struct SessionSlot {
 pub(crate) type SessionGuard = OwnedMutexGuard<Option<Box<Session>>>;
 
 impl SessionSlot {
+    /// Binds the client id to `username` if nobody owns it yet, or checks that `username` is
+    /// its owner. An anonymous client (`None`) binds nothing and may not use an owned id.
+    pub(crate) fn bind(&self, username: Option<&str>) -> Bind {
+        let mut bound = self.bound_to.lock();
+        match (bound.as_ref(), username) {
+            (None, Some(user)) => {
+                *bound = Some(Arc::from(user));
+                Bind::Allowed
+            }
+            (None, None) => Bind::Allowed,
+            (Some(owner), Some(user)) if &**owner == user => Bind::Allowed,
+            (Some(owner), _) => Bind::Refused {
+                owner: owner.clone(),
+            },
+        }
+    }
+
     /// Registers interest in the session and asks the current owner to let go.
     pub(crate) fn begin_takeover(&self) -> u64 {
         let seq = self.connect_seq.fetch_add(1, Ordering::SeqCst) + 1;
@@ -160,6 +190,7 @@ impl SessionRegistry {
             owner_user: Mutex::new(None),
             pending_will: Mutex::new(None),
             persistent: AtomicBool::new(false),
+            bound_to: Mutex::new(None),
         });
         slots.insert(client_id.clone(), slot.clone());
         slot

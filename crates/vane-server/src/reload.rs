@@ -1,5 +1,5 @@
 //! Reloading what the broker reads from files while it runs (SIGHUP): the ACL, the password
-//! file and the ban list. A file that cannot be read or parsed keeps what is in force and is reported with its
+//! file, the ban list and TLS certificates. A file that cannot be read or parsed keeps what is in force and is reported with its
 //! line and reason. Each file is a step of its own in [`reload`], so that other files (TLS
 //! certificates, a ban list) can be added as further steps.
 
@@ -17,16 +17,30 @@ pub struct ReloadError(pub Vec<String>);
 #[derive(Clone)]
 pub struct ReloadHandle {
     pub(crate) broker: Arc<Broker>,
+    pub(crate) tls: crate::tls::TlsReloader,
 }
 
 impl ReloadHandle {
-    /// Reads the ACL, the password file and the ban list again (those that are configured). The new ACL
+    /// Reads the ACL, the password file, the ban list and the TLS listeners' certificates,
+    /// keys and client CAs again (those that are configured). The new ACL
     /// applies at once to every check, including every delivery to clients already
     /// connected; clients whose password-file user was removed or whose password changed are
     /// disconnected (MQTT 5.0: DISCONNECT 0x87). Every file that fails keeps its previous
     /// contents and is named in the error.
     pub fn reload(&self) -> Result<(), ReloadError> {
-        reload(&self.broker)
+        let mut result = reload(&self.broker);
+        // New TLS handshakes use the new certificates; connections already up keep theirs.
+        // Each listener logs its own outcome; a failure keeps its current certificate.
+        for (index, outcome) in self.tls.reload() {
+            if let Err(e) = outcome {
+                let failure = format!("TLS listener {index}: {e}");
+                match &mut result {
+                    Ok(()) => result = Err(ReloadError(vec![failure])),
+                    Err(ReloadError(failures)) => failures.push(failure),
+                }
+            }
+        }
+        result
     }
 }
 

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 use tracing::info;
 use vane_config::Config;
 
+use crate::auth::ListenerAuth;
 use crate::broker::Broker;
 use crate::listener;
+use crate::tls::{TlsListener, TlsReloader};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +61,8 @@ impl BanListHandle {
 pub struct Server {
     broker: Arc<Broker>,
     listeners: Vec<TcpListener>,
-    /// Per listener, in the same order: its TLS acceptor, if it is a TLS listener.
-    tls: Vec<Option<TlsAcceptor>>,
+    /// Per listener, in the same order: its TLS, if it is a TLS listener.
+    tls: Vec<Option<Arc<TlsListener>>>,
 }
 
 impl Server {
@@ -69,6 +70,7 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let authenticators = crate::auth::load(&config.auth).map_err(ServerError::Auth)?;
         let passwords = crate::auth::load_passwords(&config.auth).map_err(ServerError::Auth)?;
+        let methods = crate::auth::load_methods(&config.auth).map_err(ServerError::Auth)?;
         let limits = Arc::new(crate::limits::Limits::new(&config).map_err(ServerError::Limits)?);
         let acl = crate::authz::load(&config.acl).map_err(ServerError::Acl)?;
         if let Some(acl) = &acl {
@@ -84,7 +86,7 @@ impl Server {
         let mut tls = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
             let acceptor = match &l.tls {
-                Some(t) => Some(crate::tls::acceptor(i, t).map_err(ServerError::Tls)?),
+                Some(t) => Some(Arc::new(TlsListener::load(i, t).map_err(ServerError::Tls)?)),
                 None => None,
             };
             tls.push(acceptor);
@@ -108,6 +110,7 @@ impl Server {
             config,
             authenticators,
             passwords,
+            methods,
             acl,
             store,
             limits,
@@ -122,16 +125,23 @@ impl Server {
         })
     }
 
+    /// Reloads the TLS listeners' certificates, keys and client CAs on demand (SIGHUP); it
+    /// stays valid while the server runs.
+    pub fn tls_reloader(&self) -> TlsReloader {
+        TlsReloader(self.tls.iter().flatten().cloned().collect())
+    }
+
     /// A handle to re-read the ban file (`limits.ban_file`) while the server runs, for SIGHUP.
     pub fn ban_list(&self) -> BanListHandle {
         BanListHandle(self.broker.limits.clone())
     }
 
-    /// A handle to reload the broker's files (ACL, password file) while it runs, e.g. on
+    /// A handle to reload the broker's files (ACL, password file, ban list, TLS) while it runs, e.g. on
     /// SIGHUP. It stays usable after [`Server::run`] has taken the server.
     pub fn reload_handle(&self) -> crate::ReloadHandle {
         crate::ReloadHandle {
             broker: self.broker.clone(),
+            tls: self.tls_reloader(),
         }
     }
 
@@ -165,18 +175,21 @@ impl Server {
             .enumerate()
         {
             let transport = if tls.is_some() { "TLS" } else { "TCP" };
-            let (allow_anonymous, why) = addr.anonymous(self.broker.passwords.is_some());
-            let anonymous = if allow_anonymous {
+            let auth = Arc::new(ListenerAuth::new(&self.broker.config, index));
+            let anonymous = if auth.allow_anonymous {
                 "accepted"
             } else {
                 "refused"
             };
-            info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.bind.to_string()), "listening for MQTT over {transport}; anonymous clients {anonymous}: {why}");
+            info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.bind.to_string()), auth = %auth.describe(), "listening for MQTT over {transport}; anonymous clients {anonymous}: {}", auth.anonymous_why);
+            if let Some(tls) = &tls {
+                tokio::spawn(tls.clone().watch(stop_rx.clone()));
+            }
             tokio::spawn(listener::run_tcp(
                 listener,
                 index,
                 tls,
-                allow_anonymous,
+                auth,
                 self.broker.clone(),
                 stop_rx.clone(),
             ));

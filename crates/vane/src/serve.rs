@@ -50,11 +50,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         {
             println!("ACL {}: {rules} rules", config.acl.file);
         }
-        for listener in &config.listeners {
-            let (allowed, why) = listener.anonymous(!config.auth.password_file.is_empty());
+        for (index, listener) in config.listeners.iter().enumerate() {
+            let (allowed, why) = listener.anonymous(config.auth.checks_credentials());
             let anonymous = if allowed { "accepted" } else { "refused" };
+            let chain = vane_server::auth::chain_names(&config, index);
+            let chain = if chain.is_empty() {
+                "none".to_string()
+            } else {
+                chain.join(", ")
+            };
             println!(
-                "listener {}: anonymous clients {anonymous}: {why}",
+                "listener {}: anonymous clients {anonymous}: {why}; authentication methods: {chain}",
                 listener.bind
             );
         }
@@ -101,14 +107,15 @@ fn reload_signal() -> anyhow::Result<tokio::signal::unix::Signal> {
     signal(SignalKind::hangup()).context("installing the SIGHUP handler")
 }
 
-/// Reloads the ACL and the password file on every SIGHUP; a file that cannot be parsed keeps
-/// the previous one (the reload logs the file, line and reason).
+/// Reloads the ACL, the password file, the ban list and TLS certificates on every SIGHUP; a
+/// file that cannot be parsed keeps the previous one (the reload logs the file, line and
+/// reason).
 #[cfg(unix)]
 fn spawn_reloader(mut hangup: tokio::signal::unix::Signal, handle: vane_server::ReloadHandle) {
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             tracing::info!(
-                "SIGHUP received: reloading the ACL, the password file and the ban list"
+                "SIGHUP received: reloading the ACL, the password file, the ban list and TLS certificates"
             );
             // Reading and parsing the files is quick, blocking I/O: off the workers anyway.
             let handle = handle.clone();

@@ -234,6 +234,10 @@ fn serve_check_loads_the_password_file_and_reports_anonymous_clients() {
         stdout.contains("listener 127.0.0.1:1883: anonymous clients refused"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("authentication methods: password_file"),
+        "{stdout}"
+    );
 
     let _ = std::fs::remove_file(passwd);
     let _ = std::fs::remove_file(config);

@@ -13,8 +13,9 @@ use vane_proto::{
     ProtocolVersion, QoS,
 };
 
+use super::chain::Identity;
 use crate::broker::Broker;
-use crate::registry::{Kick, SessionGuard, SessionSlot};
+use crate::registry::{Bind, Kick, SessionGuard, SessionSlot};
 
 /// Why a connection ended before it was accepted.
 #[derive(Debug, thiserror::Error)]
@@ -46,93 +47,19 @@ pub(crate) struct Accepted {
     pub session_present: bool,
     /// Who the AUTH exchange authenticated, if the CONNECT used one.
     pub authenticated: Option<super::auth::Authenticated>,
-    /// Who the client is, for authorization and log lines.
+    /// Who the client is (AUTH exchange or the listener's chain).
     pub identity: Identity,
 }
 
-/// Who a connected client is, as authorization sees it.
-#[derive(Debug, Clone)]
-pub(crate) struct Identity {
-    /// The user name the client authenticated as (password file or AUTH exchange); `None`
-    /// for an anonymous client, including one whose user name nobody checked.
-    pub username: Option<String>,
-    /// The client identifier (assigned by the broker when the client sent none).
-    pub client_id: ByteString,
-}
-
 /// Where a connection came from, for the decisions and log lines of the handshake.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Origin {
     pub peer: std::net::SocketAddr,
-    /// Whether the listener accepts clients that are not authenticated.
-    pub allow_anonymous: bool,
-}
-
-/// Checks the CONNECT's user name and password against the password file, or the listener's
-/// anonymous rule. `Ok` carries the authenticated user name, if any.
-///
-/// A client is anonymous unless a password file is configured and it gives a user name: with
-/// no password file, a user name proves nothing.
-async fn check_password(
-    broker: &Broker,
-    connect: &Connect,
-    client_id: &str,
-    origin: Origin,
-) -> Result<Option<String>, ConnAckReason> {
-    let peer = origin.peer;
-    let username = connect.username.as_ref().map(|u| u.to_string());
-    let passwords = match (broker.password_file(), &username) {
-        (Some(passwords), Some(_)) => passwords,
-        _ => {
-            if origin.allow_anonymous {
-                return Ok(None);
-            }
-            tracing::info!(
-                %peer,
-                client_id,
-                username = username.as_deref().unwrap_or(""),
-                "CONNECT refused: anonymous clients are not allowed on this listener"
-            );
-            return Err(ConnAckReason::NotAuthorized);
-        }
-    };
-    let user = username.unwrap_or_default();
-    let password = connect.password.clone();
-    let verified = match password {
-        // PBKDF2 takes milliseconds of CPU: off the runtime's workers, so that a storm of
-        // CONNECTs cannot stall the clients already connected.
-        Some(password) => {
-            // Clients waiting for a turn wait no longer than a client may take to send
-            // CONNECT; then they are told the server is busy (MQTT 3.x: return code 3).
-            let timeout = broker.config.mqtt.connect_timeout;
-            let Ok(Ok(_permit)) =
-                tokio::time::timeout(timeout, broker.password_checks.acquire()).await
-            else {
-                tracing::info!(
-                    %peer,
-                    client_id,
-                    username = user.as_str(),
-                    "CONNECT refused: too many password checks waiting"
-                );
-                return Err(ConnAckReason::ServerBusy);
-            };
-            let user = user.clone();
-            tokio::task::spawn_blocking(move || passwords.verify(&user, &password))
-                .await
-                .unwrap_or(false)
-        }
-        None => false,
-    };
-    if verified {
-        return Ok(Some(user));
-    }
-    tracing::info!(
-        %peer,
-        client_id,
-        username = user.as_str(),
-        "CONNECT refused: bad user name or password"
-    );
-    Err(ConnAckReason::BadUserNameOrPassword)
+    /// How the listener authenticates clients.
+    pub listener: Arc<crate::auth::ListenerAuth>,
+    /// The name of the verified client certificate that the listener's `tls.identity`
+    /// picked, if any.
+    pub cert_name: Option<String>,
 }
 
 /// Reads until a whole packet is decoded.
@@ -366,29 +293,55 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             )
         }
     };
-    // User name and password (MQTT 3.1.2.8/3.1.2.9), or the listener's rule for anonymous
-    // clients, when no AUTH exchange authenticated the client.
-    let mut password_user = None;
-    if authenticated.is_none() {
-        match check_password(broker, &connect, &client_id, origin).await {
-            Ok(user) => password_user = user,
+    // The listener's chain (certificate, user name and password, JWT, HTTP hook), or its
+    // rule for anonymous clients, when no AUTH exchange authenticated the client.
+    let identity = match &authenticated {
+        Some(a) => Identity {
+            username: Some(a.username.clone()),
+            method: Some("scram"),
+            permissions: None,
+        },
+        None => match super::chain::authenticate(broker, &connect, &client_id, &origin).await {
+            Ok(identity) => identity,
             Err(reason) => {
                 refuse(io.writer, &connect, reason, None).await;
                 return Err(HandshakeError::AuthRefused(reason));
             }
+        },
+    };
+    // A user name that authentication established but CONNECT did not carry (a certificate's
+    // CN, a token's subject) was not seen by the ban check above.
+    if let Some(user) = identity.username.as_deref() {
+        if connect.username.as_deref() != Some(user) && broker.limits.bans_user(user).is_some() {
+            tracing::info!(
+                peer = %origin.peer,
+                %client_id,
+                username = user,
+                "CONNECT refused: banned (the authenticated user name)"
+            );
+            refuse(io.writer, &connect, ConnAckReason::Banned, None).await;
+            return Err(HandshakeError::AuthRefused(ConnAckReason::Banned));
         }
     }
-    let identity = Identity {
-        username: authenticated
-            .as_ref()
-            .map(|a| a.username.clone())
-            .or_else(|| password_user.clone()),
-        client_id: client_id.clone(),
-    };
     let (slot, guard, seq) = loop {
         let slot = broker
             .registry
             .get_or_create(&client_id, || broker.new_mailbox());
+        // Checked before the takeover starts: a refused client must not kick the owner.
+        if broker.binds_client_ids {
+            if let Bind::Refused { owner } = slot.bind(identity.username.as_deref()) {
+                tracing::info!(
+                    peer = %origin.peer,
+                    %client_id,
+                    username = identity.username.as_deref().unwrap_or(""),
+                    owner = %owner,
+                    "CONNECT refused: the client id is bound to another user name while its session exists"
+                );
+                let reason = ConnAckReason::NotAuthorized;
+                refuse(io.writer, &connect, reason, None).await;
+                return Err(HandshakeError::AuthRefused(reason));
+            }
+        }
         let seq = slot.begin_takeover();
         let guard = slot.acquire().await;
         if !slot.is_latest(seq) {
@@ -404,7 +357,12 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         return Err(HandshakeError::Superseded);
     }
     // A password file reload that removes or changes this user ends the connection.
-    slot.set_owner_user(password_user);
+    slot.set_owner_user(
+        identity
+            .username
+            .clone()
+            .filter(|_| identity.method == Some(vane_config::AuthMethod::PasswordFile.name())),
+    );
     let mut guard = guard;
     let existing = guard.take();
     let parked_will = slot.take_will();
@@ -440,7 +398,13 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     session.connect(&connect, now);
     // Before anything is resent or delivered: the permissions are this connection's, and a
     // session taken over from another identity must not keep that one's.
-    session.set_policy(broker.topic_policy(identity.username.as_deref(), &client_id, origin.peer));
+    // A token's permission claims narrow whatever the ACL allows.
+    session.set_policy(broker.topic_policy(
+        identity.username.as_deref(),
+        &client_id,
+        origin.peer,
+        identity.permissions.clone(),
+    ));
     let mut connack = ConnAck::new(ConnAckReason::Success, session_present);
     if version.is_v5() {
         let mut properties = connack_properties(broker);

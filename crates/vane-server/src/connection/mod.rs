@@ -3,6 +3,7 @@
 //! request and server shutdown.
 
 mod auth;
+mod chain;
 mod handshake;
 mod slow;
 
@@ -29,9 +30,8 @@ use crate::mailbox::{Congestion, Pull, Spill};
 use crate::persistence;
 use crate::registry::{Kick, SessionSlot};
 pub(crate) use handshake::refuse_busy;
-use handshake::{
-    accept, read_connect, refuse_undecodable, Accepted, HandshakeError, HandshakeIo, Origin,
-};
+pub(crate) use handshake::Origin;
+use handshake::{accept, read_connect, refuse_undecodable, Accepted, HandshakeError, HandshakeIo};
 
 /// Bytes of unwritten output above which the task stops taking deliveries from its mailbox.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -188,8 +188,7 @@ fn release_if_idle(buf: &mut BytesMut, moved: usize) {
 /// handshake before it counts against the same deadline).
 pub(crate) async fn serve<R, W>(
     broker: Arc<Broker>,
-    peer: SocketAddr,
-    allow_anonymous: bool,
+    origin: Origin,
     mut reader: R,
     mut writer: W,
     connect_deadline: tokio::time::Instant,
@@ -199,6 +198,7 @@ pub(crate) async fn serve<R, W>(
     W: AsyncWrite + Unpin,
 {
     let _counted = LiveConnection::new(broker.clone());
+    let peer = origin.peer;
     let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
     let mut write_buf = BytesMut::new();
     let mut decoder = Decoder::new(broker.config.mqtt.max_packet_size.0);
@@ -232,10 +232,6 @@ pub(crate) async fn serve<R, W>(
         write_buf: &mut write_buf,
         decoder: &mut decoder,
     };
-    let origin = Origin {
-        peer,
-        allow_anonymous,
-    };
     let accepted = match accept(&broker, connect, io, origin, now).await {
         Ok(a) => a,
         // Logged once, with the client id and user name, where it was decided.
@@ -259,6 +255,7 @@ pub(crate) async fn serve<R, W>(
         decoder,
         scratch: RouteScratch::with_seed(rand::random()),
         authenticated: None,
+        identity: chain::Identity::default(),
         reauth: auth::Reauthentication::new(),
         congested: None,
         deferred: VecDeque::new(),
@@ -289,6 +286,9 @@ struct Connection<R, W> {
     scratch: RouteScratch<Subscriber>,
     /// Who the CONNECT's AUTH exchange authenticated, for re-authentication.
     authenticated: Option<auth::Authenticated>,
+    /// Who the client is: its authenticated user name (none when anonymous), and the topic
+    /// permissions its token carries, if any.
+    identity: chain::Identity,
     reauth: auth::Reauthentication,
     /// A receiver whose full queue this client's messages went beyond: reading pauses until
     /// it drains (backpressure), so QoS 1/2 messages are not acknowledged and then dropped.
@@ -357,11 +357,14 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             identity,
         } = accepted;
         self.authenticated = authenticated;
+        self.identity = identity;
         let dropped = slot.mailbox.set_online(true);
         info!(
-            client_id = %identity.client_id,
+            client_id = %session.client_id(),
             peer = %self.peer,
-            username = identity.username.as_deref().unwrap_or(""),
+            username = self.identity.username.as_deref().unwrap_or(""),
+            auth_method = self.identity.method.unwrap_or("anonymous"),
+            token_topic_limits = self.identity.permissions.is_some(),
             version = %connect.protocol,
             clean_start = connect.clean_start,
             keep_alive = connect.keep_alive,

@@ -204,6 +204,16 @@ impl Limits {
 
     /// Checks a CONNECT against the ban list and, when enabled, flapping detection (which
     /// counts this attempt).
+    /// Whether the ban list names `username`, a user name that authentication established
+    /// (a certificate's or a token's) and that the CONNECT itself did not carry, so that
+    /// [`Limits::check_connect`] could not see it.
+    pub(crate) fn bans_user(&self, username: &str) -> Option<Banned> {
+        self.bans
+            .read()
+            .bans_client("", Some(username), SystemTime::now())
+            .filter(|b| *b == Banned::UserName)
+    }
+
     pub(crate) fn check_connect(
         &self,
         client_id: &str,
