@@ -232,7 +232,10 @@ pub(crate) async fn serve<R, W>(
         write_buf: &mut write_buf,
         decoder: &mut decoder,
     };
-    let accepted = match accept(&broker, connect, io, origin, now).await {
+    // Boxed: the handshake's state (the authentication chain, an HTTP hook request) is large
+    // and lives only until CONNACK; unboxed it would widen every connection's task for its
+    // whole life (measured: 3.9 KiB more per idle connection).
+    let accepted = match Box::pin(accept(&broker, connect, io, origin, now)).await {
         Ok(a) => a,
         // Logged once, with the client id and user name, where it was decided.
         Err(HandshakeError::AuthRefused(_)) => return,
@@ -565,6 +568,12 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 && store_behind.is_none()
                 && self.throttled_until.is_none();
             let throttled = self.throttled_until;
+            // One timer for the keep alive, the end of a publish-rate pause and the slow-consumer
+            // policy's next step: each sleep held in the select! widens every connection's task.
+            let timer = [deadline, throttled, slow_deadline]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 biased;
                 kicked = &mut *kick => return match kicked {
@@ -604,7 +613,6 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 }
                 _ = slot.mailbox.notified(), if want_mailbox => {}
                 _ = wait_for_space(self.congested.as_ref(), space_wait), if space_wait.is_some() => {}
-                _ = sleep_until(throttled), if throttled.is_some() => self.throttled_until = None,
                 reloaded = bans_reloaded(self.ban_watch.as_deref_mut()), if self.ban_watch.is_some() => {
                     if !reloaded {
                         self.ban_watch = None;
@@ -614,19 +622,24 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                         }
                     }
                 }
-                _ = sleep_until(deadline), if deadline.is_some() => {
-                    if throttled.is_some() {
-                        // The broker is the one not reading: what the client sent meanwhile
-                        // waits unread, so its keep alive is not held against it.
-                        session.note_received(Instant::now());
+                _ = sleep_until(timer), if timer.is_some() => {
+                    let now = tokio::time::Instant::now();
+                    if deadline.is_some_and(|d| d <= now) {
+                        if throttled.is_some() {
+                            // The broker is the one not reading: what the client sent meanwhile
+                            // waits unread, so its keep alive is not held against it.
+                            session.note_received(Instant::now());
+                        }
+                        if let Err(e) = session.handle_timeout(Instant::now()) {
+                            return End::Session(e);
+                        }
                     }
-                    if let Err(e) = session.handle_timeout(Instant::now()) {
-                        return End::Session(e);
+                    if throttled.is_some_and(|t| t <= now) {
+                        self.throttled_until = None;
                     }
+                    // A slow-consumer step that is due is taken by the loop's next turn.
                 }
                 _ = std::future::ready(()), if pull == Pull::More => {}
-                // The slow-consumer policy's next step; the loop's turn takes it.
-                _ = sleep_until(slow_deadline), if slow_deadline.is_some() => {}
                 // Held back for memory overload: until the level changes.
                 _ = overload_changed(&self.broker), if self.overload_pause => {}
             }
@@ -1143,7 +1156,8 @@ async fn wait_for_space(receiver: Option<&Subscriber>, until: Option<Instant>) {
 /// Waits for a ban list reload; false when none can come any more.
 async fn bans_reloaded(watch: Option<&mut BanWatch>) -> bool {
     match watch {
-        Some(w) => w.reloaded.changed().await.is_ok(),
+        // Boxed: polled only when a ban file is configured, it need not widen every task.
+        Some(w) => Box::pin(w.reloaded.changed()).await.is_ok(),
         None => std::future::pending().await,
     }
 }
