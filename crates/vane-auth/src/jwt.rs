@@ -70,7 +70,9 @@ pub struct TopicPermissions {
 impl TopicPermissions {
     /// May the client publish to the topic name `topic`? Some `publish` filter must match it.
     pub fn may_publish(&self, topic: &str) -> bool {
-        self.publish.iter().any(|f| filter_matches(f, topic))
+        self.publish
+            .iter()
+            .any(|f| vane_proto::filter_matches(f, topic))
     }
 
     /// May the client subscribe to `filter` (without any `$share/<group>/` prefix)? Some
@@ -83,27 +85,10 @@ impl TopicPermissions {
     /// May the client receive a message published on `topic`? Some `subscribe` filter must
     /// match it.
     pub fn may_receive(&self, topic: &str) -> bool {
-        self.subscribe.iter().any(|f| filter_matches(f, topic))
+        self.subscribe
+            .iter()
+            .any(|f| vane_proto::filter_matches(f, topic))
     }
-}
-
-/// MQTT topic matching, with wildcards at the first level not matching `$` topics
-/// [MQTT-4.7.2-1].
-fn filter_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut topic_levels = topic.split('/');
-    for f in filter.split('/') {
-        if f == "#" {
-            return true;
-        }
-        match topic_levels.next() {
-            Some(t) if f == "+" || f == t => {}
-            _ => return false,
-        }
-    }
-    topic_levels.next().is_none()
 }
 
 /// Whether every topic `filter` matches is matched by `pattern`.
@@ -335,7 +320,14 @@ fn filters(
         Some(Value::Array(items)) => items
             .iter()
             .map(|v| match v {
-                Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                // A valid, unshared topic filter: matching assumes one (`a/#/b` would
+                // otherwise match more than it says).
+                Value::String(s)
+                    if vane_proto::TopicFilter::parse(s.as_str())
+                        .is_ok_and(|f| f.share_group().is_none()) =>
+                {
+                    Ok(s.clone())
+                }
                 _ => Err(JwtError::BadPermissions(claim.to_owned())),
             })
             .collect::<Result<Vec<_>, _>>()

@@ -35,7 +35,7 @@ pub use reason::{
     AuthReason, ConnAckReason, DisconnectReason, PubAckReason, PubCompReason, PubRecReason,
     PubRelReason, SubAckReason, UnsubAckReason,
 };
-pub use topic::{TopicError, TopicFilter, TopicName, SHARED_PREFIX};
+pub use topic::{filter_matches, TopicError, TopicFilter, TopicName, SHARED_PREFIX};
 pub use version::ProtocolVersion;
 
 /// A UTF-8 string shared with the buffer it was decoded from (no copy).

@@ -157,8 +157,9 @@ fn validate_filter(filter: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
-/// Matches a validated filter (without share prefix) against a topic name.
-pub(crate) fn filter_matches(filter: &str, topic: &str) -> bool {
+/// Matches a validated filter (without share prefix) against a topic name, with wildcards in
+/// the first level not matching topics starting with `$` [MQTT-4.7.2-1].
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
         return false;
     }

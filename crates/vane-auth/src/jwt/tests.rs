@@ -191,7 +191,16 @@ fn permission_claims_are_read_and_malformed_ones_refused() {
     let token = hs_token(json!({"sub": "s", "exp": now() + 600, "publish": ["a"]}));
     let id = v.verify(&token, None).expect("valid");
     assert_eq!(id.permissions.map(|p| p.subscribe.len()), Some(0));
-    for bad in [json!("a/#"), json!([1]), json!([""]), json!({"a": 1})] {
+    for bad in [
+        json!("a/#"),
+        json!([1]),
+        json!([""]),
+        json!({"a": 1}),
+        // Not topic filters: a wildcard inside a level or before the end, a shared one.
+        json!(["a/#/b"]),
+        json!(["a+/b"]),
+        json!(["$share/g/a"]),
+    ] {
         let token = hs_token(json!({"sub": "s", "exp": now() + 600, "publish": bad}));
         assert_eq!(
             v.verify(&token, None),
