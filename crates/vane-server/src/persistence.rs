@@ -58,7 +58,12 @@ pub(crate) fn open(config: &StoreConfig) -> Result<Option<(Store, Recovered)>, S
 
 /// The store record of a persistent session as it is now. `parked_will` is the delayed will
 /// waiting while the session is offline; `disconnected` whether it is.
-pub(crate) fn session_op(session: &Session, parked_will: Option<Will>, disconnected: bool) -> Op {
+pub(crate) fn session_op(
+    session: &Session,
+    slot: &SessionSlot,
+    parked_will: Option<Will>,
+    disconnected: bool,
+) -> Op {
     Op::PutSession(Arc::new(SessionRecord {
         client_id: session.client_id().clone(),
         version: session.version(),
@@ -66,6 +71,7 @@ pub(crate) fn session_op(session: &Session, parked_will: Option<Will>, disconnec
         subscriptions: session.subscriptions().cloned().collect(),
         will: parked_will,
         disconnected_at: disconnected.then(SystemTime::now),
+        owner: slot.bound_user(),
     }))
 }
 
@@ -145,6 +151,8 @@ pub(crate) async fn restore(broker: &Arc<Broker>, recovered: Recovered) {
             .registry
             .get_or_create(&record.client_id, || broker.new_mailbox());
         slot.persistent.store(true, Ordering::Relaxed);
+        // The client id stays bound to its user across the restart.
+        slot.restore_binding(record.owner.as_deref());
         let mut session = Session::new(
             slot.id,
             record.client_id.clone(),

@@ -45,7 +45,7 @@ pub(crate) struct SessionSlot {
     /// to it are written before they are acknowledged to their publisher.
     pub persistent: AtomicBool,
     /// The user name that owns this client id while the session exists (`auth.bind_client_id`);
-    /// kept in memory only.
+    /// a persistent session keeps it in its store record.
     bound_to: Mutex<Option<Arc<str>>>,
 }
 
@@ -79,6 +79,16 @@ impl SessionSlot {
                 owner: owner.clone(),
             },
         }
+    }
+
+    /// The user name the client id is bound to, if any (for the session's store record).
+    pub(crate) fn bound_user(&self) -> Option<String> {
+        self.bound_to.lock().as_deref().map(str::to_owned)
+    }
+
+    /// Restores the binding of a session read back from the store.
+    pub(crate) fn restore_binding(&self, user: Option<&str>) {
+        *self.bound_to.lock() = user.map(Arc::from);
     }
 
     /// Registers interest in the session and asks the current owner to let go.

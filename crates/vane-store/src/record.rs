@@ -34,6 +34,9 @@ pub struct SessionRecord {
     pub will: Option<Will>,
     /// When its connection ended; `None` while connected.
     pub disconnected_at: Option<SystemTime>,
+    /// The user name its client id is bound to (`auth.bind_client_id`), so that a restart does
+    /// not hand the session to whoever connects first.
+    pub owner: Option<String>,
 }
 
 /// The wall clock and the monotonic clock read together, to map one onto the other.
@@ -334,6 +337,7 @@ pub(crate) fn decode_retained(
 
 const SESSION_WILL: u8 = 1;
 const SESSION_DISCONNECTED: u8 = 2;
+const SESSION_OWNER: u8 = 4;
 
 fn options_byte(o: &SubscriptionOptions) -> u8 {
     o.qos.as_u8()
@@ -381,6 +385,9 @@ pub(crate) fn encode_session(s: &SessionRecord, clocks: Clocks) -> Result<Vec<u8
         if s.disconnected_at.is_some() {
             flags |= SESSION_DISCONNECTED;
         }
+        if s.owner.is_some() {
+            flags |= SESSION_OWNER;
+        }
         out.put_u8(flags);
         if let Some(at) = s.disconnected_at {
             out.put_u64(system_to_ms(at));
@@ -399,6 +406,9 @@ pub(crate) fn encode_session(s: &SessionRecord, clocks: Clocks) -> Result<Vec<u8
                 out.put_u64(clocks.to_ms(will.message.received));
                 put_publish(out, &will.message, &[])?;
             }
+            if let Some(owner) = &s.owner {
+                put_string(out, owner)?;
+            }
             Ok(())
         })();
     });
@@ -415,7 +425,7 @@ pub(crate) fn decode_session(
     let version = version_from(r.u8()?)?;
     let expiry = r.u32()?;
     let flags = r.u8()?;
-    if flags & !(SESSION_WILL | SESSION_DISCONNECTED) != 0 {
+    if flags & !(SESSION_WILL | SESSION_DISCONNECTED | SESSION_OWNER) != 0 {
         return Err("unknown session flags");
     }
     let disconnected_at = if flags & SESSION_DISCONNECTED != 0 {
@@ -443,6 +453,11 @@ pub(crate) fn decode_session(
     } else {
         None
     };
+    let owner = if flags & SESSION_OWNER != 0 {
+        Some(r.string()?.to_string())
+    } else {
+        None
+    };
     r.end()?;
     Ok(SessionRecord {
         client_id,
@@ -451,6 +466,7 @@ pub(crate) fn decode_session(
         subscriptions,
         will,
         disconnected_at,
+        owner,
     })
 }
 

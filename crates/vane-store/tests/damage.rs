@@ -69,6 +69,7 @@ fn session(id: &str) -> SessionRecord {
         subscriptions: Vec::new(),
         will: None,
         disconnected_at: None,
+        owner: None,
     }
 }
 

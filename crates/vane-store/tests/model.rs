@@ -145,6 +145,7 @@ fn record(client: usize, expiry: u32) -> SessionRecord {
         }],
         will: None,
         disconnected_at: None,
+        owner: None,
     }
 }
 

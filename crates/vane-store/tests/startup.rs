@@ -58,6 +58,7 @@ fn ten_thousand_sessions_with_a_million_queued_messages_recover_fast() {
             subscriptions: Vec::new(),
             will: None,
             disconnected_at: None,
+            owner: None,
         })));
         for _ in 0..100 {
             let seq = store.next_seq();

@@ -114,6 +114,7 @@ fn session(id: &str) -> SessionRecord {
             delay: 30,
         }),
         disconnected_at: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
+        owner: Some("alice".into()),
     }
 }
 
@@ -154,6 +155,7 @@ fn same_session(a: &SessionRecord, b: &SessionRecord) {
     assert_eq!(a.expiry, b.expiry);
     assert_eq!(a.subscriptions, b.subscriptions);
     assert_eq!(a.disconnected_at, b.disconnected_at);
+    assert_eq!(a.owner, b.owner);
     match (&a.will, &b.will) {
         (Some(x), Some(y)) => {
             assert_eq!(x.delay, y.delay);
@@ -172,6 +174,7 @@ fn every_op_round_trips() {
     let mut s2 = session("c2");
     s2.will = None;
     s2.disconnected_at = None;
+    s2.owner = None;
     s2.version = ProtocolVersion::V3_1_1;
     let d1 = delivery("a/b/c", 1);
     let mut d2 = delivery("a/x/c", 2);

@@ -653,6 +653,48 @@ async fn a_client_id_belongs_to_the_user_that_first_used_it() {
     broker.stop().await;
 }
 
+#[test]
+fn a_bound_client_id_stays_bound_across_a_restart() {
+    // The binding of a persistent session is kept in its store record: after a crash
+    // (SIGKILL) the first user to connect with the client id does not get the session.
+    let dir = test_support::process::TempDir::new("vane-bind-restart");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let passwd = password_file(&tmp);
+    let config = dir.path().join("vane.toml");
+    std::fs::write(&config, format!("[auth]\npassword_file = \"{passwd}\"\n")).expect("write");
+    let mut options =
+        test_support::process::ServeOptions::new(env!("CARGO_BIN_EXE_vane"), dir.path(), "sync");
+    options.config = Some(config);
+    let mut broker = test_support::process::VaneProcess::start(options, Duration::from_secs(20));
+    let addr = broker.addr();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let id = unique_id("bound");
+    let alice = with_login(connect_v5_persistent(&id), Some("alice"), "wonderland");
+    runtime.block_on(async {
+        let mut c = TestClient::connect(addr, alice.clone()).await;
+        c.send(subscribe(1, "inbox/#", 1)).await;
+        c.expect(suback(1, &[1])).await;
+        c.disconnect().await;
+    });
+    broker.kill();
+    broker.restart(Duration::from_secs(20));
+    runtime.block_on(async {
+        let bob = with_login(connect_v5_persistent(&id), Some("bob"), "hunter2");
+        assert_eq!(ack(addr, bob).await, ConnAckReason::NotAuthorized);
+        let (c, connack) = TestClient::connect_with_ack(addr, alice).await;
+        assert_eq!(connack.reason, ConnAckReason::Success);
+        assert!(
+            connack.session_present,
+            "alice's session survived the restart"
+        );
+        c.disconnect().await;
+    });
+    broker.terminate();
+}
+
 #[tokio::test]
 async fn binding_can_be_turned_off_and_anonymous_clients_bind_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -434,8 +434,12 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             if persistence::is_persistent(&slot) {
                 // Saved before the session is released, so a connection that takes it over
                 // writes after this.
-                self.ops
-                    .push(persistence::session_op(&session, slot.parked_will(), true));
+                self.ops.push(persistence::session_op(
+                    &session,
+                    &slot,
+                    slot.parked_will(),
+                    true,
+                ));
             }
             self.flush_ops(&mut session);
             *guard = Some(session);
@@ -968,14 +972,16 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         }
         if session.session_expiry() > 0 {
             slot.persistent.store(true, Ordering::Relaxed);
-            self.ops.push(persistence::session_op(session, None, false));
+            self.ops
+                .push(persistence::session_op(session, slot, None, false));
         }
     }
 
     /// Saves the session's subscriptions; the SUBACK or UNSUBACK waits for it.
     fn save_session(&mut self, session: &Session, slot: &SessionSlot) {
         if self.broker.store.is_some() && persistence::is_persistent(slot) {
-            self.ops.push(persistence::session_op(session, None, false));
+            self.ops
+                .push(persistence::session_op(session, slot, None, false));
             self.ops_gate = true;
         }
     }
