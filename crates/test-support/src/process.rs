@@ -303,7 +303,7 @@ fn mqtt_ready(addr: SocketAddr) -> bool {
         return false;
     }
     let _ = s.write_all(&[0xE0, 0x00]); // DISCONNECT
-    // Any CONNACK: a broker that refuses anonymous clients (return code 5) is ready too.
+                                        // Any CONNACK: a broker that refuses anonymous clients (return code 5) is ready too.
     connack[..2] == [0x20, 0x02]
 }
 

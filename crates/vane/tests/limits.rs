@@ -327,6 +327,8 @@ async fn the_sighup_reload_rereads_the_ban_file_with_the_acl_and_passwords() {
         let _ = rx.await;
     }));
     let mut banned = TestClient::connect(addr, connect_v5("banned-on-hup")).await;
+    // Connected through every reload below; banned by the last one only.
+    let mut late = TestClient::connect(addr, connect_v5("banned-later")).await;
     std::fs::write(&path, "client banned-on-hup\n").expect("write");
     reload.reload().expect("reload");
     banned
@@ -342,6 +344,13 @@ async fn the_sighup_reload_rereads_the_ban_file_with_the_acl_and_passwords() {
     assert!(err.to_string().contains("line 2"), "{err}");
     let (_, ack) = TestClient::connect_with_ack(addr, connect_v5("banned-on-hup")).await;
     assert_eq!(ack.reason, ConnAckReason::Banned);
+    // A connection keeps watching after the reloads it survived.
+    late.send(pingreq()).await;
+    late.expect(Packet::PingResp).await;
+    std::fs::write(&path, "client banned-on-hup\nclient banned-later\n").expect("write");
+    reload.reload().expect("reload");
+    late.expect_closed_with(DisconnectReason::AdministrativeAction)
+        .await;
     let _ = tx.send(());
     let _ = task.await;
 }

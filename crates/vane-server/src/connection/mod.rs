@@ -326,8 +326,19 @@ struct Connection<R, W> {
 
 /// What a connected client is checked against the ban list by, when it is reloaded.
 struct BanWatch {
-    reloaded: watch::Receiver<u64>,
+    /// Completes at the next reload, handing the receiver back to wait for the one after.
+    /// Made once per reload rather than once per turn of the connection's loop: the loop's
+    /// select! would otherwise build (and allocate) a new wait at every turn.
+    next: BanReload,
     username: Option<String>,
+}
+
+type BanReload =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<watch::Receiver<u64>>> + Send>>;
+
+/// Waits for the ban list's next reload; `None` when none can come any more.
+fn next_ban_reload(mut reloaded: watch::Receiver<u64>) -> BanReload {
+    Box::pin(async move { reloaded.changed().await.ok().map(|()| reloaded) })
 }
 
 /// Counts a running connection task for as long as it lives.
@@ -379,7 +390,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         let problem_info = connect.properties.request_problem_information != Some(false);
         self.ban_watch = self.broker.limits.watch_bans().map(|reloaded| {
             Box::new(BanWatch {
-                reloaded,
+                next: next_ban_reload(reloaded),
                 username: connect.username.as_deref().map(str::to_owned),
             })
         });
@@ -618,12 +629,14 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 _ = slot.mailbox.notified(), if want_mailbox => {}
                 _ = wait_for_space(self.congested.as_ref(), space_wait), if space_wait.is_some() => {}
                 reloaded = bans_reloaded(self.ban_watch.as_deref_mut()), if self.ban_watch.is_some() => {
-                    if !reloaded {
-                        self.ban_watch = None;
-                    } else if let Some(w) = &self.ban_watch {
-                        if self.broker.limits.bans_connected(session.client_id(), w.username.as_deref(), self.peer.ip()) {
-                            return End::Banned;
+                    match (reloaded, self.ban_watch.as_deref_mut()) {
+                        (Some(receiver), Some(w)) => {
+                            w.next = next_ban_reload(receiver);
+                            if self.broker.limits.bans_connected(session.client_id(), w.username.as_deref(), self.peer.ip()) {
+                                return End::Banned;
+                            }
                         }
+                        _ => self.ban_watch = None,
                     }
                 }
                 _ = sleep_until(timer), if timer.is_some() => {
@@ -1159,11 +1172,11 @@ async fn wait_for_space(receiver: Option<&Subscriber>, until: Option<Instant>) {
     }
 }
 
-/// Waits for a ban list reload; false when none can come any more.
-async fn bans_reloaded(watch: Option<&mut BanWatch>) -> bool {
+/// Waits for a ban list reload (the receiver, to wait for the next); `None` when none can
+/// come any more.
+async fn bans_reloaded(watch: Option<&mut BanWatch>) -> Option<watch::Receiver<u64>> {
     match watch {
-        // Boxed: polled only when a ban file is configured, it need not widen every task.
-        Some(w) => Box::pin(w.reloaded.changed()).await.is_ok(),
+        Some(w) => w.next.as_mut().await,
         None => std::future::pending().await,
     }
 }
