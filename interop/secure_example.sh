@@ -14,36 +14,9 @@ set -uo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 EXAMPLE="$SCRIPT_DIR/../examples/secure"
-HOST=127.0.0.1
-VANE_BIN=${VANE_BIN:?VANE_BIN must name the vane binary}
-FAILED=0
-
-pass() { echo "PASS $1"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL $1: $2"; }
-
-if ! command -v openssl >/dev/null 2>&1; then
-    echo "SKIP secure_example: openssl not installed"
-    exit 0
-fi
-if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1; then
-    echo "SKIP secure_example: mosquitto_pub/mosquitto_sub not installed"
-    exit 0
-fi
-
-DIR=$(mktemp -d "${TMPDIR:-/tmp}/vane-secure-example.XXXXXX")
-BROKER_PID=""
-cleanup() {
-    if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
-        kill -TERM "$BROKER_PID" 2>/dev/null
-        wait "$BROKER_PID" 2>/dev/null
-    fi
-    if [ "$FAILED" -ne 0 ] && [ -s "$DIR/broker.log" ]; then
-        echo "----- secure example broker log (last 30 lines) -----" >&2
-        tail -n 30 "$DIR/broker.log" >&2
-    fi
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
+source "$SCRIPT_DIR/mosquitto_common.sh"
+require_tools secure_example
+make_workdir vane-secure-example "secure example"
 
 cp "$EXAMPLE/make-certs.sh" "$EXAMPLE/vane.toml" "$EXAMPLE/passwd" "$EXAMPLE/acl" "$DIR/"
 if ! bash "$DIR/make-certs.sh" >"$DIR/certs.log" 2>&1; then

@@ -12,36 +12,10 @@
 
 set -uo pipefail
 
-HOST=127.0.0.1
-VANE_BIN=${VANE_BIN:?VANE_BIN must name the vane binary}
-FAILED=0
-
-pass() { echo "PASS $1"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL $1: $2"; }
-
-if ! command -v openssl >/dev/null 2>&1; then
-    echo "SKIP mosq_tls: openssl not installed"
-    exit 0
-fi
-if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1; then
-    echo "SKIP mosq_tls: mosquitto_pub/mosquitto_sub not installed"
-    exit 0
-fi
-
-DIR=$(mktemp -d "${TMPDIR:-/tmp}/vane-tls-interop.XXXXXX")
-BROKER_PID=""
-cleanup() {
-    if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
-        kill -TERM "$BROKER_PID" 2>/dev/null
-        wait "$BROKER_PID" 2>/dev/null
-    fi
-    if [ "$FAILED" -ne 0 ] && [ -s "$DIR/broker.log" ]; then
-        echo "----- TLS broker log (last 30 lines) -----" >&2
-        tail -n 30 "$DIR/broker.log" >&2
-    fi
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$SCRIPT_DIR/mosquitto_common.sh"
+require_tools mosq_tls
+make_workdir vane-tls-interop "TLS"
 
 # ---------------------------------------------------------------------------
 # Certificates (EC P-256, valid two days)
