@@ -43,3 +43,24 @@ cleanup_workdir() {
     fi
     rm -rf "$DIR"
 }
+
+# start_broker PORT SCENARIO: runs `vane serve --config $DIR/vane.toml` as BROKER_PID, logging
+# to $DIR/broker.log, and waits up to about 10 s for PORT to accept connections; when it does
+# not, a FAIL line for SCENARIO and the script exits.
+start_broker() {
+    "$VANE_BIN" serve --config "$DIR/vane.toml" >"$DIR/broker.log" 2>&1 </dev/null &
+    BROKER_PID=$!
+    local up=0
+    for _ in $(seq 1 100); do
+        kill -0 "$BROKER_PID" 2>/dev/null || break
+        if timeout 1 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null; then
+            up=1
+            break
+        fi
+        sleep 0.1
+    done
+    if [ "$up" -ne 1 ]; then
+        fail "$2" "broker did not start: $(tail -n 5 "$DIR/broker.log" | tr '\n' ' ')"
+        exit 1
+    fi
+}

@@ -39,21 +39,7 @@ s.close()')
 sed -e "s|127.0.0.1:8883|$HOST:$PORT|" -e "s|examples/secure/|$DIR/|g" "$EXAMPLE/vane.toml" >"$DIR/vane.toml"
 printf '\n[store]\ndurability = "memory"\n' >>"$DIR/vane.toml"
 
-"$VANE_BIN" serve --config "$DIR/vane.toml" >"$DIR/broker.log" 2>&1 </dev/null &
-BROKER_PID=$!
-up=0
-for _ in $(seq 1 100); do # ~10 s
-    kill -0 "$BROKER_PID" 2>/dev/null || break
-    if timeout 1 bash -c "exec 3<>/dev/tcp/$HOST/$PORT" 2>/dev/null; then
-        up=1
-        break
-    fi
-    sleep 0.1
-done
-if [ "$up" -ne 1 ]; then
-    fail secure_example_setup "broker did not start: $(tail -n 5 "$DIR/broker.log" | tr '\n' ' ')"
-    exit 1
-fi
+start_broker "$PORT" secure_example_setup
 
 RUN_ID=$(python3 -c 'import uuid; print(uuid.uuid4().hex[:10])')
 # As in README.md: no -h, so the clients connect to localhost, the name in the certificate.

@@ -70,21 +70,7 @@ tls = { cert = "$DIR/server.pem", key = "$DIR/server.key", client_ca = "$DIR/ca.
 durability = "memory"
 EOF
 
-"$VANE_BIN" serve --config "$DIR/vane.toml" >"$DIR/broker.log" 2>&1 </dev/null &
-BROKER_PID=$!
-up=0
-for _ in $(seq 1 100); do # ~10 s
-    kill -0 "$BROKER_PID" 2>/dev/null || break
-    if timeout 1 bash -c "exec 3<>/dev/tcp/$HOST/$MTLS_PORT" 2>/dev/null; then
-        up=1
-        break
-    fi
-    sleep 0.1
-done
-if [ "$up" -ne 1 ]; then
-    fail mosq_tls_setup "TLS broker did not start: $(tail -n 5 "$DIR/broker.log" | tr '\n' ' ')"
-    exit 1
-fi
+start_broker "$MTLS_PORT" mosq_tls_setup
 
 # ---------------------------------------------------------------------------
 # Scenarios. The server certificate names localhost, which mosquitto checks.
