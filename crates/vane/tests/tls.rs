@@ -6,14 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::{PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use test_support::certs::{ca, client_cert, server_cert, Issued};
 use test_support::vane_config::{Config, TlsConfig};
 use test_support::vane_proto::{ConnAckReason, Packet, ProtocolVersion, PubAck};
 use test_support::*;
+use tls_client::client_config;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+mod tls_client;
 
 // ---------------------------------------------------------------------------------------------
 // Certificates
@@ -70,30 +73,6 @@ async fn tls_broker(tls: TlsConfig, configure: impl FnOnce(&mut Config)) -> Test
 // ---------------------------------------------------------------------------------------------
 // Clients
 // ---------------------------------------------------------------------------------------------
-
-/// A client configuration trusting `ca`, for the given TLS versions, with an optional client
-/// certificate.
-fn client_config(
-    ca: &Issued,
-    versions: &[&'static SupportedProtocolVersion],
-    identity: Option<&Issued>,
-) -> ClientConfig {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(ca.cert.der().clone())
-        .expect("CA is a valid root");
-    let builder =
-        ClientConfig::builder_with_protocol_versions(versions).with_root_certificates(roots);
-    match identity {
-        None => builder.with_no_client_auth(),
-        Some(id) => builder
-            .with_client_auth_cert(
-                vec![id.cert.der().clone()],
-                PrivateKeyDer::Pkcs8(id.key.serialize_der().into()),
-            )
-            .expect("client certificate and key match"),
-    }
-}
 
 fn default_client(ca: &Issued) -> ClientConfig {
     client_config(ca, rustls::DEFAULT_VERSIONS, None)

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::SanType;
-use rustls::pki_types::{PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use test_support::certs::{ca, client_cert, leaf, server_cert, Issued};
 use test_support::vane_config::{CertIdentity, Config, TlsConfig};
 use test_support::vane_proto::{ConnAck, ConnAckReason, Connect, Packet};
 use test_support::*;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+mod tls_client;
 
 /// Writes a server certificate signed by `ca` and `ca` itself (as the client CA bundle) into
 /// `dir`, as the listener's files.
@@ -40,18 +42,7 @@ fn tls_config(dir: &Path, identity: CertIdentity, require: bool) -> TlsConfig {
 }
 
 fn client(trusted: &Issued, identity: Option<&Issued>) -> ClientConfig {
-    let mut roots = RootCertStore::empty();
-    roots.add(trusted.cert.der().clone()).expect("root");
-    let builder = ClientConfig::builder().with_root_certificates(roots);
-    match identity {
-        None => builder.with_no_client_auth(),
-        Some(id) => builder
-            .with_client_auth_cert(
-                vec![id.cert.der().clone()],
-                PrivateKeyDer::Pkcs8(id.key.serialize_der().into()),
-            )
-            .expect("client certificate"),
-    }
+    tls_client::client_config(trusted, rustls::DEFAULT_VERSIONS, identity)
 }
 
 /// TLS handshake, CONNECT, CONNACK. Any failure before the CONNACK is an error (with TLS 1.3
