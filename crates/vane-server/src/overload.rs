@@ -246,27 +246,20 @@ pub(crate) async fn run_sampler(broker: Arc<Broker>, mut shutdown: watch::Receiv
             overload.refused_publishes.load(Ordering::Relaxed),
             overload.refused_connections.load(Ordering::Relaxed),
         );
-        if next > now {
-            warn!(
-                rss,
-                budget,
-                level = %next.name(),
-                dropped_qos0 = dropped,
-                refused_publishes = refused_pub,
-                refused_connections = refused_conn,
-                "memory overload: degrading"
-            );
+        let change = if next > now {
+            "memory overload: degrading"
         } else {
-            warn!(
-                rss,
-                budget,
-                level = %next.name(),
-                dropped_qos0 = dropped,
-                refused_publishes = refused_pub,
-                refused_connections = refused_conn,
-                "memory overload easing"
-            );
-        }
+            "memory overload easing"
+        };
+        warn!(
+            rss,
+            budget,
+            level = %next.name(),
+            dropped_qos0 = dropped,
+            refused_publishes = refused_pub,
+            refused_connections = refused_conn,
+            "{change}"
+        );
     }
 }
 
