@@ -46,10 +46,50 @@ impl Drop for TempDir {
     }
 }
 
-/// A loopback address nothing listened on a moment ago.
+/// A loopback address nothing listened on a moment ago, for a broker child process to bind.
+///
+/// The port is taken from below the kernel's ephemeral range, never from it: a port the kernel
+/// handed out for `bind(…:0)` and released can be handed out again, to another test's listener
+/// or as the source port of a client's connection (which then connects to itself), before the
+/// child binds it. That happened in CI: the broker failed to start and the test talked to
+/// another test's listener. Below the range only an explicit bind can take the port; the
+/// process id spreads parallel test processes apart and a counter spreads one process's calls.
 pub fn free_loopback_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address")
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let (first, count) = non_ephemeral_ports();
+    let start = u64::from(std::process::id()).wrapping_mul(7919);
+    for _ in 0..count {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % u64::from(count);
+        let port = first + offset as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().expect("local address");
+        }
+    }
+    panic!(
+        "no free loopback port in {first}..{}",
+        u32::from(first) + u32::from(count)
+    );
+}
+
+/// The first port and the number of ports in a range the kernel does not hand out by itself:
+/// below `ip_local_port_range` when there is room (10000 up to it), else above it.
+fn non_ephemeral_ports() -> (u16, u16) {
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    if low >= 12000 {
+        (10000, low - 10000)
+    } else if high < 63000 {
+        (high + 1, 65535 - high)
+    } else {
+        // The whole range is ephemeral: fall back to what the kernel gives.
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        (listener.local_addr().expect("local address").port(), 1)
+    }
 }
 
 /// How a [`VaneProcess`] is started; the same options are used for every restart.

@@ -6,16 +6,11 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use test_support::process::free_loopback_addr;
 use test_support::vane_proto::DisconnectReason;
 use test_support::{assert_broker_healthy, connect_v311, connect_v5, TestClient};
 
 const VANE: &str = env!("CARGO_BIN_EXE_vane");
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
 
 /// A child process killed (SIGKILL) if the test ends before it exits.
 struct Vane(Child);
@@ -64,11 +59,13 @@ impl Vane {
     async fn wait_listening(&mut self, addr: SocketAddr) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return;
-            }
+            let connected = tokio::net::TcpStream::connect(addr).await.is_ok();
+            // Checked after a successful connect too: what answered must be this child.
             if let Some(status) = self.0.try_wait().expect("poll the child") {
                 panic!("vane exited early with {status}: {}", self.stderr());
+            }
+            if connected {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
@@ -90,7 +87,7 @@ impl Drop for Vane {
 
 #[tokio::test]
 async fn serve_answers_mqtt_and_exits_0_on_sigterm() {
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let addr = free_loopback_addr();
     let mut vane = Vane::serve(addr);
     vane.wait_listening(addr).await;
     assert_broker_healthy(addr).await;

@@ -1,7 +1,7 @@
 //! Helpers shared by the tests that run the `vane` binary: a child process killed when the
 //! test ends, a free loopback port, and a `vane serve` child listening on one.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,7 @@ impl Drop for Proc {
 
 /// A loopback port nothing listens on (at the time of the call).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
+    test_support::process::free_loopback_addr().port()
 }
 
 /// Starts `vane serve` on a free loopback port and waits until it listens.
