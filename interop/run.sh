@@ -177,11 +177,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 free_port() {
-    python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()'
+    python3 "$SCRIPT_DIR/free_port.py"
 }
 
 PORT=$(free_port)

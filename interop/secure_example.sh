@@ -30,11 +30,7 @@ for f in ca.pem server.pem server.key; do
     fi
 done
 
-PORT=$(python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()')
+PORT=$(python3 "$SCRIPT_DIR/free_port.py")
 # The example's own file, with its port and paths moved into the copy.
 sed -e "s|127.0.0.1:8883|$HOST:$PORT|" -e "s|examples/secure/|$DIR/|g" "$EXAMPLE/vane.toml" >"$DIR/vane.toml"
 printf '\n[store]\ndurability = "memory"\n' >>"$DIR/vane.toml"

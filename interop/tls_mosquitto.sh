@@ -49,11 +49,7 @@ fi
 # Broker: TLS on one port, mutual TLS on another
 # ---------------------------------------------------------------------------
 free_port() {
-    python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()'
+    python3 "$SCRIPT_DIR/free_port.py"
 }
 TLS_PORT=$(free_port)
 MTLS_PORT=$(free_port)
