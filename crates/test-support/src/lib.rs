@@ -42,6 +42,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// it asks the server to shut down.
 pub struct TestBroker {
     addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     reload: vane_server::ReloadHandle,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -67,10 +68,8 @@ impl TestBroker {
         let server = Server::bind(config)
             .await
             .expect("test broker binds 127.0.0.1:0");
-        let addr = *server
-            .local_addrs()
-            .first()
-            .expect("test broker has a listener");
+        let addrs = server.local_addrs();
+        let addr = *addrs.first().expect("test broker has a listener");
         let reload = server.reload_handle();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
@@ -78,6 +77,7 @@ impl TestBroker {
         }));
         TestBroker {
             addr,
+            addrs,
             reload,
             shutdown: Some(tx),
             task: Some(task),
@@ -92,6 +92,11 @@ impl TestBroker {
     /// The address the broker listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The addresses of every listener, in the configuration's order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// Reloads the ACL and the password file, as SIGHUP does for `vane serve`.

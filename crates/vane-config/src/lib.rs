@@ -156,6 +156,31 @@ pub struct ListenerConfig {
     /// [`AuthMethod`]. A method listed here must be configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<Vec<AuthMethod>>,
+    /// MQTT over WebSocket (MQTT 5.0 section 6) on this listener: every connection starts with
+    /// an HTTP upgrade. With `tls` too, it is wss://. Absent (the default): MQTT straight over
+    /// TCP (or TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocketConfig>,
+}
+
+/// WebSocket on a listener. The upgrade must name the subprotocol `mqtt` (or `mqttv3.1`, used
+/// by old clients), which the answer repeats; an upgrade offering neither is refused with
+/// HTTP 400, one to another path with 404. A WebSocket message may be at most
+/// `mqtt.max_packet_size` plus 16 bytes, and the upgrade request at most 64 KiB; both must
+/// arrive within `mqtt.connect_timeout` of the accept, together with CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// The HTTP path clients upgrade on (the query string is ignored).
+    pub path: String,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            path: "/mqtt".into(),
+        }
+    }
 }
 
 /// An authentication method of a listener's chain.
@@ -284,6 +309,7 @@ impl Default for ListenerConfig {
             allow_anonymous: None,
             max_connections: 0,
             auth: None,
+            websocket: None,
         }
     }
 }
@@ -878,6 +904,15 @@ impl Config {
         for (i, l) in self.listeners.iter().enumerate() {
             if l.backlog == 0 {
                 problems.push(format!("listeners[{i}].backlog: must be at least 1"));
+            }
+            if let Some(ws) = &l.websocket {
+                if !ws.path.starts_with('/')
+                    || ws.path.chars().any(|c| c.is_whitespace() || c == '?')
+                {
+                    problems.push(format!(
+                        "listeners[{i}].websocket.path: must start with / and hold no spaces or ?"
+                    ));
+                }
             }
             if let Some(tls) = &l.tls {
                 if tls.cert.is_empty() {

@@ -19,6 +19,7 @@ mod reload;
 mod server;
 pub mod tls;
 mod token_policy;
+pub mod websocket;
 
 pub use server::{BanListHandle, Server, ServerError};
 pub use tls::{Reloaded, TlsReloader};

@@ -1,5 +1,5 @@
 //! The TCP accept loop: one task per accepted connection, which runs the TLS handshake first
-//! on a TLS listener.
+//! on a TLS listener, and the WebSocket upgrade (after TLS, if any) on a WebSocket listener.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +12,16 @@ use crate::auth::ListenerAuth;
 use crate::broker::Broker;
 use crate::connection::{self, Origin};
 use crate::tls::{self, TlsListener};
+use crate::websocket::{self, WebSocketListener};
 
-/// Accepts connections until shutdown; with TLS, every connection is TLS. `index` is the
-/// listener's place in the configuration, for its connection cap.
+/// Accepts connections until shutdown; with TLS, every connection is TLS, and with WebSocket,
+/// every connection starts with an HTTP upgrade. `index` is the listener's place in the
+/// configuration, for its connection cap.
 pub(crate) async fn run_tcp(
     listener: TcpListener,
     index: usize,
     tls: Option<Arc<TlsListener>>,
+    websocket: Option<Arc<WebSocketListener>>,
     auth: Arc<ListenerAuth>,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
@@ -49,18 +52,26 @@ pub(crate) async fn run_tcp(
                         // up no one else.
                         // The acceptor of the moment: a reload changes it for new connections.
                         Some(tls_listener) => {
-                            let (broker, auth, acceptor, shutdown) = (broker.clone(), auth.clone(), tls_listener.acceptor(), shutdown.clone());
+                            let (broker, auth, acceptor, websocket, shutdown) = (broker.clone(), auth.clone(), tls_listener.acceptor(), websocket.clone(), shutdown.clone());
                             // The connection's future is made inside the task's: made outside and
                             // moved in, it would be stored twice (captured, then awaited), doubling
                             // every connection's memory (measured: 3.9 to 7.0 KiB per idle one).
                             tokio::spawn(async move {
                                 let _permit = permit;
-                                tls::serve(broker, peer, auth, stream, acceptor, connect_deadline, shutdown).await;
+                                tls::serve(broker, peer, auth, stream, acceptor, websocket, connect_deadline, shutdown).await;
                             });
                         }
                         None => {
-                            let (reader, writer) = stream.into_split();
                             let origin = Origin { peer, listener: auth.clone(), cert_name: None };
+                            if let Some(websocket) = &websocket {
+                                let (broker, websocket, shutdown) = (broker.clone(), websocket.clone(), shutdown.clone());
+                                tokio::spawn(async move {
+                                    let _permit = permit;
+                                    websocket::serve(broker, origin, stream, websocket, connect_deadline, shutdown).await;
+                                });
+                                continue;
+                            }
+                            let (reader, writer) = stream.into_split();
                             let (broker, shutdown) = (broker.clone(), shutdown.clone());
                             tokio::spawn(async move {
                                 let _permit = permit;

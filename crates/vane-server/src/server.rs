@@ -174,7 +174,18 @@ impl Server {
             .zip(self.broker.config.listeners.iter())
             .enumerate()
         {
-            let transport = if tls.is_some() { "TLS" } else { "TCP" };
+            let websocket = addr.websocket.as_ref().map(|ws| {
+                Arc::new(crate::websocket::WebSocketListener::new(
+                    ws,
+                    self.broker.config.mqtt.max_packet_size.0 as usize,
+                ))
+            });
+            let transport = match (&tls, &addr.websocket) {
+                (None, None) => "TCP".to_owned(),
+                (Some(_), None) => "TLS".to_owned(),
+                (None, Some(ws)) => format!("WebSocket (ws://, path {})", ws.path),
+                (Some(_), Some(ws)) => format!("WebSocket over TLS (wss://, path {})", ws.path),
+            };
             let auth = Arc::new(ListenerAuth::new(&self.broker.config, index));
             let anonymous = if auth.allow_anonymous {
                 "accepted"
@@ -189,6 +200,7 @@ impl Server {
                 listener,
                 index,
                 tls,
+                websocket,
                 auth,
                 self.broker.clone(),
                 stop_rx.clone(),

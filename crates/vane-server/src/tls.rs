@@ -279,17 +279,21 @@ impl Readable for TlsReader {
     }
 }
 
-/// Runs the TLS handshake, then serves MQTT over the encrypted stream. The handshake and the
+/// Runs the TLS handshake, then serves MQTT over the encrypted stream (over WebSocket when
+/// `websocket` is set). The handshake and the
 /// CONNECT that follows share one deadline, `mqtt.connect_timeout` after the accept: a client
 /// that never finishes the handshake is dropped, and a slow handshake leaves less time for
 /// CONNECT. A client the handshake refuses (no or an unverifiable certificate on a listener
 /// that requires one) never reaches MQTT.
+// Every argument is the connection's own; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve(
     broker: Arc<Broker>,
     peer: SocketAddr,
     listener: Arc<ListenerAuth>,
     stream: TcpStream,
     acceptor: TlsAcceptor,
+    websocket: Option<Arc<crate::websocket::WebSocketListener>>,
     connect_deadline: tokio::time::Instant,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -336,6 +340,19 @@ pub(crate) async fn serve(
         listener,
         cert_name,
     };
+    if let Some(websocket) = websocket {
+        // wss://: the upgrade runs over the TLS stream, against the same deadline.
+        crate::websocket::serve(
+            broker,
+            origin,
+            stream,
+            websocket,
+            connect_deadline,
+            shutdown,
+        )
+        .await;
+        return;
+    }
     let (reader, writer) = tokio::io::split(stream);
     connection::serve(
         broker,

@@ -1755,3 +1755,24 @@ async fn retained_messages_owed_to_a_persistent_session_survive_a_reconnect() {
     assert_eq!(resent, 2, "the two unacknowledged ones are resent");
     assert_eq!(topics, ["owed/1", "owed/2", "owed/3", "owed/4", "owed/5"]);
 }
+
+#[tokio::test]
+async fn packets_sent_in_the_same_write_as_connect_are_handled_at_once() {
+    // Clients need not wait for CONNACK before sending more (3.1.1 section 3.1.4, non-normative
+    // text): when such packets arrive in the same read as CONNECT, the broker answers them
+    // without waiting for more input (it once left them unread until the next bytes came).
+    let broker = TestBroker::start_default().await;
+    let mut client = TestClient::open(broker.addr(), ProtocolVersion::V3_1_1).await;
+    let v = ProtocolVersion::V3_1_1;
+    let mut bytes = encode(
+        v,
+        &Packet::Connect(Box::new(connect_v311(&unique_id("pipelined")))),
+    )
+    .to_vec();
+    bytes.extend_from_slice(&encode(v, &subscribe(1, "pipelined/t", 0)));
+    bytes.extend_from_slice(&encode(v, &Packet::PingReq));
+    client.send_raw(&bytes).await;
+    assert!(matches!(client.recv().await, Some(Packet::ConnAck(_))));
+    assert!(matches!(client.recv().await, Some(Packet::SubAck(_))));
+    assert_eq!(client.recv().await, Some(Packet::PingResp));
+}

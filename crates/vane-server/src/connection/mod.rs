@@ -526,6 +526,15 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
         kick: &mut tokio::sync::oneshot::Receiver<Kick>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
+        // Packets that arrived in the same read as CONNECT (a client may send SUBSCRIBE right
+        // behind it, or a WebSocket message may hold both [MQTT-6.0.0-3]) are handled now: the
+        // loop below only decodes after a read, and no more input may come until they are
+        // answered.
+        if !self.read_buf.is_empty() {
+            if let Some(end) = self.handle_input(session, slot) {
+                return end;
+            }
+        }
         loop {
             self.note_overload();
             let mut space_wait = self.congestion_wait(session);
