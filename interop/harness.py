@@ -31,6 +31,17 @@ class Config:
         self.host = "127.0.0.1"
         self.port = 1883
         self.quirks = ""  # "mosquitto": tolerate known mosquitto 2.0.x deviations (printed as NOTE lines)
+        self.ws_path = ""  # set: paho clients speak MQTT over WebSocket (ws://host:port/ws_path)
+        self.suffix = ""  # appended to scenario names in the output ("@ws" over WebSocket)
+
+    def paho_transport(self) -> dict:
+        """The mqtt.Client keyword arguments for the transport of this run."""
+        return {"transport": "websockets"} if self.ws_path else {}
+
+    def paho_setup(self, client) -> None:
+        """Per-client transport settings (the WebSocket path)."""
+        if self.ws_path:
+            client.ws_set_options(path=self.ws_path)
 
 
 cfg = Config()
@@ -314,6 +325,9 @@ def main(scenarios: list, *, doc: str | None, label: str, pending: dict | None =
     ap.add_argument("--only", nargs="*", help="run only these scenarios"
                     + (" (PENDING ones only with --all)" if has_pending else ""))
     ap.add_argument("--list", action="store_true", help="list scenarios and exit")
+    ap.add_argument("--ws-path", default="",
+                    help="paho clients connect over WebSocket (ws://HOST:PORT/PATH, subprotocol mqtt); "
+                    "scenarios that use raw sockets must then be left out with --only")
     args = ap.parse_args()
     run_all = has_pending and args.all
     if args.list:
@@ -326,6 +340,8 @@ def main(scenarios: list, *, doc: str | None, label: str, pending: dict | None =
     if args.port is None:
         ap.error("--port is required")
     cfg.host, cfg.port, cfg.quirks = args.host, args.port, args.quirks
+    cfg.ws_path = args.ws_path
+    cfg.suffix = "@ws" if args.ws_path else ""
 
     failed = passed = n_pending = 0
     t_start = time.monotonic()
@@ -334,20 +350,20 @@ def main(scenarios: list, *, doc: str | None, label: str, pending: dict | None =
             continue
         if name in pending and not run_all:
             n_pending += 1
-            print(f"PENDING {name}: {pending[name]} (not run; --all runs it)", flush=True)
+            print(f"PENDING {name}{cfg.suffix}: {pending[name]} (not run; --all runs it)", flush=True)
             continue
         if vane_only and args.no_vane:
-            print(f"SKIP {name}: Vane-only scenario (broker override in use)", flush=True)
+            print(f"SKIP {name}{cfg.suffix}: Vane-only scenario (broker override in use)", flush=True)
             continue
         ok, err = run_one(name, fn, timeout)
         if ok is None:
-            print(f"SKIP {name}: {err}", flush=True)
+            print(f"SKIP {name}{cfg.suffix}: {err}", flush=True)
         elif ok:
             passed += 1
-            print(f"PASS {name}", flush=True)
+            print(f"PASS {name}{cfg.suffix}", flush=True)
         else:
             failed += 1
-            print(f"FAIL {name}: {err}", flush=True)
+            print(f"FAIL {name}{cfg.suffix}: {err}", flush=True)
     counts = f"{passed} passed, {failed} failed"
     if has_pending:
         counts += f", {n_pending} pending"

@@ -60,7 +60,9 @@ class PahoClient(BaseClient):
             clean_session=clean_session,
             protocol=protocol,
             reconnect_on_failure=False,
+            **cfg.paho_transport(),
         )
+        cfg.paho_setup(c)
         super().__init__(c, keepalive)
         if will is not None:
             w_topic, w_payload, w_qos, w_retain = will

@@ -105,8 +105,10 @@ class Client(harness.BaseClient):
             client_id=client_id,
             protocol=protocol,
             reconnect_on_failure=False,
+            **cfg.paho_transport(),
             **kw,
         )
+        cfg.paho_setup(c)
         super().__init__(c, keepalive)
         if will is not None:
             wp = None

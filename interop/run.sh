@@ -7,6 +7,8 @@
 # Vane with TLS listeners; skipped without openssl), the secure example of
 # interop/secure_example.sh (examples/secure/: TLS, password file, ACL), then the MQTT 5.0
 # scenarios of paho-mqtt (interop/paho_v5_scenarios.py) and of MQTT.js (interop/mqttjs/scenarios.mjs),
+# then a subset of the paho and MQTT.js scenarios again over WebSocket (ws://, the broker's
+# second listener, path /mqtt; names end in @ws; Vane only),
 # stops the broker and prints one final line:
 #     N passed, M failed
 # Exit status is 0 only if nothing failed. MQTT 5.0 scenarios for features
@@ -22,6 +24,7 @@
 #   INTEROP_ONLY        space-separated scenario names to run (debugging); names
 #                       of the v5 suites start with v5_ (paho) and mqttjs_ (MQTT.js);
 #                       mosq_tls runs the TLS suite, secure_example the secure example
+#                       and ws the WebSocket suites
 #   INTEROP_V5_ALL=1    also run the PENDING MQTT 5.0 scenarios, as real tests
 #                       (paho_v5_scenarios.py --all, ALL=1 for MQTT.js)
 #   INTEROP_SKIP_INSTALL=1  do not try to install missing dependencies
@@ -181,6 +184,7 @@ free_port() {
 }
 
 PORT=$(free_port)
+WS_PORT=$(free_port)
 PAHO_ARGS=()
 QUIRKS=""
 
@@ -204,8 +208,8 @@ else
         fi
     fi
     [ -x "$VANE_BIN" ] || die "Vane binary not found or not executable: $VANE_BIN"
-    log "broker under test: $VANE_BIN serve --bind $HOST:$PORT --store-dir $WORKDIR/store (durability sync)"
-    "$VANE_BIN" serve --bind "$HOST:$PORT" --store-dir "$WORKDIR/store" >"$BROKER_LOG" 2>&1 </dev/null &
+    log "broker under test: $VANE_BIN serve --bind $HOST:$PORT --ws-bind $HOST:$WS_PORT --store-dir $WORKDIR/store (durability sync)"
+    "$VANE_BIN" serve --bind "$HOST:$PORT" --ws-bind "$HOST:$WS_PORT" --store-dir "$WORKDIR/store" >"$BROKER_LOG" 2>&1 </dev/null &
     BROKER_PID=$!
 fi
 
@@ -451,6 +455,23 @@ if mqttjs_ok; then
         timeout -k 5 120 node "$MQTTJS_DIR/scenarios.mjs"
 else
     fail mqttjs_setup "MQTT.js not usable: needs node and \`npm ci\` in interop/mqttjs (pinned mqtt version)"
+fi
+
+# MQTT over WebSocket: the same clients through the broker's ws:// listener. Only the scenarios
+# that use the client library throughout (the others open raw TCP sockets to PORT).
+PAHO_WS=(qos0_pubsub qos1_pubsub qos2_pubsub wildcards retained persistent_session clean_session_discards takeover mqtt31)
+MQTTJS_WS="mqttjs_connect_v5 mqttjs_connect_v311 mqttjs_connect_v31 mqttjs_qos1_round_trip mqttjs_retained mqttjs_will mqttjs_v311_interop mqttjs_user_properties"
+if [ -n "${INTEROP_BROKER_CMD:-}" ]; then
+    log "broker override in use: skipping the WebSocket scenarios (they need the broker's ws:// listener)"
+elif [ -z "${INTEROP_ONLY:-}" ] || [[ " $INTEROP_ONLY " == *" ws "* ]]; then
+    run_suite paho_ws_scenarios "$WORKDIR/paho_ws.out" \
+        timeout -k 5 180 python3 -u "$SCRIPT_DIR/paho_scenarios.py" --host "$HOST" --port "$WS_PORT" \
+        --ws-path /mqtt --only "${PAHO_WS[@]}"
+    if mqttjs_ok; then
+        run_suite mqttjs_ws_scenarios "$WORKDIR/mqttjs_ws.out" \
+            env URL="ws://$HOST:$WS_PORT/mqtt" ONLY="$MQTTJS_WS" \
+            timeout -k 5 120 node "$MQTTJS_DIR/scenarios.mjs"
+    fi
 fi
 
 if ! kill -0 "$BROKER_PID" 2>/dev/null; then

@@ -15,6 +15,8 @@
 // Usage:
 //   PORT=1883 [HOST=127.0.0.1] [ALL=1] [ONLY='name ...'] [QUIRKS=mosquitto] node scenarios.mjs
 //   node scenarios.mjs --port 1883 [--all] [--list]
+//   URL=ws://127.0.0.1:8080/mqtt node scenarios.mjs   (or --url): every client connects to
+//     this URL instead (MQTT over WebSocket); names in the output get a suffix (@ws).
 
 import { randomBytes } from 'node:crypto';
 import mqtt from 'mqtt';
@@ -32,6 +34,8 @@ const PORT = Number(argValue('--port') ?? process.env.PORT ?? 0);
 const RUN_ALL = argv.includes('--all') || process.env.ALL === '1';
 const ONLY = (process.env.ONLY ?? '').split(/\s+/).filter(Boolean);
 const QUIRKS = argValue('--quirks') ?? process.env.QUIRKS ?? '';
+const URL_ = argValue('--url') ?? process.env.URL ?? '';
+const SUFFIX = URL_ ? `@${new URL(URL_).protocol.replace(':', '')}` : '';
 const RUN_ID = randomBytes(5).toString('hex');
 const CONNECT_TIMEOUT_MS = 5000;
 
@@ -70,11 +74,10 @@ class Conn {
     this.handler = null;
     this.serverDisconnect = null;
     this.connack = null;
-    this.client = mqtt.connect({
-      host: HOST,
-      port: PORT,
-      protocol: 'mqtt',
+    const opts = {
       protocolVersion: version,
+      // MQTT 3.1 (over WebSocket: subprotocol mqttv3.1)
+      ...(version === 3 ? { protocolId: 'MQIsdp' } : {}),
       clientId,
       clean,
       keepalive,
@@ -83,7 +86,8 @@ class Conn {
       resubscribe: false,
       properties,
       will,
-    });
+    };
+    this.client = URL_ ? mqtt.connect(URL_, opts) : mqtt.connect({ host: HOST, port: PORT, protocol: 'mqtt', ...opts });
     RESOURCES.push(this);
     const c = this.client;
     c.on('error', (e) => {
@@ -725,7 +729,51 @@ async function serverTopicAlias() {
   check(aliasOnly.length > 0, `topic aliases set (${used.length}) but never used alone (empty topic)`);
 }
 
+// Basics, run over TCP and over WebSocket (URL=ws://...).
+async function connectVersion(version) {
+  const c = await openTag(`connect-v${version}`, { version });
+  check((c.connack.reasonCode ?? c.connack.returnCode ?? 0) === 0, `CONNACK ${show(c.connack)}`);
+  await c.end();
+}
+
+async function qos1RoundTrip() {
+  const t = topic('basic', 'qos1');
+  const sub = await openTag('rt-sub');
+  await sub.subscribe(t, { qos: 1 });
+  const pub = await openTag('rt-pub');
+  await pub.publish(t, 'round trip', { qos: 1 });
+  const [m] = await sub.waitMessages(1, 5000);
+  check(m.payload.toString() === 'round trip' && m.qos === 1, `expected 'round trip' at QoS 1, got ${show(m)}`);
+}
+
+async function retainedBasic() {
+  const t = topic('basic', 'retained');
+  const pub = await openTag('ret-pub');
+  await pub.publish(t, 'kept', { qos: 1, retain: true });
+  const sub = await openTag('ret-sub');
+  await sub.subscribe(t, { qos: 1 });
+  const [m] = await sub.waitMessages(1, 5000);
+  check(m.payload.toString() === 'kept' && m.retain, `expected the retained message, got ${show(m)}`);
+  await pub.publish(t, '', { qos: 1, retain: true });
+}
+
+async function willBasic() {
+  const t = topic('basic', 'will');
+  const watcher = await openTag('will-watch');
+  await watcher.subscribe(t, { qos: 1 });
+  const victim = await openTag('will-victim', { will: { topic: t, payload: Buffer.from('gone'), qos: 1, retain: false } });
+  victim.abort();
+  const [m] = await watcher.waitMessages(1, 5000);
+  check(m.payload.toString() === 'gone', `expected the will, got ${show(m)}`);
+}
+
 const SCENARIOS = [
+  ['mqttjs_connect_v5', () => connectVersion(5), 10000],
+  ['mqttjs_connect_v311', () => connectVersion(4), 10000],
+  ['mqttjs_connect_v31', () => connectVersion(3), 10000],
+  ['mqttjs_qos1_round_trip', qos1RoundTrip, 10000],
+  ['mqttjs_retained', retainedBasic, 10000],
+  ['mqttjs_will', willBasic, 10000],
   // name, function, timeout (ms)
   ['mqttjs_connack_properties', connackProperties, 15000],
   ['mqttjs_user_properties', userProperties, 15000],
@@ -794,7 +842,7 @@ async function main() {
     for (const [name] of SCENARIOS) console.log(name + (PENDING[name] ? `  (PENDING: ${PENDING[name]})` : ''));
     return 0;
   }
-  if (!PORT) {
+  if (!PORT && !URL_) {
     console.error('usage: PORT=1883 node scenarios.mjs  (or --port 1883)');
     return 2;
   }
@@ -808,18 +856,18 @@ async function main() {
     if (ONLY.length && !ONLY.includes(name)) continue;
     if (PENDING[name] && !RUN_ALL) {
       pending++;
-      console.log(`PENDING ${name}: ${PENDING[name]} (not run; ALL=1 runs it)`);
+      console.log(`PENDING ${name}${SUFFIX}: ${PENDING[name]} (not run; ALL=1 runs it)`);
       continue;
     }
     const r = await runOne(fn, ms);
     if (r.ok === null) {
-      console.log(`SKIP ${name}: ${r.err}`);
+      console.log(`SKIP ${name}${SUFFIX}: ${r.err}`);
     } else if (r.ok) {
       passed++;
-      console.log(`PASS ${name}`);
+      console.log(`PASS ${name}${SUFFIX}`);
     } else {
       failed++;
-      console.log(`FAIL ${name}: ${r.err}`);
+      console.log(`FAIL ${name}${SUFFIX}: ${r.err}`);
     }
   }
   console.log(`# mqttjs: ${passed} passed, ${failed} failed, ${pending} pending in ${((Date.now() - start) / 1000).toFixed(1)}s`);

@@ -108,7 +108,7 @@ pub struct OverloadConfig {
     pub shed_at_percent: u8,
     /// Percent of the budget at which QoS 1/2 publishes are refused (MQTT 5.0: 0x97; MQTT 3.x:
     /// the connection is closed unacknowledged) and new connections too (0x89; MQTT 3.x
-    /// return code 3; closed before the handshake on TLS listeners).
+    /// return code 3; closed before the handshake on TLS and WebSocket listeners).
     pub refuse_at_percent: u8,
     /// Percent of the budget below which everything is back to normal.
     pub recover_below_percent: u8,

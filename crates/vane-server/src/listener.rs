@@ -42,7 +42,7 @@ pub(crate) async fn run_tcp(
                             continue;
                         }
                     };
-                    let Some(stream) = crate::overload::admit(&broker, stream, peer, tls.is_some()) else { continue };
+                    let Some(stream) = crate::overload::admit(&broker, stream, peer, tls.is_some() || websocket.is_some()) else { continue };
                     // Small packets are the norm: send them at once, batching is done above.
                     let _ = stream.set_nodelay(true);
                     debug!(%peer, "connection accepted");

@@ -265,13 +265,13 @@ pub(crate) async fn run_sampler(broker: Arc<Broker>, mut shutdown: watch::Receiv
 
 /// Admission under overload, before anything else is spent on a new connection: the stream
 /// back when it may go on; otherwise it is refused (plain: CONNACK 0x89 / 3.x return code 3,
-/// in a task of its own; TLS: closed before the handshake, which costs more than the refusal)
-/// and `None` is returned.
+/// in a task of its own; TLS or WebSocket (`handshake`): closed before the handshake, which
+/// costs more than the refusal and has to come before any CONNACK) and `None` is returned.
 pub(crate) fn admit(
     broker: &Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
-    tls: bool,
+    handshake: bool,
 ) -> Option<TcpStream> {
     if broker.overload.level() < Level::Refusing {
         return Some(stream);
@@ -282,7 +282,7 @@ pub(crate) fn admit(
         .fetch_add(1, Ordering::Relaxed)
         + 1;
     debug!(%peer, refused, "connection refused: memory overload");
-    if !tls {
+    if !handshake {
         let deadline = tokio::time::Instant::now() + broker.config.mqtt.connect_timeout;
         let max_packet = broker.config.mqtt.max_packet_size.0;
         tokio::spawn(crate::connection::refuse_busy(

@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Listen on ADDR:PORT instead of the configured listeners; may be repeated.
     #[arg(short, long, value_name = "ADDR:PORT")]
     pub bind: Vec<SocketAddr>,
+    /// Listen on ADDR:PORT for MQTT over WebSocket (ws://, path /mqtt) instead of the
+    /// configured listeners (together with any --bind); may be repeated.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub ws_bind: Vec<SocketAddr>,
     /// Log format, overriding the configuration.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,

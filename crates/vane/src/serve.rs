@@ -1,7 +1,7 @@
 //! `vane serve`: load the configuration, bind, run until SIGINT or SIGTERM.
 
 use anyhow::Context;
-use vane_config::{Config, Durability, ListenerConfig, LogFormat};
+use vane_config::{Config, Durability, ListenerConfig, LogFormat, WebSocketConfig};
 use vane_server::Server;
 
 use crate::cli::{DurabilityArg, LogFormatArg, ServeArgs};
@@ -13,15 +13,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => Config::default(),
     };
-    if !args.bind.is_empty() {
-        config.listeners = args
-            .bind
-            .iter()
-            .map(|&bind| ListenerConfig {
-                bind,
-                ..ListenerConfig::default()
-            })
-            .collect();
+    if !args.bind.is_empty() || !args.ws_bind.is_empty() {
+        let tcp = args.bind.iter().map(|&bind| ListenerConfig {
+            bind,
+            ..ListenerConfig::default()
+        });
+        let websocket = args.ws_bind.iter().map(|&bind| ListenerConfig {
+            bind,
+            websocket: Some(WebSocketConfig::default()),
+            ..ListenerConfig::default()
+        });
+        config.listeners = tcp.chain(websocket).collect();
     }
     if let Some(f) = args.log_format {
         config.log.format = match f {

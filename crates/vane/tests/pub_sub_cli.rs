@@ -594,3 +594,84 @@ fn unusable_tls_files_are_named() {
     let out = publish(b.mtls, &["--cafile", &ca, "--cert", &cert, "-t", "f"], None);
     failure(&out, "--cert without --key is a usage error");
 }
+
+#[test]
+fn ws_pub_reaches_ws_sub_and_tcp_clients() {
+    // `vane serve --ws-bind` adds a ws:// listener on /mqtt; `--ws-path /mqtt` makes the
+    // clients speak MQTT over WebSocket (3.1 offers the mqttv3.1 subprotocol).
+    let (tcp_port, ws_port) = (common::free_port(), common::free_port());
+    let ws_addr = SocketAddr::from(([127, 0, 0, 1], ws_port));
+    let child = Command::new(VANE)
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{tcp_port}"),
+            "--ws-bind",
+            &ws_addr.to_string(),
+            "--durability",
+            "memory",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start vane serve");
+    let mut broker = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(ws_addr).is_err() {
+        assert!(
+            broker.0.try_wait().expect("poll").is_none(),
+            "vane serve exited early"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "vane serve is not listening after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sub = spawn_sub(
+        ws_port,
+        &[
+            "--ws-path",
+            "/mqtt",
+            "-C",
+            "3",
+            "-W",
+            "10",
+            "-v",
+            "-q",
+            "1",
+            "-t",
+            "w/#",
+        ],
+    );
+    settle();
+    for (version, port, ws) in [
+        ("mqttv5", ws_port, true),
+        ("mqttv31", ws_port, true),
+        ("mqttv311", tcp_port, false),
+    ] {
+        let mut args = vec!["-V", version, "-q", "1", "-t", "w/x", "-m", version];
+        if ws {
+            args.extend(["--ws-path", "/mqtt"]);
+        }
+        assert_ok(&publish(port, &args, None), "vane pub");
+    }
+    let stdout = finish_ok(sub, "vane sub --ws-path");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["w/x mqttv5", "w/x mqttv31", "w/x mqttv311"]
+    );
+    // Another path is refused by the upgrade (HTTP 404), reported as such.
+    let out = publish(
+        ws_port,
+        &["--ws-path", "/nope", "-t", "w/x", "-m", "x"],
+        None,
+    );
+    assert!(
+        failure(&out, "vane pub to a wrong path").contains("404"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

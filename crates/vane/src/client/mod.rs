@@ -89,6 +89,10 @@ pub struct ConnectArgs {
     /// Retain the last will.
     #[arg(long, requires = "will_topic")]
     pub will_retain: bool,
+    /// Speak MQTT over WebSocket, upgrading on this HTTP path (e.g. /mqtt): ws://, or wss://
+    /// with --cafile. The subprotocol offered is mqtt (mqttv3.1 with -V mqttv31).
+    #[arg(long, value_name = "PATH")]
+    pub ws_path: Option<String>,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Print help.
@@ -141,7 +145,49 @@ fn refusal(reason: ConnAckReason, version: ProtocolVersion) -> String {
     format!("connection refused: {text} (0x{code:02X})")
 }
 
-/// A byte stream to the broker: plain TCP or TLS.
+/// Upgrades a connected stream to a WebSocket on `path`, offering the MQTT subprotocol of
+/// `version`, and returns it as a byte stream.
+async fn ws_upgrade<S>(
+    stream: S,
+    scheme: &str,
+    args: &ConnectArgs,
+    path: &str,
+    version: ProtocolVersion,
+) -> anyhow::Result<vane_server::websocket::WsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    let url = format!("{scheme}://{}:{}{path}", args.host, args.port);
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .with_context(|| format!("{url} is not a valid WebSocket URL"))?;
+    let subprotocol = match version {
+        ProtocolVersion::V3_1 => "mqttv3.1",
+        _ => "mqtt",
+    };
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(subprotocol),
+    );
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::client_async(request, stream),
+    )
+    .await
+    .with_context(|| format!("no WebSocket upgrade at {url} within 30 s"))?
+    .with_context(|| format!("WebSocket upgrade at {url} failed"))?;
+    Ok(vane_server::websocket::WsStream::new(ws))
+}
+
+/// A byte stream to the broker: plain TCP or TLS, either of them under WebSocket.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -174,14 +220,20 @@ impl Conn {
             .await
             .with_context(|| format!("cannot connect to {addr}"))?;
         tcp.set_nodelay(true)?;
-        let stream: Box<dyn Stream> = match &tls {
-            None => Box::new(tcp),
-            Some(tls) => {
+        let stream: Box<dyn Stream> = match (&tls, &args.ws_path) {
+            (None, None) => Box::new(tcp),
+            (None, Some(path)) => Box::new(ws_upgrade(tcp, "ws", args, path, version).await?),
+            (Some(tls), ws_path) => {
                 let handshake = tokio::time::timeout(Duration::from_secs(30), tls.handshake(tcp))
                     .await
                     .with_context(|| format!("no TLS handshake with {addr} within 30 s"))?
                     .with_context(|| format!("cannot connect to {addr}"))?;
-                Box::new(handshake)
+                match ws_path {
+                    None => Box::new(handshake),
+                    Some(path) => {
+                        Box::new(ws_upgrade(handshake, "wss", args, path, version).await?)
+                    }
+                }
             }
         };
         let mut conn = Conn {
