@@ -177,7 +177,7 @@ impl Server {
             let websocket = addr.websocket.as_ref().map(|ws| {
                 Arc::new(crate::websocket::WebSocketListener::new(
                     ws,
-                    self.broker.config.mqtt.max_packet_size.0 as usize,
+                    self.broker.config.mqtt.max_packet_size.0,
                 ))
             });
             let transport = match (&tls, &addr.websocket) {
