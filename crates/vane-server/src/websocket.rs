@@ -43,6 +43,13 @@ const MESSAGE_SLACK: usize = 16;
 /// frame grows the buffer as needed.
 const READ_BUFFER: usize = 4 * 1024;
 
+/// Largest binary message one write sends. The connection loop's batches stay below it (it
+/// stops gathering at 64 KiB); a larger write, a single big packet, goes out as several
+/// messages, which clients must reassemble [MQTT-6.0.0-2]. tungstenite keeps its write buffer
+/// at the size of the largest message it framed, so this also bounds what an idle connection
+/// holds after it once sent a big packet.
+const MAX_WRITE_MESSAGE: usize = 64 * 1024 + 1024;
+
 /// How long the closing handshake may take once the connection is over.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -192,7 +199,7 @@ pub(crate) async fn serve<S>(
 }
 
 /// A WebSocket connection as a byte stream: reads return the binary messages' bytes in order,
-/// each write goes out as one binary message. Public so that clients (the `vane pub` and
+/// each write goes out as one binary message (of at most 65 KiB). Public so that clients (the `vane pub` and
 /// `vane sub` commands, tests) can speak MQTT over a WebSocket the same way.
 pub struct WsStream<S> {
     ws: WebSocketStream<S>,
@@ -282,11 +289,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
                 return Poll::Ready(Ok(0));
             }
             ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(io_error)?;
-            // The one copy on the way out: tungstenite frames the message from its own buffer.
+            let message = &buf[..buf.len().min(MAX_WRITE_MESSAGE)];
+            // One copy on the way out, into the message; tungstenite then frames it into its
+            // own buffer.
             Pin::new(&mut this.ws)
-                .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+                .start_send(Message::Binary(Bytes::copy_from_slice(message)))
                 .map_err(io_error)?;
-            this.in_flight = Some(buf.len());
+            this.in_flight = Some(message.len());
         }
         // Not done until the message is on the socket: nothing else would flush it if this
         // was the last write for a while.

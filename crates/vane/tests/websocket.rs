@@ -342,6 +342,52 @@ async fn a_frame_may_hold_several_packets() {
 }
 
 #[tokio::test]
+async fn a_packet_larger_than_65_kib_is_sent_in_several_messages() {
+    // [MQTT-6.0.0-2] works both ways: the broker caps its messages at 65 KiB (so tungstenite's
+    // write buffer stays small), and a 200 KiB PUBLISH reaches the client in pieces that
+    // reassemble to the packet.
+    let broker = ws_broker(|_| {}).await;
+    let mut ws = raw_ws(broker.addr()).await;
+    let v = ProtocolVersion::V3_1_1;
+    let mut bytes = encode(
+        v,
+        &Packet::Connect(Box::new(connect_v311(&unique_id("big-out")))),
+    )
+    .to_vec();
+    bytes.extend_from_slice(&encode(v, &subscribe(1, "big/out", 0)));
+    ws.send(Message::binary(bytes)).await.expect("send");
+    assert_eq!(read_packets(&mut ws, 2).await.len(), 2);
+    let payload = vec![0x5a; 200 * 1024];
+    let mut publisher = ws_connect(broker.addr(), connect_v311(&unique_id("big-in"))).await;
+    publisher.send(publish("big/out", 0, 0, &payload)).await;
+    let mut decoder = test_support::vane_proto::Decoder::with_version(
+        v,
+        test_support::vane_proto::DEFAULT_MAX_PACKET_SIZE,
+    );
+    let mut buf = bytes::BytesMut::new();
+    let mut messages = 0;
+    let delivered = loop {
+        match next_message(&mut ws).await {
+            Some(Message::Binary(data)) => {
+                assert!(data.len() <= 65 * 1024, "a message of {} bytes", data.len());
+                messages += 1;
+                buf.extend_from_slice(&data);
+            }
+            other => panic!("expected a binary message, got {other:?}"),
+        }
+        if let Some(p) = decoder.decode(&mut buf).expect("valid packet") {
+            break p;
+        }
+    };
+    match delivered {
+        Packet::Publish(p) => assert!(p.payload[..] == payload[..], "payload changed"),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    assert!(messages >= 4, "200 KiB in {messages} messages");
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn the_server_selects_the_mqtt_subprotocol() {
     // [MQTT-6.0.0-4] [MQTT-6.0.0-5] the client offers mqtt (old clients: mqttv3.1); the
     // server answers with the one it selected, mqtt when both are offered.
