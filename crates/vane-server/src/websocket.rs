@@ -50,6 +50,9 @@ const READ_BUFFER: usize = 4 * 1024;
 /// holds after it once sent a big packet.
 const MAX_WRITE_MESSAGE: usize = 64 * 1024 + 1024;
 
+/// Room for pongs queued behind an unsent message while the client is not reading.
+const PONG_BACKLOG: usize = 16 * 1024;
+
 /// How long the closing handshake may take once the connection is over.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -74,6 +77,10 @@ impl WebSocketListener {
             .read_buffer_size(READ_BUFFER)
             // Every message is one batch of packets: write it at once, the flush follows.
             .write_buffer_size(0)
+            // Our messages are flushed one at a time; beyond one message, only pongs pile up
+            // (a client that floods pings and reads nothing): tungstenite then holds the
+            // latest pong back instead of growing the buffer.
+            .max_write_buffer_size(MAX_WRITE_MESSAGE + PONG_BACKLOG)
             .max_message_size(Some(self.max_message))
             .max_frame_size(Some(self.max_message))
     }
