@@ -15,7 +15,8 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf};
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -189,11 +190,11 @@ pub(crate) async fn serve<S>(
         }
     };
     debug!(%peer, "WebSocket upgrade done");
-    let (reader, mut writer) = tokio::io::split(WsStream::new(ws));
+    let (reader, mut writer) = split(WsStream::new(ws));
     connection::serve(
         broker,
         origin,
-        WsReader(reader),
+        reader,
         &mut writer,
         connect_deadline,
         shutdown,
@@ -219,6 +220,8 @@ pub struct WsStream<S> {
     in_flight: Option<usize>,
     /// The close frame to send on shutdown, when the client broke a WebSocket rule of MQTT.
     close: Option<CloseFrame>,
+    /// The client closed the WebSocket: reads return end of stream.
+    eof: bool,
 }
 
 impl<S> WsStream<S> {
@@ -229,6 +232,7 @@ impl<S> WsStream<S> {
             unread: Bytes::new(),
             in_flight: None,
             close: None,
+            eof: false,
         }
     }
 }
@@ -242,27 +246,16 @@ fn io_error(e: WsError) -> io::Error {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        loop {
-            if !this.unread.is_empty() {
-                let n = this.unread.len().min(buf.remaining());
-                buf.put_slice(&this.unread[..n]);
-                this.unread.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            // Reading also sends what tungstenite owes the client: a pong for every ping, the
-            // answer to a close.
-            match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
-                Some(Ok(Message::Binary(data))) => this.unread = data,
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    /// Waits until `unread` holds bytes or the client closed (`eof`). Reading also sends what
+    /// tungstenite owes the client: a pong for every ping, the answer to a close.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.unread.is_empty() && !self.eof {
+            match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
+                Some(Ok(Message::Binary(data))) => self.unread = data,
                 Some(Ok(Message::Text(_))) => {
                     // [MQTT-6.0.0-1] MQTT packets travel in binary frames only.
-                    this.close = Some(CloseFrame {
+                    self.close = Some(CloseFrame {
                         code: CloseCode::Unsupported,
                         reason: "MQTT needs binary frames".into(),
                     });
@@ -275,12 +268,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 // The client closed: end of stream (tungstenite has queued the answer).
                 Some(Ok(Message::Close(_)))
                 | None
-                | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
-                    return Poll::Ready(Ok(()))
-                }
+                | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => self.eof = true,
                 Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
             }
         }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        ready!(this.poll_fill(cx))?;
+        let n = this.unread.len().min(buf.remaining());
+        buf.put_slice(&this.unread[..n]);
+        this.unread.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -327,24 +334,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     }
 }
 
+/// The halves of a [`WsStream`] for the connection loop. Both are polled by the connection's
+/// one task, so the lock is never contended, and it is held only inside a poll, never across
+/// an await. Unlike `tokio::io::split`, the read half can wait for the next message without
+/// being handed a buffer (see [`Readable`]).
+fn split<S>(stream: WsStream<S>) -> (WsReader<S>, WsWriter<S>) {
+    let shared = Arc::new(Mutex::new(stream));
+    (WsReader(shared.clone()), WsWriter(shared))
+}
+
 /// The read half of a WebSocket connection.
-pub(crate) struct WsReader<S>(ReadHalf<WsStream<S>>);
+pub(crate) struct WsReader<S>(Arc<Mutex<WsStream<S>>>);
+
+/// The write half of a WebSocket connection.
+pub(crate) struct WsWriter<S>(Arc<Mutex<WsStream<S>>>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsReader<S> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(&mut *self.0.lock()).poll_read(cx, buf)
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Readable for WsReader<S> {
-    /// Always ready at once, as for TLS: the WebSocket layer may already hold the bytes of
-    /// frames it read together with earlier ones, and the socket would not wake us for them.
+    /// Pulls the next binary message in (answering pings on the way): an idle connection waits
+    /// here without a read buffer of its own, while bytes tungstenite already holds are
+    /// never waited on.
     fn wait_readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
-        std::future::ready(Ok(()))
+        std::future::poll_fn(move |cx| self.0.lock().poll_fill(cx))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsWriter<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.lock()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.lock()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.lock()).poll_shutdown(cx)
     }
 }
 
