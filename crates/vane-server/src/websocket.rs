@@ -5,7 +5,7 @@
 //! The adapter treats the messages as one byte stream: a packet may span messages and a
 //! message may hold several packets [MQTT-6.0.0-2] [MQTT-6.0.0-3], so the decoder sees exactly
 //! what it sees on TCP. Each write of the connection loop (which gathers every pending packet
-//! into one buffer) goes out as one binary message.
+//! into one buffer) goes out as one binary message, split only above 65 KiB.
 
 use std::io;
 use std::net::SocketAddr;
@@ -207,8 +207,8 @@ pub(crate) async fn serve<S>(
 }
 
 /// A WebSocket connection as a byte stream: reads return the binary messages' bytes in order,
-/// each write goes out as one binary message (of at most 65 KiB). Public so that clients (the `vane pub` and
-/// `vane sub` commands, tests) can speak MQTT over a WebSocket the same way.
+/// each write goes out as one binary message (of at most 65 KiB). Public so that clients (the
+/// `vane pub` and `vane sub` commands, tests) can speak MQTT over a WebSocket the same way.
 pub struct WsStream<S> {
     ws: WebSocketStream<S>,
     /// What is left of the last binary message received.
