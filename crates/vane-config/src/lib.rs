@@ -1129,6 +1129,33 @@ mod tests {
     }
 
     #[test]
+    fn websocket_listener_parses_and_its_path_is_checked() {
+        let c = Config::parse(
+            "[[listeners]]\nbind = \"127.0.0.1:8080\"\n[listeners.websocket]\n\n[[listeners]]\nbind = \"127.0.0.1:8081\"\nwebsocket = { path = \"/ws\" }\n",
+        )
+        .expect("valid");
+        assert_eq!(c.listeners[0].websocket, Some(WebSocketConfig::default()));
+        assert_eq!(
+            c.listeners[0].websocket.as_ref().map(|w| w.path.as_str()),
+            Some("/mqtt")
+        );
+        assert_eq!(
+            c.listeners[1].websocket.as_ref().map(|w| w.path.as_str()),
+            Some("/ws")
+        );
+        for path in ["mqtt", "/a b", "/mqtt?x=1", ""] {
+            let toml = format!("[[listeners]]\nwebsocket = {{ path = \"{path}\" }}\n");
+            let Err(ConfigError::Invalid(problems)) = Config::parse(&toml) else {
+                panic!("path {path:?} must be refused");
+            };
+            assert!(
+                problems[0].starts_with("listeners[0].websocket.path"),
+                "{problems:?}"
+            );
+        }
+    }
+
+    #[test]
     fn anonymous_rule_per_listener() {
         let loopback = ListenerConfig::default();
         assert!(loopback.anonymous(false).0);

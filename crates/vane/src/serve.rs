@@ -61,8 +61,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             } else {
                 chain.join(", ")
             };
+            let transport = match (&listener.tls, &listener.websocket) {
+                (None, None) => "MQTT over TCP".to_string(),
+                (Some(_), None) => "MQTT over TLS".to_string(),
+                (None, Some(ws)) => format!("MQTT over WebSocket (ws://, path {})", ws.path),
+                (Some(_), Some(ws)) => format!("MQTT over WebSocket (wss://, path {})", ws.path),
+            };
             println!(
-                "listener {}: anonymous clients {anonymous}: {why}; authentication methods: {chain}",
+                "listener {}: anonymous clients {anonymous}: {why}; authentication methods: {chain}; {transport}",
                 listener.bind
             );
         }
