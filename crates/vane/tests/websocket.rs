@@ -150,6 +150,15 @@ async fn bytes_until_close(stream: &mut TcpStream) -> Vec<u8> {
     }
 }
 
+/// A valid upgrade request to /mqtt offering `mqtt`, for clients that speak raw TCP.
+fn upgrade_request(addr: SocketAddr) -> String {
+    format!(
+        "GET /mqtt HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: mqtt\r\n\r\n"
+    )
+}
+
 fn rumqttc_options(addr: SocketAddr, client_id: &str) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, format!("ws://{addr}/mqtt"), addr.port());
     o.set_transport(Transport::Ws);
@@ -499,12 +508,9 @@ async fn a_frame_header_announcing_a_huge_payload_closes_the_connection_at_once(
     let broker = ws_broker(|_| {}).await;
     let addr = broker.addr();
     let mut tcp = TcpStream::connect(addr).await.expect("TCP connect");
-    let request = format!(
-        "GET /mqtt HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: mqtt\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.expect("send");
+    tcp.write_all(upgrade_request(addr).as_bytes())
+        .await
+        .expect("send");
     // The 101 answer, read up to the blank line.
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
@@ -632,8 +638,28 @@ async fn a_websocket_listeners_max_connections_closes_extra_connections_before_t
     let addr = broker.addr();
     let _first = ws_connect(addr, connect_v311(&unique_id("first"))).await;
     let mut tcp = TcpStream::connect(addr).await.expect("TCP connect");
+    let _ = tcp.write_all(upgrade_request(addr).as_bytes()).await;
+    assert_eq!(bytes_until_close(&mut tcp).await, b"", "no HTTP answer");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn over_the_memory_budget_a_websocket_connection_is_closed_before_the_upgrade() {
+    // overload.refuse_at_percent: as on TLS, a WebSocket connection cannot get a CONNACK
+    // before its handshake, so it is closed at accept, with no HTTP answer. The budget (1 MiB)
+    // is below any process's resident memory: the broker refuses from its first sample.
+    let broker = ws_broker(|c| {
+        c.overload.memory_budget = Some(test_support::vane_config::ByteSize(1 << 20));
+        c.overload.sample_interval = Duration::from_millis(10);
+    })
+    .await;
+    // The first sample is taken as the server starts; leave it time to run.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut tcp = TcpStream::connect(broker.addr())
+        .await
+        .expect("TCP connect");
     let _ = tcp
-        .write_all(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(upgrade_request(broker.addr()).as_bytes())
         .await;
     assert_eq!(bytes_until_close(&mut tcp).await, b"", "no HTTP answer");
     broker.stop().await;
