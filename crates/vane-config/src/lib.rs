@@ -314,6 +314,17 @@ pub struct MqttConfig {
     /// Response Information for MQTT 5.0 clients that ask for it: `<prefix>/<client id>`, the
     /// base of the response topics they should use for request/response. Empty: not offered.
     pub response_topic_prefix: String,
+    /// Longest a persistent session may outlive its connection. An MQTT 5.0 client asking for
+    /// more (or for "never", 0xFFFFFFFF) is told this value in CONNACK (Session Expiry
+    /// Interval); an MQTT 3.x persistent session (Clean Session 0), which the protocol never
+    /// expires, is removed after this long offline. Absent (the default): no cap, as the
+    /// protocol says; sessions of devices that never come back are then kept for ever.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_session_expiry: Option<Duration>,
 }
 
 impl Default for MqttConfig {
@@ -328,6 +339,7 @@ impl Default for MqttConfig {
             max_client_id_len: 256,
             max_keep_alive: 0,
             response_topic_prefix: "reply".into(),
+            max_session_expiry: None,
         }
     }
 }
@@ -949,6 +961,14 @@ impl Config {
         if m.connect_timeout.is_zero() {
             problems.push("mqtt.connect_timeout: must be more than 0s".into());
         }
+        if m.max_session_expiry
+            .is_some_and(|d| d.as_secs() >= u64::from(u32::MAX))
+        {
+            problems.push(
+                "mqtt.max_session_expiry: must be under 4294967295s (leave it out for no cap)"
+                    .into(),
+            );
+        }
         if m.max_inflight == 0 {
             problems.push("mqtt.max_inflight: must be at least 1".into());
         }
@@ -1209,6 +1229,19 @@ mod tests {
         assert_eq!(c.mqtt.max_packet_size, ByteSize(256 * 1024));
         assert_eq!(c.mqtt.connect_timeout, Duration::from_secs(2));
         assert_eq!(c.queue.overflow, OverflowPolicy::DropNewest);
+    }
+
+    #[test]
+    fn max_session_expiry_is_a_duration_and_absent_by_default() {
+        assert_eq!(Config::default().mqtt.max_session_expiry, None);
+        let c = Config::parse("[mqtt]\nmax_session_expiry = \"7d\"\n").expect("valid");
+        assert_eq!(
+            c.mqtt.max_session_expiry,
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        let err = Config::parse("[mqtt]\nmax_session_expiry = \"200years\"\n")
+            .expect_err("beyond the protocol's range");
+        assert!(err.to_string().contains("mqtt.max_session_expiry"), "{err}");
     }
 }
 

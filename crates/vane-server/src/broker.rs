@@ -114,6 +114,10 @@ impl Broker {
             max_subscriptions: config.limits.max_subscriptions_per_client,
             max_topic_length: config.limits.max_topic_length,
             max_topic_levels: config.limits.max_topic_levels,
+            max_session_expiry: config.mqtt.max_session_expiry.map_or(u32::MAX, |d| {
+                // Validated below u32::MAX seconds.
+                u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)
+            }),
         };
         let share_policy = match config.shared.policy {
             vane_config::SharePolicy::RoundRobin => SharePolicy::RoundRobin,

@@ -414,6 +414,12 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             session.set_keep_alive(max_keep_alive);
             properties.server_keep_alive = Some(max_keep_alive);
         }
+        let requested = connect.properties.session_expiry_interval.unwrap_or(0);
+        if requested > session.session_expiry() {
+            // MQTT 5.0 section 3.2.2.3.2: the server tells the client the Session Expiry
+            // Interval it uses when it is not the one asked for (`mqtt.max_session_expiry`).
+            properties.session_expiry_interval = Some(session.session_expiry());
+        }
         let prefix = &broker.config.mqtt.response_topic_prefix;
         if connect.properties.request_response_information == Some(true) && !prefix.is_empty() {
             // MQTT 5.0 section 4.10: the basis for the client's response topics.
