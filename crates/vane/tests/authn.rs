@@ -247,6 +247,55 @@ async fn the_secret_can_come_from_a_file_and_issuer_is_checked() {
 }
 
 #[tokio::test]
+async fn a_rotated_key_file_applies_after_a_reload_and_a_missing_one_keeps_the_old_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("jwt.secret");
+    std::fs::write(&path, "first-secret").expect("write secret");
+    let broker = TestBroker::start(|c| {
+        c.auth.jwt.secret_file = path.display().to_string();
+    })
+    .await;
+    let addr = broker.addr();
+    let signed = |secret: &str| {
+        let token = token_signed_with(secret, json!({"sub": "a", "exp": now() + 600}));
+        with_login(connect_v5(&unique_id("rotate")), None, &token)
+    };
+    assert_eq!(
+        ack(addr, signed("first-secret")).await,
+        ConnAckReason::Success
+    );
+    let mut before = TestClient::connect(addr, signed("first-secret")).await;
+
+    std::fs::write(&path, "second-secret").expect("rotate the secret");
+    broker.reload().expect("the new key loads");
+    assert_eq!(
+        ack(addr, signed("second-secret")).await,
+        ConnAckReason::Success
+    );
+    assert_eq!(
+        ack(addr, signed("first-secret")).await,
+        ConnAckReason::BadUserNameOrPassword,
+        "the old key no longer verifies"
+    );
+    // A client that connected with a token valid at the time stays connected.
+    still_connected(&mut before).await;
+
+    // A key file that cannot be read never means "allow" and never drops the key in force.
+    std::fs::remove_file(&path).expect("remove the key file");
+    let err = broker.reload().expect_err("the key file is gone");
+    assert!(err.to_string().contains("JWT key"), "{err}");
+    assert_eq!(
+        ack(addr, signed("second-secret")).await,
+        ConnAckReason::Success
+    );
+    assert_eq!(
+        ack(addr, signed("first-secret")).await,
+        ConnAckReason::BadUserNameOrPassword
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn es256_tokens_verify_against_a_public_key_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key");
