@@ -399,12 +399,14 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     // Before anything is resent or delivered: the permissions are this connection's, and a
     // session taken over from another identity must not keep that one's.
     // A token's permission claims narrow whatever the ACL allows.
-    session.set_policy(broker.topic_policy(
+    let policy = broker.topic_policy(
         identity.username.as_deref(),
         &client_id,
         origin.peer,
         identity.permissions.clone(),
-    ));
+    );
+    slot.set_policy(policy.clone());
+    session.set_policy(policy);
     let mut connack = ConnAck::new(ConnAckReason::Success, session_present);
     if version.is_v5() {
         let mut properties = connack_properties(broker);
