@@ -678,8 +678,11 @@ impl JwtConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpAuthConfig {
-    /// `http://host:port/path`. Empty: no hook.
+    /// `http://host:port/path` or `https://host:port/path`. Empty: no hook.
     pub url: String,
+    /// PEM file of the CA certificates an `https://` hook's certificate must chain to. Empty
+    /// (the default): the system's trust store.
+    pub ca_file: String,
     /// Longest wait for the hook's answer; then the client is refused with 0x88 Server
     /// unavailable (3.x: return code 3).
     #[serde(with = "humantime_serde")]
@@ -698,6 +701,7 @@ impl Default for HttpAuthConfig {
     fn default() -> Self {
         HttpAuthConfig {
             url: String::new(),
+            ca_file: String::new(),
             timeout: Duration::from_secs(5),
             cache_ttl: Duration::from_secs(60),
             cache_size: 10_000,
@@ -948,9 +952,13 @@ impl Config {
         }
         let http = &self.auth.http;
         if http.enabled() {
-            if !http.url.starts_with("http://") {
-                problems.push("auth.http.url: must be an http:// URL".into());
+            if !http.url.starts_with("http://") && !http.url.starts_with("https://") {
+                problems.push("auth.http.url: must be an http:// or https:// URL".into());
             }
+        } else if !http.ca_file.is_empty() {
+            problems.push("auth.http.ca_file: set without auth.http.url".into());
+        }
+        if http.enabled() {
             if http.timeout.is_zero() {
                 problems.push("auth.http.timeout: must be more than 0s".into());
             }
@@ -1171,7 +1179,7 @@ mod tests {
         assert!(c.binds_client_ids(), "on by default with a method");
         assert!(!Config::default().binds_client_ids());
         // Listed but not configured; two key sources; a key that does not fit the algorithm;
-        // an https hook; identity without client_ca.
+        // a hook URL that is not http(s); a hook CA without a hook; identity without client_ca.
         for (text, key) in [
             (
                 "[[listeners]]\nauth = [\"password_file\"]\n",
@@ -1185,7 +1193,8 @@ mod tests {
                 "[auth.jwt]\nalgorithm = \"ES256\"\nsecret = \"s\"\n",
                 "auth.jwt.algorithm",
             ),
-            ("[auth.http]\nurl = \"https://h/auth\"\n", "auth.http.url"),
+            ("[auth.http]\nurl = \"ftp://h/auth\"\n", "auth.http.url"),
+            ("[auth.http]\nca_file = \"ca.pem\"\n", "auth.http.ca_file"),
             (
                 "[[listeners]]\ntls = { cert = \"c\", key = \"k\", identity = \"cn\" }\n",
                 "listeners[0].tls.identity",
