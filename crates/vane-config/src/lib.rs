@@ -340,6 +340,17 @@ pub struct MqttConfig {
     /// Response Information for MQTT 5.0 clients that ask for it: `<prefix>/<client id>`, the
     /// base of the response topics they should use for request/response. Empty: not offered.
     pub response_topic_prefix: String,
+    /// Longest a persistent session may outlive its connection. An MQTT 5.0 client asking for
+    /// more (or for "never", 0xFFFFFFFF) is told this value in CONNACK (Session Expiry
+    /// Interval); an MQTT 3.x persistent session (Clean Session 0), which the protocol never
+    /// expires, is removed after this long offline. Absent (the default): no cap, as the
+    /// protocol says; sessions of devices that never come back are then kept for ever.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_session_expiry: Option<Duration>,
 }
 
 impl Default for MqttConfig {
@@ -354,6 +365,7 @@ impl Default for MqttConfig {
             max_client_id_len: 256,
             max_keep_alive: 0,
             response_topic_prefix: "reply".into(),
+            max_session_expiry: None,
         }
     }
 }
@@ -692,8 +704,11 @@ impl JwtConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpAuthConfig {
-    /// `http://host:port/path`. Empty: no hook.
+    /// `http://host:port/path` or `https://host:port/path`. Empty: no hook.
     pub url: String,
+    /// PEM file of the CA certificates an `https://` hook's certificate must chain to. Empty
+    /// (the default): the system's trust store.
+    pub ca_file: String,
     /// Longest wait for the hook's answer; then the client is refused with 0x88 Server
     /// unavailable (3.x: return code 3).
     #[serde(with = "humantime_serde")]
@@ -712,6 +727,7 @@ impl Default for HttpAuthConfig {
     fn default() -> Self {
         HttpAuthConfig {
             url: String::new(),
+            ca_file: String::new(),
             timeout: Duration::from_secs(5),
             cache_ttl: Duration::from_secs(60),
             cache_size: 10_000,
@@ -971,9 +987,13 @@ impl Config {
         }
         let http = &self.auth.http;
         if http.enabled() {
-            if !http.url.starts_with("http://") {
-                problems.push("auth.http.url: must be an http:// URL".into());
+            if !http.url.starts_with("http://") && !http.url.starts_with("https://") {
+                problems.push("auth.http.url: must be an http:// or https:// URL".into());
             }
+        } else if !http.ca_file.is_empty() {
+            problems.push("auth.http.ca_file: set without auth.http.url".into());
+        }
+        if http.enabled() {
             if http.timeout.is_zero() {
                 problems.push("auth.http.timeout: must be more than 0s".into());
             }
@@ -983,6 +1003,14 @@ impl Config {
         }
         if m.connect_timeout.is_zero() {
             problems.push("mqtt.connect_timeout: must be more than 0s".into());
+        }
+        if m.max_session_expiry
+            .is_some_and(|d| d.as_secs() >= u64::from(u32::MAX))
+        {
+            problems.push(
+                "mqtt.max_session_expiry: must be under 4294967295s (leave it out for no cap)"
+                    .into(),
+            );
         }
         if m.max_inflight == 0 {
             problems.push("mqtt.max_inflight: must be at least 1".into());
@@ -1213,7 +1241,7 @@ mod tests {
         assert!(c.binds_client_ids(), "on by default with a method");
         assert!(!Config::default().binds_client_ids());
         // Listed but not configured; two key sources; a key that does not fit the algorithm;
-        // an https hook; identity without client_ca.
+        // a hook URL that is not http(s); a hook CA without a hook; identity without client_ca.
         for (text, key) in [
             (
                 "[[listeners]]\nauth = [\"password_file\"]\n",
@@ -1227,7 +1255,8 @@ mod tests {
                 "[auth.jwt]\nalgorithm = \"ES256\"\nsecret = \"s\"\n",
                 "auth.jwt.algorithm",
             ),
-            ("[auth.http]\nurl = \"https://h/auth\"\n", "auth.http.url"),
+            ("[auth.http]\nurl = \"ftp://h/auth\"\n", "auth.http.url"),
+            ("[auth.http]\nca_file = \"ca.pem\"\n", "auth.http.ca_file"),
             (
                 "[[listeners]]\ntls = { cert = \"c\", key = \"k\", identity = \"cn\" }\n",
                 "listeners[0].tls.identity",
@@ -1271,6 +1300,19 @@ mod tests {
         assert_eq!(c.mqtt.max_packet_size, ByteSize(256 * 1024));
         assert_eq!(c.mqtt.connect_timeout, Duration::from_secs(2));
         assert_eq!(c.queue.overflow, OverflowPolicy::DropNewest);
+    }
+
+    #[test]
+    fn max_session_expiry_is_a_duration_and_absent_by_default() {
+        assert_eq!(Config::default().mqtt.max_session_expiry, None);
+        let c = Config::parse("[mqtt]\nmax_session_expiry = \"7d\"\n").expect("valid");
+        assert_eq!(
+            c.mqtt.max_session_expiry,
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        let err = Config::parse("[mqtt]\nmax_session_expiry = \"200years\"\n")
+            .expect_err("beyond the protocol's range");
+        assert!(err.to_string().contains("mqtt.max_session_expiry"), "{err}");
     }
 }
 

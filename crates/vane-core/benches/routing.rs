@@ -178,6 +178,7 @@ fn subscriptions(c: &mut Criterion) {
                     origin: 7,
                     random: scratch.next_random(),
                     available: &available,
+                    permitted: None,
                     exclude: None,
                 };
                 fx.index
@@ -202,6 +203,7 @@ fn subscriptions(c: &mut Criterion) {
                     origin: 7,
                     random: scratch.next_random(),
                     available: &available,
+                    permitted: None,
                     exclude: None,
                 };
                 fx.index.select_into(

@@ -67,6 +67,11 @@ pub struct Picker<'a, S> {
     pub random: u64,
     /// Whether a member can take a message now.
     pub available: &'a dyn Fn(&S) -> bool,
+    /// Whether a member may receive this message at all (authorization); `None`: every member
+    /// may. Unlike `available`, a member refused here is never picked, not even when no other
+    /// member can take the message now: the message goes to a member allowed to have it, or,
+    /// when there is none, to nobody.
+    pub permitted: Option<&'a dyn Fn(&S) -> bool>,
     /// A member never to pick (one leaving the group whose messages are being redistributed).
     pub exclude: Option<u64>,
 }
@@ -125,7 +130,12 @@ impl<S: Clone> SharedGroup<S> {
             SharePolicy::HashClient => hash_of(picker.origin),
             SharePolicy::HashTopic => hash_of(topic),
         } % n;
-        let eligible = |m: &Subscription<S>| picker.exclude != Some(m.session_id);
+        let eligible = |m: &Subscription<S>| {
+            picker.exclude != Some(m.session_id)
+                && picker
+                    .permitted
+                    .is_none_or(|permitted| permitted(&m.subscriber))
+        };
         for i in 0..n {
             let m = &self.members[(start + i) % n];
             if eligible(m) && (picker.available)(&m.subscriber) {
@@ -515,6 +525,7 @@ mod tests {
             origin: 7,
             random: 0,
             available,
+            permitted: None,
             exclude: None,
         }
     }
@@ -596,6 +607,54 @@ mod tests {
         assert!(index.unsubscribe(&filter("$share/g/a"), 1));
         assert!(index.is_empty());
         assert!(index.root.is_empty());
+    }
+
+    #[test]
+    fn a_member_not_permitted_the_topic_is_never_picked() {
+        // Shared subscriptions obey authorization: a member that may not receive the topic is
+        // skipped, so its share goes to members that may (not dropped), even when they cannot
+        // take it at once; with no permitted member, nobody gets it.
+        let mut index = SubscriptionIndex::new();
+        for id in 1..=3 {
+            index.subscribe(&filter("$share/g/a/#"), sub(id, QoS::AtLeastOnce));
+        }
+        let all = |_: &u64| true;
+        let not_two = |s: &u64| *s != 2;
+        let permitted: &dyn Fn(&u64) -> bool = &not_two;
+        let p = Picker {
+            permitted: Some(permitted),
+            ..picker(SharePolicy::RoundRobin, &all)
+        };
+        let mut picked = Vec::new();
+        for _ in 0..6 {
+            let (mut out, mut shared) = (Vec::new(), Vec::new());
+            index.select_into("a/x", &p, &mut out, &mut shared);
+            assert_eq!(shared.len(), 1);
+            picked.push(shared[0].subscription.session_id);
+        }
+        assert!(!picked.contains(&2), "{picked:?}");
+        assert!(picked.contains(&1) && picked.contains(&3), "{picked:?}");
+
+        let busy = |_: &u64| false;
+        let p = Picker {
+            permitted: Some(permitted),
+            ..picker(SharePolicy::RoundRobin, &busy)
+        };
+        for _ in 0..3 {
+            let (mut out, mut shared) = (Vec::new(), Vec::new());
+            index.select_into("a/x", &p, &mut out, &mut shared);
+            assert_ne!(shared[0].subscription.session_id, 2);
+        }
+
+        let nobody = |_: &u64| false;
+        let nobody: &dyn Fn(&u64) -> bool = &nobody;
+        let p = Picker {
+            permitted: Some(nobody),
+            ..picker(SharePolicy::RoundRobin, &all)
+        };
+        let (mut out, mut shared) = (Vec::new(), Vec::new());
+        index.select_into("a/x", &p, &mut out, &mut shared);
+        assert!(shared.is_empty());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use parking_lot::RwLock;
+
 use sha2::{Digest, Sha256};
 use vane_auth::jwt::{JwtAlgorithm, JwtKey, JwtOptions};
 use vane_auth::{Authenticators, JwtVerifier, ScramAuthenticator};
@@ -21,62 +23,79 @@ pub fn check(config: &AuthConfig) -> Result<(), String> {
 /// The CONNECT credential checks beyond the password file.
 #[derive(Debug, Default)]
 pub(crate) struct Methods {
-    pub jwt: Option<JwtVerifier>,
+    /// Replaced when its key file is read again (SIGHUP): key rotation without a restart.
+    pub jwt: Option<RwLock<Arc<JwtVerifier>>>,
     pub hook: Option<HttpHook>,
+}
+
+impl Methods {
+    /// The JWT verifier in force, when JWT is configured.
+    pub(crate) fn jwt(&self) -> Option<Arc<JwtVerifier>> {
+        self.jwt.as_ref().map(|cell| cell.read().clone())
+    }
 }
 
 /// The JWT verifier and HTTP hook, when configured. A key file that cannot be read or used is
 /// an error naming the key: it never means "allow".
 pub(crate) fn load_methods(config: &AuthConfig) -> Result<Methods, String> {
     let mut methods = Methods::default();
-    let j = &config.jwt;
-    if j.enabled() {
-        let read = |key: &str, path: &str| {
-            std::fs::read(path).map_err(|e| format!("auth.jwt.{key}: cannot read {path}: {e}"))
-        };
-        let (source, key) = if !j.secret.is_empty() {
-            ("secret", JwtKey::Secret(j.secret.as_bytes().to_vec()))
-        } else if !j.secret_file.is_empty() {
-            let mut secret = read("secret_file", &j.secret_file)?;
-            // Files written by `echo` end with a newline that is not part of the secret.
-            while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                secret.pop();
-            }
-            ("secret_file", JwtKey::Secret(secret))
-        } else if !j.public_key_file.is_empty() {
-            (
-                "public_key_file",
-                JwtKey::PublicKeyPem(read("public_key_file", &j.public_key_file)?),
-            )
-        } else {
-            let text = String::from_utf8(read("jwks_file", &j.jwks_file)?)
-                .map_err(|_| format!("auth.jwt.jwks_file: {}: not UTF-8", j.jwks_file))?;
-            ("jwks_file", JwtKey::Jwks(text))
-        };
-        let algorithm = match j.algorithm {
-            vane_config::JwtAlgorithm::HS256 => JwtAlgorithm::Hs256,
-            vane_config::JwtAlgorithm::RS256 => JwtAlgorithm::Rs256,
-            vane_config::JwtAlgorithm::ES256 => JwtAlgorithm::Es256,
-        };
-        let non_empty = |s: &String| (!s.is_empty()).then(|| s.clone());
-        let options = JwtOptions {
-            username_claim: j.username_claim.clone(),
-            issuer: non_empty(&j.issuer),
-            audience: non_empty(&j.audience),
-            leeway_secs: j.leeway.as_secs(),
-            publish_claim: j.publish_claim.clone(),
-            subscribe_claim: j.subscribe_claim.clone(),
-        };
-        let verifier = JwtVerifier::new(algorithm, key, options)
-            .map_err(|e| format!("auth.jwt.{source}: {e}"))?;
-        tracing::info!(algorithm = ?j.algorithm, key = source, username_claim = %j.username_claim, "JWT authentication enabled");
-        methods.jwt = Some(verifier);
+    if let Some(verifier) = load_jwt(config)? {
+        methods.jwt = Some(RwLock::new(Arc::new(verifier)));
     }
     if config.http.enabled() {
         methods.hook = Some(HttpHook::new(&config.http)?);
         tracing::info!(url = %config.http.url, timeout = ?config.http.timeout, cache_ttl = ?config.http.cache_ttl, "HTTP authentication hook enabled");
     }
     Ok(methods)
+}
+
+/// The JWT verifier with its key read from the configuration or its key file, when JWT is
+/// configured. A key that cannot be read or used is an error naming it.
+pub(crate) fn load_jwt(config: &AuthConfig) -> Result<Option<JwtVerifier>, String> {
+    let j = &config.jwt;
+    if !j.enabled() {
+        return Ok(None);
+    }
+    let read = |key: &str, path: &str| {
+        std::fs::read(path).map_err(|e| format!("auth.jwt.{key}: cannot read {path}: {e}"))
+    };
+    let (source, key) = if !j.secret.is_empty() {
+        ("secret", JwtKey::Secret(j.secret.as_bytes().to_vec()))
+    } else if !j.secret_file.is_empty() {
+        let mut secret = read("secret_file", &j.secret_file)?;
+        // Files written by `echo` end with a newline that is not part of the secret.
+        while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            secret.pop();
+        }
+        ("secret_file", JwtKey::Secret(secret))
+    } else if !j.public_key_file.is_empty() {
+        (
+            "public_key_file",
+            JwtKey::PublicKeyPem(read("public_key_file", &j.public_key_file)?),
+        )
+    } else {
+        let text = String::from_utf8(read("jwks_file", &j.jwks_file)?)
+            .map_err(|_| format!("auth.jwt.jwks_file: {}: not UTF-8", j.jwks_file))?;
+        ("jwks_file", JwtKey::Jwks(text))
+    };
+    let algorithm = match j.algorithm {
+        vane_config::JwtAlgorithm::HS256 => JwtAlgorithm::Hs256,
+        vane_config::JwtAlgorithm::RS256 => JwtAlgorithm::Rs256,
+        vane_config::JwtAlgorithm::ES256 => JwtAlgorithm::Es256,
+    };
+    let non_empty = |s: &String| (!s.is_empty()).then(|| s.clone());
+    let options = JwtOptions {
+        username_claim: j.username_claim.clone(),
+        issuer: non_empty(&j.issuer),
+        audience: non_empty(&j.audience),
+        leeway_secs: j.leeway.as_secs(),
+        publish_claim: j.publish_claim.clone(),
+        subscribe_claim: j.subscribe_claim.clone(),
+    };
+    let verifier =
+        JwtVerifier::new(algorithm, key, options).map_err(|e| format!("auth.jwt.{source}: {e}"))?;
+    tracing::info!(algorithm = ?j.algorithm, key = source, username_claim = %j.username_claim, "JWT authentication enabled");
+    Ok(Some(verifier))
 }
 
 /// The authentication methods listener `index` runs, in order (for `vane serve --check`).

@@ -1,15 +1,21 @@
-//! The HTTP authentication hook: a POST of each CONNECT's credentials to a configured URL, an
-//! allow or deny answer, a bounded cache of answers, and a bound on requests in flight.
+//! The HTTP authentication hook: a POST of each CONNECT's credentials to a configured URL
+//! (`http://` or `https://`), an allow or deny answer, a bounded cache of answers, and a bound
+//! on requests in flight.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::Uri;
 use parking_lot::Mutex;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
 use vane_config::HttpAuthConfig;
 
 /// Largest answer body read from the hook.
@@ -41,6 +47,8 @@ pub(crate) struct HttpHook {
     uri: Uri,
     /// `host:port` to connect to, and the Host header.
     authority: String,
+    /// For an `https://` hook: the TLS client and the name the certificate must carry.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     timeout: Duration,
     cache_ttl: Duration,
     cache_size: usize,
@@ -63,22 +71,45 @@ impl HttpHook {
             .url
             .parse()
             .map_err(|e| format!("auth.http.url: {}: {e}", config.url))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!(
-                "auth.http.url: {}: only http:// is supported",
-                config.url
-            ));
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
+                return Err(format!(
+                    "auth.http.url: {}: must start with http:// or https://",
+                    config.url
+                ))
+            }
+        };
         let authority = uri
             .authority()
+            .filter(|a| !a.host().is_empty())
             .ok_or_else(|| format!("auth.http.url: {}: no host", config.url))?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let tls = if https {
+            let name = ServerName::try_from(host.to_owned())
+                .map_err(|e| format!("auth.http.url: {}: {e}", config.url))?;
+            Some((TlsConnector::from(Arc::new(client_config(config)?)), name))
+        } else {
+            if !config.ca_file.is_empty() {
+                return Err(format!(
+                    "auth.http.ca_file: set for a hook that is not https:// ({})",
+                    config.url
+                ));
+            }
+            None
+        };
         let authority = match authority.port_u16() {
             Some(_) => authority.to_string(),
-            None => format!("{}:80", authority.host()),
+            None => format!("{}:{}", authority.host(), if https { 443 } else { 80 }),
         };
         Ok(HttpHook {
             uri,
             authority,
+            tls,
             timeout: config.timeout,
             cache_ttl: config.cache_ttl,
             cache_size: config.cache_size,
@@ -142,13 +173,27 @@ impl HttpHook {
         cache.insert(key, (now + self.cache_ttl, allow));
     }
 
-    /// One request and its answer.
+    /// One request and its answer, over TLS for an `https://` hook.
     async fn ask(&self, request: &HookRequest<'_>) -> HookVerdict {
         let body = request_body(request);
         let stream = match tokio::net::TcpStream::connect(self.authority.as_str()).await {
             Ok(s) => s,
             Err(e) => return HookVerdict::Unavailable(format!("cannot connect: {e}")),
         };
+        let Some((connector, name)) = &self.tls else {
+            return self.exchange(stream, body).await;
+        };
+        match connector.connect(name.clone(), stream).await {
+            Ok(tls) => self.exchange(tls, body).await,
+            Err(e) => HookVerdict::Unavailable(format!("TLS: {e}")),
+        }
+    }
+
+    /// The HTTP/1.1 POST and its answer over an open connection.
+    async fn exchange<S>(&self, stream: S, body: Vec<u8>) -> HookVerdict
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let io = hyper_util::rt::TokioIo::new(stream);
         let (mut sender, connection) = match hyper::client::conn::http1::handshake(io).await {
             Ok(pair) => pair,
@@ -193,6 +238,35 @@ impl HttpHook {
         };
         parse_answer(&body)
     }
+}
+
+/// The TLS client of an `https://` hook: TLS 1.3 or 1.2, the server certificate verified
+/// against `ca_file` or, without one, the system's trust store. No usable CA is an error: it
+/// never means "do not verify".
+fn client_config(config: &HttpAuthConfig) -> Result<ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    if config.ca_file.is_empty() {
+        // Unreadable system certificates are skipped; none at all is the error below.
+        if let Ok(certs) = rustls_native_certs::load_native_certs() {
+            roots.add_parsable_certificates(certs);
+        }
+        if roots.is_empty() {
+            return Err(format!(
+                "auth.http.url: {}: no CA certificates in the system's trust store; set auth.http.ca_file",
+                config.url
+            ));
+        }
+    } else {
+        let path = &config.ca_file;
+        for cert in crate::tls::read_certs(path).map_err(|e| format!("auth.http.ca_file: {e}"))? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("auth.http.ca_file: {path}: invalid CA certificate: {e}"))?;
+        }
+    }
+    Ok(ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// `{"result": "allow"}` or `{"result": "deny"}`; anything else is no answer.
@@ -297,8 +371,8 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_urls_with_a_host_are_taken() {
-        for bad in ["https://h/auth", "ftp://h/", "http:///auth", "not a url"] {
+    fn only_http_and_https_urls_with_a_host_are_taken() {
+        for bad in ["ftp://h/", "http:///auth", "https:///auth", "not a url"] {
             let config = HttpAuthConfig {
                 url: bad.into(),
                 ..HttpAuthConfig::default()
@@ -313,6 +387,21 @@ mod tests {
             HttpHook::new(&config).expect("valid").authority,
             "auth.internal:80"
         );
+        // A CA file only means something for https://.
+        let config = HttpAuthConfig {
+            url: "http://auth.internal/mqtt".into(),
+            ca_file: "/etc/ssl/ca.pem".into(),
+            ..HttpAuthConfig::default()
+        };
+        assert!(HttpHook::new(&config).is_err());
+        // A CA file that cannot be read is an error, not an unverified connection.
+        let config = HttpAuthConfig {
+            url: "https://auth.internal/mqtt".into(),
+            ca_file: "/nonexistent/ca.pem".into(),
+            ..HttpAuthConfig::default()
+        };
+        let err = HttpHook::new(&config).expect_err("unreadable CA file");
+        assert!(err.contains("auth.http.ca_file"), "{err}");
     }
 
     #[test]

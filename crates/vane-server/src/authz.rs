@@ -89,8 +89,9 @@ pub(crate) struct ConnectionPolicy {
     client_id: ByteString,
     peer: SocketAddr,
     logged: Mutex<HashSet<(AclAction, String)>>,
-    // A mutex only the connection's own task takes (the policy lives in its session): never
-    // contended, never held across an `.await`.
+    // Taken by the connection's own task (the policy lives in its session) and, with shared
+    // subscriptions, by publishers picking a group member: short, never held across an
+    // `.await`.
     memo: Mutex<Memo>,
 }
 

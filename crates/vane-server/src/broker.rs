@@ -114,6 +114,10 @@ impl Broker {
             max_subscriptions: config.limits.max_subscriptions_per_client,
             max_topic_length: config.limits.max_topic_length,
             max_topic_levels: config.limits.max_topic_levels,
+            max_session_expiry: config.mqtt.max_session_expiry.map_or(u32::MAX, |d| {
+                // Validated below u32::MAX seconds.
+                u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)
+            }),
         };
         let share_policy = match config.shared.policy {
             vane_config::SharePolicy::RoundRobin => SharePolicy::RoundRobin,
@@ -178,6 +182,12 @@ impl Broker {
                 peer,
             ))),
         }
+    }
+
+    /// True when clients can have topic permissions (an ACL file, or JWT whose tokens may
+    /// carry permission claims): routing then asks them.
+    pub(crate) fn authorizes(&self) -> bool {
+        self.acl.is_some() || self.methods.jwt.is_some()
     }
 
     /// A mailbox with the configured limits.
@@ -280,11 +290,16 @@ impl Broker {
                 kept.push(d);
                 continue;
             };
+            let topic = &d.message.topic;
+            let permitted = |slot: &Subscriber| slot.may_receive(topic);
             let picker = Picker {
                 policy: self.share_policy,
                 origin: d.message.origin,
                 random: rand::random(),
                 available: &can_take,
+                permitted: self
+                    .authorizes()
+                    .then_some(&permitted as &dyn Fn(&Subscriber) -> bool),
                 exclude: Some(leaving.id),
             };
             match index.pick_shared(&filter, &d.message.topic, &picker) {
@@ -403,11 +418,17 @@ impl Broker {
             }
             self.retained.write().set(retained);
         }
+        // Authorization (an ACL, or tokens with permission claims): a shared group's message
+        // goes to a member allowed to receive it, not to one that would drop it.
+        let permitted = |slot: &Subscriber| slot.may_receive(&message.topic);
         let picker = Picker {
             policy: self.share_policy,
             origin: message.origin,
             random: scratch.next_random(),
             available: &can_take,
+            permitted: self
+                .authorizes()
+                .then_some(&permitted as &dyn Fn(&Subscriber) -> bool),
             exclude: None,
         };
         self.index.read().select_into(

@@ -5,8 +5,9 @@
 //! below a lower watermark.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
@@ -94,7 +95,19 @@ pub(crate) struct Overload {
     pub refused_publishes: AtomicU64,
     /// Connections refused before CONNECT was handled.
     pub refused_connections: AtomicU64,
+    /// Refused plain-TCP connections waiting for their CONNECT, to be told 0x89.
+    refusals_waiting: AtomicUsize,
 }
+
+/// Most refused connections held at once to be told why; past this a refused connection is
+/// closed at once. In a connection storm under overload each held one costs a task and a
+/// socket, so their number is bounded rather than their rate.
+const MAX_REFUSALS_WAITING: usize = 1024;
+
+/// Longest a refused connection is held for its CONNECT (within `mqtt.connect_timeout`):
+/// clients send CONNECT right after connecting, and a refusal should not hold a socket for
+/// the full timeout a slow client is allowed.
+const REFUSAL_WAIT: Duration = Duration::from_secs(2);
 
 impl Overload {
     pub(crate) fn new() -> Overload {
@@ -104,6 +117,7 @@ impl Overload {
             dropped_qos0: AtomicU64::new(0),
             refused_publishes: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
+            refusals_waiting: AtomicUsize::new(0),
         }
     }
 
@@ -283,11 +297,22 @@ pub(crate) fn admit(
         + 1;
     debug!(%peer, refused, "connection refused: memory overload");
     if !handshake {
-        let deadline = tokio::time::Instant::now() + broker.config.mqtt.connect_timeout;
+        let waiting = &broker.overload.refusals_waiting;
+        if waiting.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSALS_WAITING {
+            waiting.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let wait = broker.config.mqtt.connect_timeout.min(REFUSAL_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
         let max_packet = broker.config.mqtt.max_packet_size.0;
-        tokio::spawn(crate::connection::refuse_busy(
-            stream, peer, deadline, max_packet,
-        ));
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            crate::connection::refuse_busy(stream, peer, deadline, max_packet).await;
+            broker
+                .overload
+                .refusals_waiting
+                .fetch_sub(1, Ordering::AcqRel);
+        });
     }
     None
 }

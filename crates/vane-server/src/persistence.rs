@@ -140,7 +140,9 @@ pub(crate) async fn restore(broker: &Arc<Broker>, recovered: Recovered) {
             .unwrap_or(Duration::ZERO);
         let offline_secs = u32::try_from(offline_for.as_secs()).unwrap_or(u32::MAX);
         let will = record.will;
-        if record.expiry != u32::MAX && offline_secs >= record.expiry {
+        // A cap lowered since the session was stored applies to it too.
+        let expiry = record.expiry.min(broker.session_config.max_session_expiry);
+        if expiry != u32::MAX && offline_secs >= expiry {
             // [MQTT-3.1.2-23] the session expired while the broker was down.
             ops.push(Op::DeleteSession(record.client_id.clone()));
             due_wills.extend(will);
@@ -159,7 +161,7 @@ pub(crate) async fn restore(broker: &Arc<Broker>, recovered: Recovered) {
             broker.session_config.clone(),
             now,
         );
-        session.restore(record.version, record.expiry);
+        session.restore(record.version, expiry);
         broker.index_subscriptions(&slot, &record.subscriptions);
         for sub in record.subscriptions {
             session.restore_subscription(sub);
@@ -189,7 +191,7 @@ pub(crate) async fn restore(broker: &Arc<Broker>, recovered: Recovered) {
                 seq,
             });
         }
-        let expiry_left = match record.expiry {
+        let expiry_left = match expiry {
             u32::MAX => u32::MAX,
             e => e - offline_secs,
         };

@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, OwnedMutexGuard};
-use vane_core::session::Will;
+use vane_core::session::{TopicPolicy, Will};
 use vane_core::Session;
 use vane_proto::ByteString;
 
@@ -47,6 +47,10 @@ pub(crate) struct SessionSlot {
     /// The user name that owns this client id while the session exists (`auth.bind_client_id`);
     /// a persistent session keeps it in its store record.
     bound_to: Mutex<Option<Arc<str>>>,
+    /// The topic permissions of the connection that last served the session (the session
+    /// holds the same), for routing: a shared-subscription message goes only to a member that
+    /// may receive it. `None`: no authorization configured.
+    policy: RwLock<Option<Arc<dyn TopicPolicy>>>,
 }
 
 /// The outcome of [`SessionSlot::bind`].
@@ -64,6 +68,20 @@ pub(crate) enum Bind {
 pub(crate) type SessionGuard = OwnedMutexGuard<Option<Box<Session>>>;
 
 impl SessionSlot {
+    /// Sets the topic permissions of the connection now serving the session.
+    pub(crate) fn set_policy(&self, policy: Option<Arc<dyn TopicPolicy>>) {
+        *self.policy.write() = policy;
+    }
+
+    /// May the session's client receive a message on `topic`? True when no authorization
+    /// is configured.
+    pub(crate) fn may_receive(&self, topic: &str) -> bool {
+        self.policy
+            .read()
+            .as_ref()
+            .is_none_or(|p| p.may_receive(topic))
+    }
+
     /// Binds the client id to `username` if nobody owns it yet, or checks that `username` is
     /// its owner. An anonymous client (`None`) binds nothing and may not use an owned id.
     pub(crate) fn bind(&self, username: Option<&str>) -> Bind {
@@ -201,6 +219,7 @@ impl SessionRegistry {
             pending_will: Mutex::new(None),
             persistent: AtomicBool::new(false),
             bound_to: Mutex::new(None),
+            policy: RwLock::new(None),
         });
         slots.insert(client_id.clone(), slot.clone());
         slot

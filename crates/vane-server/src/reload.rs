@@ -1,7 +1,7 @@
 //! Reloading what the broker reads from files while it runs (SIGHUP): the ACL, the password
-//! file, the ban list and TLS certificates. A file that cannot be read or parsed keeps what is in force and is reported with its
-//! line and reason. Each file is a step of its own in [`reload`], so that other files (TLS
-//! certificates, a ban list) can be added as further steps.
+//! file, the JWT key, the ban list and TLS certificates. A file that cannot be read or parsed
+//! keeps what is in force and is reported with its line and reason. Each file is a step of
+//! its own in [`reload`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub struct ReloadHandle {
 }
 
 impl ReloadHandle {
-    /// Reads the ACL, the password file, the ban list and the TLS listeners' certificates,
+    /// Reads the ACL, the password file, the JWT key, the ban list and the TLS listeners' certificates,
     /// keys and client CAs again (those that are configured). The new ACL
     /// applies at once to every check, including every delivery to clients already
     /// connected; clients whose password-file user was removed or whose password changed are
@@ -51,6 +51,9 @@ pub(crate) fn reload(broker: &Broker) -> Result<(), ReloadError> {
     }
     if let Err(e) = reload_passwords(broker) {
         failures.push(format!("password file: {e}"));
+    }
+    if let Err(e) = reload_jwt_key(broker) {
+        failures.push(format!("JWT key: {e}"));
     }
     // A new ban also disconnects the connected clients it names (MQTT 5.0: 0x98).
     if let Err(e) = broker.limits.reload_bans() {
@@ -106,5 +109,20 @@ fn reload_passwords(broker: &Broker) -> Result<(), String> {
             );
         }
     }
+    Ok(())
+}
+
+/// Reads the JWT key (secret file, public key or JWKS file) again: a rotated key applies to
+/// the next CONNECT. Clients already connected stay: their token was valid when they
+/// connected, and a token carries no revocation.
+fn reload_jwt_key(broker: &Broker) -> Result<(), String> {
+    let Some(cell) = &broker.methods.jwt else {
+        return Ok(());
+    };
+    let Some(new) = crate::auth::load_jwt(&broker.config.auth)? else {
+        return Ok(());
+    };
+    *cell.write() = Arc::new(new);
+    tracing::info!("JWT key reloaded: it applies to every new CONNECT");
     Ok(())
 }

@@ -235,7 +235,7 @@ pub(crate) fn certificate_name(der: &[u8], mode: CertIdentity) -> Option<String>
 }
 
 /// Every certificate in a PEM file; none is an error.
-fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     let certs = rustls_pemfile::certs(&mut BufReader::new(file))
         .collect::<Result<Vec<_>, _>>()

@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod client;
 mod logging;
+mod open_files;
 mod passwd;
 mod pub_cmd;
 mod serve;

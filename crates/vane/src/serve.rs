@@ -76,6 +76,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     crate::logging::init(&config.log.level, config.log.format);
+    // Before the connection cap (`limits.max_connections` = 0) is derived from it.
+    crate::open_files::raise_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

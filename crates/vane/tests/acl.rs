@@ -369,6 +369,58 @@ async fn deliveries_are_checked_per_topic_retained_live_and_shared() {
     broker.stop().await;
 }
 
+// A shared group's message goes to a member allowed to receive it: a member whose rules
+// forbid the topic is skipped, not picked and made to drop the message (the group would lose
+// it). MQTT 5.0 section 4.8.2: each message goes to one member of the group.
+#[tokio::test]
+async fn a_shared_group_gives_each_message_to_a_member_allowed_to_receive_it() {
+    let files = Files::new("shared-pick", ACL, &USERS);
+    let broker = TestBroker::start(|c| {
+        c.acl.file = files.acl().display().to_string();
+        c.auth.password_file = files.passwd().display().to_string();
+        c.listeners[0].allow_anonymous = Some(true);
+        c.shared.policy = vane_config::SharePolicy::RoundRobin;
+    })
+    .await;
+    let addr = broker.addr();
+    for version in VERSIONS {
+        let group = format!("$share/{}/sensors/#", unique_id("g"));
+        // spy may receive everything; dash may not receive sensors/+/secret.
+        let mut spy =
+            TestClient::connect(addr, connect_as(version, Some("spy"), &unique_id("s"))).await;
+        let mut dash =
+            TestClient::connect(addr, connect_as(version, Some("dash"), &unique_id("d"))).await;
+        for c in [&mut spy, &mut dash] {
+            c.send(subscribe(1, &group, 1)).await;
+            c.expect(suback(1, &[1])).await;
+        }
+        let mut alice =
+            TestClient::connect(addr, connect_as(version, Some("alice"), &unique_id("a"))).await;
+        for id in 1..=6 {
+            alice
+                .send(publish("sensors/alice/secret", 1, id, b"s"))
+                .await;
+            acked(&mut alice, id).await;
+        }
+        for _ in 1..=6 {
+            let p = spy.recv_publish().await;
+            assert_eq!(&*p.topic, "sensors/alice/secret");
+            spy.send(puback(p.packet_id.expect("QoS 1").get())).await;
+        }
+        dash.expect_nothing(Duration::from_millis(300)).await;
+        // Topics both may receive are still shared between them.
+        for id in 7..=10 {
+            alice.send(publish("sensors/alice/temp", 1, id, b"t")).await;
+            acked(&mut alice, id).await;
+        }
+        let p = dash.recv_publish().await;
+        assert_eq!(&*p.topic, "sensors/alice/temp");
+        // The rest of the shared messages are still on their way: closed without waiting.
+        drop((spy, dash, alice));
+    }
+    broker.stop().await;
+}
+
 // P2P topics are checked as ordinary topics: on publish (the publisher's rules) and on
 // delivery (the receiver's rules).
 #[tokio::test]

@@ -247,6 +247,55 @@ async fn the_secret_can_come_from_a_file_and_issuer_is_checked() {
 }
 
 #[tokio::test]
+async fn a_rotated_key_file_applies_after_a_reload_and_a_missing_one_keeps_the_old_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("jwt.secret");
+    std::fs::write(&path, "first-secret").expect("write secret");
+    let broker = TestBroker::start(|c| {
+        c.auth.jwt.secret_file = path.display().to_string();
+    })
+    .await;
+    let addr = broker.addr();
+    let signed = |secret: &str| {
+        let token = token_signed_with(secret, json!({"sub": "a", "exp": now() + 600}));
+        with_login(connect_v5(&unique_id("rotate")), None, &token)
+    };
+    assert_eq!(
+        ack(addr, signed("first-secret")).await,
+        ConnAckReason::Success
+    );
+    let mut before = TestClient::connect(addr, signed("first-secret")).await;
+
+    std::fs::write(&path, "second-secret").expect("rotate the secret");
+    broker.reload().expect("the new key loads");
+    assert_eq!(
+        ack(addr, signed("second-secret")).await,
+        ConnAckReason::Success
+    );
+    assert_eq!(
+        ack(addr, signed("first-secret")).await,
+        ConnAckReason::BadUserNameOrPassword,
+        "the old key no longer verifies"
+    );
+    // A client that connected with a token valid at the time stays connected.
+    still_connected(&mut before).await;
+
+    // A key file that cannot be read never means "allow" and never drops the key in force.
+    std::fs::remove_file(&path).expect("remove the key file");
+    let err = broker.reload().expect_err("the key file is gone");
+    assert!(err.to_string().contains("JWT key"), "{err}");
+    assert_eq!(
+        ack(addr, signed("second-secret")).await,
+        ConnAckReason::Success
+    );
+    assert_eq!(
+        ack(addr, signed("first-secret")).await,
+        ConnAckReason::BadUserNameOrPassword
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn es256_tokens_verify_against_a_public_key_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key");
@@ -371,22 +420,40 @@ enum Answer {
 /// A tiny HTTP server: reads one request per connection, records its JSON body, answers by
 /// the password it carries (`allow`, `deny`, `500`, `garbage`, `silence`).
 struct Hook {
-    addr: SocketAddr,
+    url: String,
     requests: Arc<AtomicUsize>,
     last: Arc<parking_lot::Mutex<Option<Value>>>,
 }
 
 impl Hook {
     async fn start() -> Hook {
+        Hook::serve(None).await
+    }
+
+    /// The hook over TLS (`https://`), with the certificate `tls` serves.
+    async fn start_tls(tls: tokio_rustls::TlsAcceptor) -> Hook {
+        Hook::serve(Some(tls)).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Hook {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind hook");
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(AtomicUsize::new(0));
         let last = Arc::new(parking_lot::Mutex::new(None));
         let (count, record) = (requests.clone(), last.clone());
         tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let (count, record) = (count.clone(), record.clone());
+            while let Ok((stream, _)) = listener.accept().await {
+                let (count, record, tls) = (count.clone(), record.clone(), tls.clone());
                 tokio::spawn(async move {
+                    let mut stream: Box<dyn Stream> = match tls {
+                        None => Box::new(stream),
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(s) => Box::new(s),
+                            // A client that does not trust the certificate hangs up here.
+                            Err(_) => return,
+                        },
+                    };
                     let Some(body) = read_request(&mut stream).await else {
                         return;
                     };
@@ -420,14 +487,14 @@ impl Hook {
             }
         });
         Hook {
-            addr,
+            url: format!("{scheme}://{addr}/mqtt/auth"),
             requests,
             last,
         }
     }
 
     fn url(&self) -> String {
-        format!("http://{}/mqtt/auth", self.addr)
+        self.url.clone()
     }
 
     fn requests(&self) -> usize {
@@ -435,8 +502,12 @@ impl Hook {
     }
 }
 
+/// A hook connection, plain or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for S {}
+
 /// The body of one HTTP/1.1 request with a Content-Length.
-async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+async fn read_request(stream: &mut Box<dyn Stream>) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -505,6 +576,54 @@ async fn hook_allow_accepts_and_deny_refuses_with_bad_user_name_or_password() {
             );
         }
     }
+    broker.stop().await;
+}
+
+/// A TLS acceptor serving a certificate for 127.0.0.1 signed by `ca`.
+fn hook_tls(ca: &test_support::certs::Issued) -> tokio_rustls::TlsAcceptor {
+    let leaf = test_support::certs::server_cert(ca);
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(leaf.key.serialize_der()).expect("server key");
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.cert.der().clone()], key)
+        .expect("server config");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn an_https_hook_is_asked_over_tls_and_its_certificate_verified() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = test_support::certs::ca("hook CA");
+    ca.write(dir.path(), "hook-ca");
+    let stranger = test_support::certs::ca("another CA");
+    stranger.write(dir.path(), "other-ca");
+    let hook = Hook::start_tls(hook_tls(&ca)).await;
+    assert!(hook.url().starts_with("https://"));
+
+    let ca_file = dir.path().join("hook-ca.pem").display().to_string();
+    let broker = hook_broker(&hook, |c| c.auth.http.ca_file = ca_file).await;
+    let addr = broker.addr();
+    let c = with_login(connect_v5(&unique_id("tls-hook")), Some("alice"), "allow");
+    assert_eq!(ack(addr, c).await, ConnAckReason::Success);
+    let c = with_login(connect_v5(&unique_id("tls-hook")), Some("alice"), "deny");
+    assert_eq!(ack(addr, c).await, ConnAckReason::BadUserNameOrPassword);
+    assert_eq!(hook.requests(), 2);
+    broker.stop().await;
+
+    // A hook whose certificate does not chain to the CA is never asked: no answer, 0x88.
+    let other = dir.path().join("other-ca.pem").display().to_string();
+    let broker = hook_broker(&hook, |c| c.auth.http.ca_file = other).await;
+    let c = with_login(connect_v5(&unique_id("tls-hook")), Some("alice"), "allow");
+    assert_eq!(
+        ack(broker.addr(), c).await,
+        ConnAckReason::ServerUnavailable
+    );
+    assert_eq!(
+        hook.requests(),
+        2,
+        "no request went to an unverified server"
+    );
     broker.stop().await;
 }
 

@@ -239,3 +239,54 @@ fn serve_check_loads_the_password_file_and_reports_anonymous_clients() {
     let _ = std::fs::remove_file(passwd);
     let _ = std::fs::remove_file(config);
 }
+
+/// The soft and hard open file limits of a running process, from /proc.
+#[cfg(target_os = "linux")]
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("an open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_owned(), fields[4].to_owned())
+}
+
+// A broker started with a low soft open file limit (a login shell's 1024, say) raises it to
+// the hard limit, or it could serve only about that many clients.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn serve_raises_a_low_soft_open_file_limit_to_the_hard_limit() {
+    let addr = free_loopback_addr();
+    let child = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -S -n 256 && exec \"$0\" serve --bind \"$1\" --durability memory",
+            VANE,
+            &addr.to_string(),
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vane serve under sh");
+    let mut vane = Vane(child);
+    vane.wait_listening(addr).await;
+    let (soft, hard) = open_file_limits(vane.0.id());
+    assert_ne!(soft, "256", "the soft limit was not raised");
+    let expected = if hard == "unlimited" {
+        "1048576"
+    } else {
+        &hard
+    };
+    assert_eq!(soft, expected, "raised to the hard limit (capped at 2^20)");
+    let status = Command::new("kill")
+        .args(["-TERM", &vane.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    vane.wait_exit(Duration::from_secs(5));
+    let log = vane.stderr();
+    assert!(log.contains("open file limit raised"), "{log}");
+}

@@ -289,3 +289,28 @@ async fn a_session_that_expired_while_the_broker_was_down_is_gone() {
     );
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn max_session_expiry_ends_stored_v3_sessions_after_a_restart_too() {
+    // MQTT 3.1.1 persistent sessions never expire by the protocol; `mqtt.max_session_expiry`
+    // caps them, including sessions stored before the cap was configured.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path()).await;
+    persistent_subscriber(&broker, "v3-capped", "capped/#", 1).await;
+    broker.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let store_dir = dir.path().display().to_string();
+    let broker = TestBroker::start(move |c| {
+        c.store.durability = vane_config::Durability::Sync;
+        c.store.dir = store_dir;
+        c.mqtt.max_session_expiry = Some(Duration::from_secs(1));
+    })
+    .await;
+    let (_c, ack) =
+        TestClient::connect_with_ack(broker.addr(), connect_v311_persistent("v3-capped")).await;
+    assert!(
+        !ack.session_present,
+        "offline for longer than the cap, the session is gone"
+    );
+    broker.stop().await;
+}

@@ -1233,6 +1233,29 @@ async fn persistent_session_keeps_subscriptions_and_queues_qos1() {
 }
 
 #[tokio::test]
+async fn max_session_expiry_ends_a_v3_persistent_session() {
+    // MQTT 3.1.1 has no session expiry: a Clean Session 0 session lasts until a Clean Session
+    // 1 connection [MQTT-3.1.2-4]. `mqtt.max_session_expiry` is the operator's cap on that, so
+    // abandoned devices do not hold sessions for ever; after it [MQTT-3.2.2-1] Session Present
+    // is 0 and the messages queued for the session are gone with it.
+    let broker = TestBroker::start(|c| {
+        c.mqtt.max_session_expiry = Some(Duration::from_secs(1));
+    })
+    .await;
+    let mut sub = TestClient::connect(broker.addr(), connect_v311_persistent("capped-v3")).await;
+    sub.send(subscribe(1, "capped/t", 1)).await;
+    sub.expect(suback(1, &[1])).await;
+    sub.disconnect().await;
+    let mut publisher = connected(broker.addr(), "pub").await;
+    publish_acked(&mut publisher, "capped/t", 1, "queued").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (mut sub, ack) =
+        TestClient::connect_with_ack(broker.addr(), connect_v311_persistent("capped-v3")).await;
+    assert!(!ack.session_present, "the cap ran out 0.5 s ago");
+    sub.expect_nothing(QUIET).await;
+}
+
+#[tokio::test]
 async fn clean_session_discards_the_previous_session() {
     // [MQTT-3.1.2-6] Clean Session 1 discards the stored session; [MQTT-3.2.2-1] Session
     // Present 0. Its state is not reused by a later persistent connection either.

@@ -100,6 +100,60 @@ async fn session_is_discarded_when_its_expiry_interval_passes() {
 }
 
 #[tokio::test]
+async fn max_session_expiry_caps_what_a_client_asks_for_and_connack_says_so() {
+    // Section 3.2.2.3.2: a server that uses another Session Expiry Interval than the client's
+    // sends it in CONNACK; `mqtt.max_session_expiry` caps it. A request within the cap is
+    // granted as asked, without the property.
+    let broker = TestBroker::start(|c| {
+        c.mqtt.max_session_expiry = Some(Duration::from_secs(2));
+    })
+    .await;
+    for (asked, told) in [
+        (Some(3600), Some(2)),
+        (Some(u32::MAX), Some(2)),
+        (Some(1), None),
+    ] {
+        let mut c = connect_v5(&unique_id("expiry-cap"));
+        c.clean_start = false;
+        c.properties.session_expiry_interval = asked;
+        let (_c, ack) = TestClient::connect_with_ack(broker.addr(), c).await;
+        assert_eq!(ack.reason, ConnAckReason::Success);
+        assert_eq!(
+            ack.properties.session_expiry_interval, told,
+            "asked for {asked:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_session_capped_by_max_session_expiry_ends_after_the_cap() {
+    // The cap is the interval in force: the session is gone once it has passed, whatever the
+    // client asked for, so [MQTT-3.2.2-3] Session Present is 0.
+    let broker = TestBroker::start(|c| {
+        c.mqtt.max_session_expiry = Some(Duration::from_secs(1));
+    })
+    .await;
+    let mut c = connect_v5("expiry-capped");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(3600);
+    let mut first = TestClient::connect(broker.addr(), c.clone()).await;
+    // A DISCONNECT asking for more is held to the cap too.
+    first
+        .send(Packet::Disconnect(Disconnect {
+            reason: DisconnectReason::NormalDisconnection,
+            properties: DisconnectProperties {
+                session_expiry_interval: Some(7200),
+                ..Default::default()
+            },
+        }))
+        .await;
+    assert_eq!(first.expect_closed().await, None);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_c, ack) = TestClient::connect_with_ack(broker.addr(), c).await;
+    assert!(!ack.session_present, "the cap ran out 0.5 s ago");
+}
+
+#[tokio::test]
 async fn disconnect_can_end_the_session() {
     // Section 3.14.2.2.2: the client may change the Session Expiry Interval in DISCONNECT; 0
     // ends the session now, so [MQTT-3.2.2-3] a later Clean Start 0 gets Session Present 0.

@@ -46,6 +46,10 @@ pub struct SessionConfig {
     pub max_topic_length: usize,
     /// Most levels in a topic name or filter. 0: no limit.
     pub max_topic_levels: usize,
+    /// Longest Session Expiry Interval, in seconds, the broker grants (`mqtt.max_session_expiry`);
+    /// `u32::MAX`: no cap. Also ends MQTT 3.x persistent sessions, which would otherwise never
+    /// expire.
+    pub max_session_expiry: u32,
 }
 
 impl SessionConfig {
@@ -73,6 +77,7 @@ impl Default for SessionConfig {
             max_subscriptions: 0,
             max_topic_length: 65_535,
             max_topic_levels: 0,
+            max_session_expiry: u32::MAX,
         }
     }
 }
@@ -318,7 +323,8 @@ impl Session {
             ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
             _ if connect.clean_start => 0,
             _ => u32::MAX,
-        };
+        }
+        .min(self.config.max_session_expiry);
         self.will = connect.will.as_ref().map(|w| {
             Box::new(Will {
                 message: Message {
@@ -349,7 +355,7 @@ impl Session {
     /// flows with [`Session::restore_inflight`] and [`Session::restore_inbound_qos2`]).
     pub fn restore(&mut self, version: ProtocolVersion, session_expiry: u32) {
         self.version = version;
-        self.session_expiry = session_expiry;
+        self.session_expiry = session_expiry.min(self.config.max_session_expiry);
     }
 
     /// Restores a QoS 2 packet id received and acknowledged with PUBREC before a restart: a
@@ -452,7 +458,7 @@ impl Session {
                     if self.session_expiry == 0 && expiry != 0 {
                         return Err(SessionError::SessionExpiryRaised);
                     }
-                    self.session_expiry = expiry;
+                    self.session_expiry = expiry.min(self.config.max_session_expiry);
                 }
                 // [MQTT-3.14.4-3] a normal DISCONNECT discards the will; v5 0x04 keeps it.
                 if d.reason != DisconnectReason::DisconnectWithWillMessage {

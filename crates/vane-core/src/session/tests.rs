@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use vane_proto::{
     Auth, AuthProperties, AuthReason, ByteString, ConnAck, ConnAckReason, Connect, Decoder,
-    Disconnect, DisconnectReason, LastWill, Packet, PacketId, PacketType, ProtocolVersion, PubAck,
-    PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel, PubRelReason, Publish,
-    PublishProperties, QoS, SubAck, SubAckReason, Subscribe, SubscribeProperties,
-    SubscriptionOptions, UnsubAck, UnsubAckReason, Unsubscribe, WillProperties,
-    DEFAULT_MAX_PACKET_SIZE,
+    Disconnect, DisconnectProperties, DisconnectReason, LastWill, Packet, PacketId, PacketType,
+    ProtocolVersion, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel,
+    PubRelReason, Publish, PublishProperties, QoS, SubAck, SubAckReason, Subscribe,
+    SubscribeProperties, SubscriptionOptions, UnsubAck, UnsubAckReason, Unsubscribe,
+    WillProperties, DEFAULT_MAX_PACKET_SIZE,
 };
 
 use super::{Action, NewSubscription, PendingAck, Session, SessionConfig, SessionError};
@@ -3663,4 +3663,51 @@ mod topic_policy {
         assert!(matches!(&packets[0], Packet::Publish(p) if &*p.topic == "ok/x" && p.dup));
         assert_eq!(s.inflight_len(), 1);
     }
+}
+
+#[test]
+fn max_session_expiry_caps_connect_disconnect_and_restore() {
+    // `SessionConfig::max_session_expiry` is the longest interval granted: at CONNECT (MQTT 5.0
+    // asked, or an MQTT 3.x persistent session's "never"), at DISCONNECT and on restore.
+    let clock = Clock::new();
+    let config = SessionConfig {
+        max_session_expiry: 60,
+        ..SessionConfig::default()
+    };
+    let mut v5 = connect_v5("capped");
+    v5.properties.session_expiry_interval = Some(3600);
+    let mut s = session_with(&v5, config.clone(), clock.at(0));
+    assert_eq!(s.session_expiry(), 60);
+    let disconnect = Disconnect {
+        reason: DisconnectReason::NormalDisconnection,
+        properties: DisconnectProperties {
+            session_expiry_interval: Some(u32::MAX),
+            ..Default::default()
+        },
+    };
+    assert!(s
+        .handle_packet(Packet::Disconnect(disconnect), clock.at(1))
+        .is_ok());
+    assert_eq!(s.session_expiry(), 60);
+
+    v5.properties.session_expiry_interval = Some(30);
+    assert_eq!(
+        session_with(&v5, config.clone(), clock.at(0)).session_expiry(),
+        30,
+        "within the cap: as asked"
+    );
+    let mut v3 = connect_v311("capped-v3");
+    v3.clean_start = false;
+    assert_eq!(
+        session_with(&v3, config.clone(), clock.at(0)).session_expiry(),
+        60
+    );
+    v3.clean_start = true;
+    assert_eq!(
+        session_with(&v3, config.clone(), clock.at(0)).session_expiry(),
+        0
+    );
+    let mut restored = Session::new(SID, "r".into(), config, clock.at(0));
+    restored.restore(ProtocolVersion::V3_1_1, u32::MAX);
+    assert_eq!(restored.session_expiry(), 60);
 }

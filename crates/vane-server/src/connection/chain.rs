@@ -191,7 +191,7 @@ async fn password_file(broker: &Broker, connect: &Connect) -> Decision {
 
 /// Decides when the password is a JSON Web Token; passes other passwords on.
 fn jwt(broker: &Broker, username: Option<&str>, password: Option<&[u8]>) -> Decision {
-    let (Some(verifier), Some(token)) = (&broker.methods.jwt, password) else {
+    let (Some(verifier), Some(token)) = (broker.methods.jwt(), password) else {
         return Decision::Pass;
     };
     if !vane_auth::jwt::looks_like_jwt(token) {

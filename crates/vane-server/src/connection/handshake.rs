@@ -399,12 +399,14 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     // Before anything is resent or delivered: the permissions are this connection's, and a
     // session taken over from another identity must not keep that one's.
     // A token's permission claims narrow whatever the ACL allows.
-    session.set_policy(broker.topic_policy(
+    let policy = broker.topic_policy(
         identity.username.as_deref(),
         &client_id,
         origin.peer,
         identity.permissions.clone(),
-    ));
+    );
+    slot.set_policy(policy.clone());
+    session.set_policy(policy);
     let mut connack = ConnAck::new(ConnAckReason::Success, session_present);
     if version.is_v5() {
         let mut properties = connack_properties(broker);
@@ -413,6 +415,12 @@ pub(crate) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             // MQTT 5.0 section 3.2.2.3.14: the client must use the Server Keep Alive instead.
             session.set_keep_alive(max_keep_alive);
             properties.server_keep_alive = Some(max_keep_alive);
+        }
+        let requested = connect.properties.session_expiry_interval.unwrap_or(0);
+        if requested > session.session_expiry() {
+            // MQTT 5.0 section 3.2.2.3.2: the server tells the client the Session Expiry
+            // Interval it uses when it is not the one asked for (`mqtt.max_session_expiry`).
+            properties.session_expiry_interval = Some(session.session_expiry());
         }
         let prefix = &broker.config.mqtt.response_topic_prefix;
         if connect.properties.request_response_information == Some(true) && !prefix.is_empty() {

@@ -87,6 +87,7 @@ pub fn run(args: ConnArgs) -> anyhow::Result<()> {
     } else {
         u64::from(args.connections)
     };
+    crate::open_files::raise_limit();
     match common::open_files_limit() {
         Some(limit) if n + SPARE_FDS > limit => bail!(
             "{n} connections need about {} open files, but this process may open only {limit} \
