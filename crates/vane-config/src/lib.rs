@@ -156,6 +156,10 @@ pub struct ListenerConfig {
     /// [`AuthMethod`]. A method listed here must be configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<Vec<AuthMethod>>,
+    /// Every connection starts with a PROXY protocol header (HAProxy's, version 1 or 2) from
+    /// the load balancer in front of this listener, naming the client's address; connections
+    /// without one are closed. Only for listeners that nothing but the balancer can reach.
+    pub proxy_protocol: bool,
     /// MQTT over WebSocket (MQTT 5.0 section 6) on this listener: every connection starts with
     /// an HTTP upgrade. With `tls` too, it is wss://. Absent (the default): MQTT straight over
     /// TCP (or TLS).
@@ -309,6 +313,7 @@ impl Default for ListenerConfig {
             allow_anonymous: None,
             max_connections: 0,
             auth: None,
+            proxy_protocol: false,
             websocket: None,
         }
     }

@@ -14,6 +14,7 @@ mod listener;
 mod mailbox;
 mod overload;
 mod persistence;
+mod proxy_protocol;
 mod registry;
 mod reload;
 mod server;

@@ -1,16 +1,20 @@
-//! The TCP accept loop: one task per accepted connection, which runs the TLS handshake first
-//! on a TLS listener, and the WebSocket upgrade (after TLS, if any) on a WebSocket listener.
+//! The TCP accept loop: one task per accepted connection, which reads the PROXY protocol
+//! header first on a listener behind a balancer, then runs the TLS handshake on a TLS
+//! listener, and the WebSocket upgrade (after TLS, if any) on a WebSocket listener.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, error};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, error, info};
 
 use crate::auth::ListenerAuth;
 use crate::broker::Broker;
 use crate::connection::{self, Origin};
+use crate::proxy_protocol;
 use crate::tls::{self, TlsListener};
 use crate::websocket::{self, WebSocketListener};
 
@@ -22,6 +26,7 @@ pub(crate) async fn run_tcp(
     index: usize,
     tls: Option<Arc<TlsListener>>,
     websocket: Option<Arc<WebSocketListener>>,
+    proxy_protocol: bool,
     auth: Arc<ListenerAuth>,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
@@ -35,50 +40,48 @@ pub(crate) async fn run_tcp(
                     // allocated for the connection: a storm of connections that are refused
                     // costs an accept and a close each. The client's MQTT version is not known
                     // yet, so it gets no CONNACK, just the close (counted and logged in summary).
-                    let permit = match broker.limits.admit(index, peer) {
-                        Ok(permit) => permit,
-                        Err(_) => {
-                            drop(stream);
-                            continue;
-                        }
+                    // Behind a PROXY protocol balancer every connection comes from the balancer:
+                    // only the caps are checked here, the client's address once its header is read.
+                    let admitted = if proxy_protocol {
+                        broker.limits.admit_slot(index)
+                    } else {
+                        broker.limits.admit(index, peer)
                     };
-                    let Some(stream) = crate::overload::admit(&broker, stream, peer, tls.is_some() || websocket.is_some()) else { continue };
+                    let Ok(permit) = admitted else {
+                        drop(stream);
+                        continue;
+                    };
+                    let answers_busy = tls.is_none() && websocket.is_none() && !proxy_protocol;
+                    let Some(stream) = crate::overload::admit(&broker, stream, peer, !answers_busy) else { continue };
                     // Small packets are the norm: send them at once, batching is done above.
                     let _ = stream.set_nodelay(true);
                     debug!(%peer, "connection accepted");
                     let connect_deadline = tokio::time::Instant::now() + broker.config.mqtt.connect_timeout;
-                    match &tls {
-                        // The handshake runs in the connection's own task, so a slow one holds
-                        // up no one else.
-                        // The acceptor of the moment: a reload changes it for new connections.
-                        Some(tls_listener) => {
-                            let (broker, auth, acceptor, websocket, shutdown) = (broker.clone(), auth.clone(), tls_listener.acceptor(), websocket.clone(), shutdown.clone());
-                            // The connection's future is made inside the task's: made outside and
-                            // moved in, it would be stored twice (captured, then awaited), doubling
-                            // every connection's memory (measured: 3.9 to 7.0 KiB per idle one).
-                            tokio::spawn(async move {
-                                let _permit = permit;
-                                tls::serve(broker, peer, auth, stream, acceptor, websocket, connect_deadline, shutdown).await;
-                            });
-                        }
-                        None => {
-                            let origin = Origin { peer, listener: auth.clone(), cert_name: None };
-                            if let Some(websocket) = &websocket {
-                                let (broker, websocket, shutdown) = (broker.clone(), websocket.clone(), shutdown.clone());
-                                tokio::spawn(async move {
-                                    let _permit = permit;
-                                    websocket::serve(broker, origin, stream, websocket, connect_deadline, shutdown).await;
-                                });
-                                continue;
+                    // The acceptor of the moment: a reload changes it for new connections.
+                    let transport = Transport {
+                        tls: tls.as_ref().map(|t| t.acceptor()),
+                        websocket: websocket.clone(),
+                        auth: auth.clone(),
+                    };
+                    let (broker, shutdown) = (broker.clone(), shutdown.clone());
+                    // Everything else runs in the connection's own task, so a slow handshake
+                    // holds up no one else. The connection's future is made inside the task's:
+                    // made outside and moved in, it would be stored twice (captured, then
+                    // awaited), doubling every connection's memory (measured: 3.9 to 7.0 KiB
+                    // per idle one).
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let mut stream = stream;
+                        let peer = if proxy_protocol {
+                            match client_address(&broker, &mut stream, peer, connect_deadline).await {
+                                Some(client) => client,
+                                None => return,
                             }
-                            let (reader, writer) = stream.into_split();
-                            let (broker, shutdown) = (broker.clone(), shutdown.clone());
-                            tokio::spawn(async move {
-                                let _permit = permit;
-                                connection::serve(broker, origin, reader, writer, connect_deadline, shutdown).await;
-                            });
-                        }
-                    }
+                        } else {
+                            peer
+                        };
+                        serve(broker, stream, peer, transport, connect_deadline, shutdown).await;
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors or a transient error: back off instead of spinning.
@@ -88,4 +91,87 @@ pub(crate) async fn run_tcp(
             }
         }
     }
+}
+
+/// How a listener's connections are served once admitted.
+struct Transport {
+    tls: Option<TlsAcceptor>,
+    websocket: Option<Arc<WebSocketListener>>,
+    auth: Arc<ListenerAuth>,
+}
+
+/// Serves one admitted connection from `peer`: TLS handshake first on a TLS listener, the
+/// WebSocket upgrade (after TLS, if any) on a WebSocket listener, then MQTT.
+async fn serve(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    transport: Transport,
+    connect_deadline: tokio::time::Instant,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Transport {
+        tls,
+        websocket,
+        auth,
+    } = transport;
+    if let Some(acceptor) = tls {
+        tls::serve(
+            broker,
+            peer,
+            auth,
+            stream,
+            acceptor,
+            websocket,
+            connect_deadline,
+            shutdown,
+        )
+        .await;
+        return;
+    }
+    let origin = Origin {
+        peer,
+        listener: auth,
+        cert_name: None,
+    };
+    if let Some(websocket) = websocket {
+        websocket::serve(
+            broker,
+            origin,
+            stream,
+            websocket,
+            connect_deadline,
+            shutdown,
+        )
+        .await;
+        return;
+    }
+    let (reader, writer) = stream.into_split();
+    connection::serve(broker, origin, reader, writer, connect_deadline, shutdown).await;
+}
+
+/// Reads the PROXY protocol header (within the connect deadline) and admits the client's
+/// address it names: bans and the connection rate per source apply to the client, not to
+/// the balancer. `None`: the connection is to be closed (logged).
+async fn client_address(
+    broker: &Broker,
+    stream: &mut TcpStream,
+    balancer: SocketAddr,
+    connect_deadline: tokio::time::Instant,
+) -> Option<SocketAddr> {
+    let read = proxy_protocol::read_source(stream, balancer);
+    let client = match tokio::time::timeout_at(connect_deadline, read).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => {
+            info!(peer = %balancer, error = %e, "closing a connection on a PROXY protocol listener");
+            return None;
+        }
+        Err(_) => {
+            debug!(peer = %balancer, "no PROXY protocol header within the connect timeout, closing");
+            return None;
+        }
+    };
+    broker.limits.admit_source(client).ok()?;
+    debug!(peer = %client, balancer = %balancer, "PROXY protocol header read");
+    Some(client)
 }

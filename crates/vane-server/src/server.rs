@@ -201,6 +201,7 @@ impl Server {
                 index,
                 tls,
                 websocket,
+                self.broker.config.listeners[index].proxy_protocol,
                 auth,
                 self.broker.clone(),
                 stop_rx.clone(),

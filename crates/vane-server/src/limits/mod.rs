@@ -168,6 +168,14 @@ impl Limits {
         listener: usize,
         peer: SocketAddr,
     ) -> Result<ConnectionPermit, Refusal> {
+        self.admit_source(peer)?;
+        self.admit_slot(listener)
+    }
+
+    /// The checks of [`Limits::admit`] that depend on where the connection comes from: banned
+    /// addresses and the connection rate per source. Behind a PROXY protocol balancer they
+    /// run once the header has named the client.
+    pub(crate) fn admit_source(&self, peer: SocketAddr) -> Result<(), Refusal> {
         let refused = |why: Refusal| {
             self.refusals.note(why);
             Err(why)
@@ -183,6 +191,19 @@ impl Limits {
                 return refused(Refusal::SourceRate);
             }
         }
+        Ok(())
+    }
+
+    /// The checks of [`Limits::admit`] that count connections: the global and the listener's
+    /// caps. The permit holds the place until dropped.
+    pub(crate) fn admit_slot(
+        self: &Arc<Self>,
+        listener: usize,
+    ) -> Result<ConnectionPermit, Refusal> {
+        let refused = |why: Refusal| {
+            self.refusals.note(why);
+            Err(why)
+        };
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return refused(Refusal::GlobalCap);
