@@ -19,18 +19,20 @@ use crate::tls::{self, TlsListener};
 use crate::websocket::{self, WebSocketListener};
 
 /// Accepts connections until shutdown; with TLS, every connection is TLS, and with WebSocket,
-/// every connection starts with an HTTP upgrade. `index` is the listener's place in the
-/// configuration, for its connection cap.
+/// every connection starts with an HTTP upgrade; behind a balancer, with a PROXY protocol header.
 pub(crate) async fn run_tcp(
     listener: TcpListener,
-    index: usize,
-    tls: Option<Arc<TlsListener>>,
-    websocket: Option<Arc<WebSocketListener>>,
-    proxy_protocol: bool,
-    auth: Arc<ListenerAuth>,
+    setup: ListenerSetup,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let ListenerSetup {
+        index,
+        tls,
+        websocket,
+        proxy_protocol,
+        auth,
+    } = setup;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -91,6 +93,17 @@ pub(crate) async fn run_tcp(
             }
         }
     }
+}
+
+/// What a listener's accept loop serves its connections with.
+pub(crate) struct ListenerSetup {
+    /// The listener's place in the configuration, for its connection cap.
+    pub index: usize,
+    pub tls: Option<Arc<TlsListener>>,
+    pub websocket: Option<Arc<WebSocketListener>>,
+    /// Connections start with a PROXY protocol header naming the client.
+    pub proxy_protocol: bool,
+    pub auth: Arc<ListenerAuth>,
 }
 
 /// How a listener's connections are served once admitted.

@@ -196,13 +196,16 @@ impl Server {
             if let Some(tls) = &tls {
                 tokio::spawn(tls.clone().watch(stop_rx.clone()));
             }
-            tokio::spawn(listener::run_tcp(
-                listener,
+            let setup = listener::ListenerSetup {
                 index,
                 tls,
                 websocket,
-                self.broker.config.listeners[index].proxy_protocol,
+                proxy_protocol: self.broker.config.listeners[index].proxy_protocol,
                 auth,
+            };
+            tokio::spawn(listener::run_tcp(
+                listener,
+                setup,
                 self.broker.clone(),
                 stop_rx.clone(),
             ));
