@@ -12,11 +12,14 @@ mod expiry;
 mod limits;
 mod listener;
 mod mailbox;
+mod metrics;
+mod metrics_http;
 mod overload;
 mod persistence;
 mod registry;
 mod reload;
 mod server;
+mod sys;
 pub mod tls;
 mod token_policy;
 

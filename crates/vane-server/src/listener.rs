@@ -11,6 +11,8 @@ use tracing::{debug, error};
 use crate::auth::ListenerAuth;
 use crate::broker::Broker;
 use crate::connection::{self, Origin};
+use crate::limits::Refusal;
+use crate::metrics::RefusedCause;
 use crate::tls::{self, TlsListener};
 
 /// Accepts connections until shutdown; with TLS, every connection is TLS. `index` is the
@@ -34,12 +36,18 @@ pub(crate) async fn run_tcp(
                     // yet, so it gets no CONNACK, just the close (counted and logged in summary).
                     let permit = match broker.limits.admit(index, peer) {
                         Ok(permit) => permit,
-                        Err(_) => {
+                        Err(why) => {
+                            broker.metrics.connection_refused(match why {
+                                Refusal::GlobalCap | Refusal::ListenerCap => RefusedCause::ConnectionLimit,
+                                Refusal::SourceRate => RefusedCause::Rate,
+                                Refusal::BannedAddress => RefusedCause::Banned,
+                            });
                             drop(stream);
                             continue;
                         }
                     };
                     let Some(stream) = crate::overload::admit(&broker, stream, peer, tls.is_some()) else { continue };
+                    broker.metrics.connection_accepted();
                     // Small packets are the norm: send them at once, batching is done above.
                     let _ = stream.set_nodelay(true);
                     debug!(%peer, "connection accepted");

@@ -59,6 +59,7 @@ impl Session {
             if let Some(seq) = d.stored {
                 self.store_events.push(StoreEvent::Completed { seq });
             }
+            self.counts.expired += 1;
             return Ok(());
         }
         // Permissions can change while the client is connected (an ACL reload): every
@@ -485,6 +486,7 @@ impl Session {
                         continue;
                     }
                     self.server_aliases.commit(&message.topic, choice);
+                    self.counts.publishes_sent[*qos as usize] += 1;
                 }
             }
             written += 1;
