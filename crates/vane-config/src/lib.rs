@@ -1132,7 +1132,10 @@ mod tests {
         let c = Config::parse("[sys]\ninterval = \"2s\"\n[metrics]\nbind = \"127.0.0.1:9100\"\n")
             .expect("valid");
         assert_eq!(c.sys.interval, Duration::from_secs(2));
-        assert_eq!(c.metrics.bind, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(
+            c.metrics.bind,
+            Some("127.0.0.1:9100".parse().expect("an address"))
+        );
         assert_eq!(Config::default().sys.interval, Duration::from_secs(10));
         assert_eq!(
             Config::default().metrics.bind,

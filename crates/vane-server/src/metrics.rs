@@ -279,7 +279,6 @@ impl Metrics {
         }
     }
 
-    #[cold]
     fn add_session_counts(&self, id: u64, counts: SessionCounts) {
         let shard = &self.traffic[id as usize % SHARDS];
         for (q, n) in counts.publishes_sent.into_iter().enumerate() {
