@@ -156,12 +156,14 @@ struct TrafficShard {
     bytes_sent: AtomicU64,
 }
 
-/// What one connection counted since it last added to the shared counters.
+/// What one connection counted since it last added to the shared counters. 32-bit: it is
+/// emptied every turn of the connection's loop (one read and one write at most, each smaller
+/// than 4 GiB), and it widens every connection's task by 20 bytes rather than 40.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tally {
-    pub publishes_received: [u64; 3],
-    pub bytes_received: u64,
-    pub bytes_sent: u64,
+    pub publishes_received: [u32; 3],
+    pub bytes_received: u32,
+    pub bytes_sent: u32,
 }
 
 impl Tally {
@@ -262,16 +264,18 @@ impl Metrics {
             let t = std::mem::take(tally);
             for (q, n) in t.publishes_received.into_iter().enumerate() {
                 if n > 0 {
-                    shard.publishes_received[q].fetch_add(n, Ordering::Relaxed);
+                    shard.publishes_received[q].fetch_add(u64::from(n), Ordering::Relaxed);
                 }
             }
             if t.bytes_received > 0 {
                 shard
                     .bytes_received
-                    .fetch_add(t.bytes_received, Ordering::Relaxed);
+                    .fetch_add(u64::from(t.bytes_received), Ordering::Relaxed);
             }
             if t.bytes_sent > 0 {
-                shard.bytes_sent.fetch_add(t.bytes_sent, Ordering::Relaxed);
+                shard
+                    .bytes_sent
+                    .fetch_add(u64::from(t.bytes_sent), Ordering::Relaxed);
             }
         }
         if !counts.is_empty() {

@@ -627,7 +627,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 res = self.writer.write_buf(&mut self.write_buf), if !self.write_buf.is_empty() && !gated => {
                     match res {
                         Ok(n) => {
-                            self.tally.bytes_sent += n as u64;
+                            self.tally.bytes_sent = self.tally.bytes_sent.wrapping_add(n as u32);
                             release_if_idle(&mut self.write_buf, n);
                         }
                         Err(e) => return End::Closed(Some(e)),
@@ -644,7 +644,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                             return End::Closed(None);
                         }
                         Ok(n) => {
-                            self.tally.bytes_received += n as u64;
+                            self.tally.bytes_received = self.tally.bytes_received.wrapping_add(n as u32);
                             if let Some(end) = self.handle_input(session, slot) {
                                 return end;
                             }
@@ -796,7 +796,8 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 Err(e) => return Some(End::Decode(e)),
             };
             if let Packet::Publish(p) = &packet {
-                self.tally.publishes_received[p.qos as usize] += 1;
+                let count = &mut self.tally.publishes_received[p.qos as usize];
+                *count = count.wrapping_add(1);
             }
             if let (Some(budget), Packet::Publish(_)) = (&mut self.budget, &packet) {
                 let size = before.saturating_sub(self.read_buf.len());
