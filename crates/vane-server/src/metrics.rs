@@ -362,12 +362,14 @@ impl Metrics {
             memory_budget_bytes: self.memory_budget.load(Ordering::Relaxed),
             resident_bytes: crate::overload::resident_bytes().unwrap_or(0),
             store_failures: self.store_failures.load(Ordering::Relaxed),
+            store_failed: broker.store.as_ref().is_some_and(|s| s.failure().is_some()),
             store: broker.store.as_ref().map(|s| s.stats()),
         }
     }
 }
 
 /// Every metric at one moment.
+#[derive(Default)]
 pub(crate) struct Snapshot {
     pub uptime_seconds: u64,
     pub connections_accepted: u64,
@@ -391,6 +393,8 @@ pub(crate) struct Snapshot {
     pub memory_budget_bytes: u64,
     pub resident_bytes: u64,
     pub store_failures: u64,
+    /// Whether the store has failed (its committer stopped): nothing becomes durable any more.
+    pub store_failed: bool,
     pub store: Option<vane_store::StoreStats>,
 }
 
@@ -472,6 +476,7 @@ impl Snapshot {
         put("memory/budget", self.memory_budget_bytes.to_string());
         put("memory/resident", self.resident_bytes.to_string());
         put("store/failures", self.store_failures.to_string());
+        put("store/failed", u8::from(self.store_failed).to_string());
         v
     }
 
@@ -653,6 +658,12 @@ impl Snapshot {
             "Connections closed because the store failed to make their data durable.",
             &one(self.store_failures),
         );
+        family(
+            "vane_store_failed",
+            "gauge",
+            "1 when the store has failed and nothing becomes durable any more; 0 otherwise.",
+            &one(u64::from(self.store_failed)),
+        );
         if let Some(store) = &self.store {
             family(
                 "vane_store_commits_total",
@@ -723,6 +734,42 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             40
         );
+    }
+
+    /// Every `$SYS` topic is a valid topic name, under `$SYS/broker/`, published once a round.
+    #[test]
+    fn sys_topics_are_valid_and_distinct() {
+        let values = super::Snapshot::default().sys_values();
+        let mut seen = std::collections::HashSet::new();
+        for (topic, _) in &values {
+            assert!(topic.starts_with("$SYS/broker/"), "{topic}");
+            vane_proto::TopicName::new(topic.as_str()).expect("a valid topic name");
+            assert!(seen.insert(topic.clone()), "{topic} twice");
+        }
+        assert!(values
+            .iter()
+            .any(|(t, _)| t == "$SYS/broker/clients/connected"));
+    }
+
+    /// Each family is announced once, before its samples, and every sample is one of them.
+    #[test]
+    fn prometheus_families_are_announced_once() {
+        let text = super::Snapshot {
+            store: Some(vane_store::StoreStats::default()),
+            ..super::Snapshot::default()
+        }
+        .prometheus();
+        let mut families = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().expect("a name");
+                assert!(families.insert(name.to_owned()), "{name} announced twice");
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().expect("a name");
+                assert!(families.contains(name), "{name} sampled before its TYPE");
+            }
+        }
+        assert!(families.contains("vane_store_commits_total"));
     }
 
     #[test]

@@ -201,20 +201,26 @@ async fn with_an_acl_only_a_rule_naming_sys_lets_a_client_read_it() {
     publisher.send(publish("marker", 0, 0, "m")).await;
     assert_eq!(&*v3.recv_publish().await.topic, "marker");
     // The refused subscriptions are counted.
-    let mut counted = sys_subscriber_as_admin(broker.addr()).await;
-    wait_sys_value(&mut counted, "$SYS/broker/subscriptions/refused", |v| {
-        v == "2"
-    })
-    .await;
+    let topic = "$SYS/broker/subscriptions/refused";
+    let mut counted = sys_subscriber_as_admin(broker.addr(), topic).await;
+    wait_sys_value(&mut counted, topic, |v| v == "2").await;
+    // A wrong password: CONNACK 0x86, counted as an authentication failure.
+    let mut wrong = connect_v5(&unique_id("admin"));
+    wrong.username = Some(ByteString::from("admin"));
+    wrong.password = Some(Bytes::from_static(b"not-the-password"));
+    let (_, ack) = TestClient::connect_with_ack(broker.addr(), wrong).await;
+    assert_eq!(ack.reason, ConnAckReason::BadUserNameOrPassword);
+    let topic = "$SYS/broker/connections/refused/auth_failed";
+    let mut counted = sys_subscriber_as_admin(broker.addr(), topic).await;
+    wait_sys_value(&mut counted, topic, |v| v == "1").await;
 }
 
-async fn sys_subscriber_as_admin(addr: SocketAddr) -> TestClient {
+async fn sys_subscriber_as_admin(addr: SocketAddr, topic: &str) -> TestClient {
     let mut connect = connect_v5(&unique_id("admin"));
     connect.username = Some(ByteString::from("admin"));
     connect.password = Some(Bytes::from_static(b"admin-pw"));
     let mut c = TestClient::connect(addr, connect).await;
-    c.send(subscribe(1, "$SYS/broker/subscriptions/refused", 0))
-        .await;
+    c.send(subscribe(1, topic, 0)).await;
     c.expect(suback(1, &[0])).await;
     c
 }
