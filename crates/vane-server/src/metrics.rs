@@ -287,7 +287,7 @@ impl Metrics {
         let shard = &self.traffic[id as usize % SHARDS];
         for (q, n) in counts.publishes_sent.into_iter().enumerate() {
             if n > 0 {
-                shard.publishes_sent[q].fetch_add(n, Ordering::Relaxed);
+                shard.publishes_sent[q].fetch_add(u64::from(n), Ordering::Relaxed);
             }
         }
         let rare = [
@@ -308,7 +308,7 @@ impl Metrics {
         ];
         for (counter, n) in rare {
             if n > 0 {
-                counter.fetch_add(n, Ordering::Relaxed);
+                counter.fetch_add(u64::from(n), Ordering::Relaxed);
             }
         }
     }

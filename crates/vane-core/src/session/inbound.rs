@@ -55,7 +55,7 @@ impl Session {
             // MQTT 3.x has no way to refuse one message: the connection ends. MQTT 5.0
             // refuses it with PUBACK/PUBREC 0x90; a QoS 0 message, which has no
             // acknowledgement, is dropped and counted.
-            self.counts.publishes_topic_limit += 1;
+            super::SessionCounts::bump(&mut self.counts.publishes_topic_limit);
             if self.version != ProtocolVersion::V5 {
                 return Err(SessionError::TopicLimitExceeded);
             }
@@ -93,7 +93,7 @@ impl Session {
             // gets a plain acknowledgement and the message is dropped, as [MQTT-3.3.5-2]
             // allows (the other choice, closing the connection, would make a client that
             // retries reconnect in a loop). QoS 0 is dropped.
-            self.counts.publishes_denied += 1;
+            super::SessionCounts::bump(&mut self.counts.publishes_denied);
             if let Some(ack) = ack {
                 self.publish_refused(ack, PubAckReason::NotAuthorized);
             }

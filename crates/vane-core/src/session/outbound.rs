@@ -59,7 +59,7 @@ impl Session {
             if let Some(seq) = d.stored {
                 self.store_events.push(StoreEvent::Completed { seq });
             }
-            self.counts.expired += 1;
+            super::SessionCounts::bump(&mut self.counts.expired);
             return Ok(());
         }
         // Permissions can change while the client is connected (an ACL reload): every
@@ -486,7 +486,7 @@ impl Session {
                         continue;
                     }
                     self.server_aliases.commit(&message.topic, choice);
-                    self.counts.publishes_sent[*qos as usize] += 1;
+                    super::SessionCounts::bump(&mut self.counts.publishes_sent[*qos as usize]);
                 }
             }
             written += 1;

@@ -46,7 +46,7 @@ impl Session {
         if let Some(seq) = stored {
             self.store_events.push(StoreEvent::Completed { seq });
         }
-        self.counts.deliveries_denied += 1;
+        super::SessionCounts::bump(&mut self.counts.deliveries_denied);
         true
     }
 }
