@@ -45,6 +45,10 @@ pub struct Config {
     pub slow_consumer: SlowConsumerConfig,
     /// The memory budget and what the broker gives up, in order, as it nears it.
     pub overload: OverloadConfig,
+    /// The broker's own `$SYS` topics.
+    pub sys: SysConfig,
+    /// The Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -63,7 +67,54 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             slow_consumer: SlowConsumerConfig::default(),
             overload: OverloadConfig::default(),
+            sys: SysConfig::default(),
+            metrics: MetricsConfig::default(),
         }
+    }
+}
+
+/// The `$SYS` topics the broker publishes about itself (retained, through normal routing, so
+/// the ACL applies to them like to any topic).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SysConfig {
+    /// How often the `$SYS/broker/...` values are published (only those that changed).
+    /// 0: never. At least 1s otherwise.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl SysConfig {
+    /// The shortest interval allowed: publishing every value more often costs the
+    /// subscribers more than it tells them.
+    pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+}
+
+impl Default for SysConfig {
+    fn default() -> Self {
+        SysConfig {
+            interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The Prometheus text endpoint (`GET /metrics`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics`, e.g. `"127.0.0.1:9100"`. Absent (the default): no
+    /// endpoint. Off by default because it is plain HTTP without authentication: the operator
+    /// chooses an address only the scraper can reach. The broker does not start if the
+    /// address cannot be bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<SocketAddr>,
+}
+
+// Written out, not derived: every default lives in an `impl Default` (house rule).
+#[allow(clippy::derivable_impls)]
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { bind: None }
     }
 }
 
@@ -1080,6 +1131,16 @@ impl Config {
                 problems.push("limits.flapping.window: must be at most 7 days".into());
             }
         }
+        if !self.sys.interval.is_zero() && self.sys.interval < SysConfig::MIN_INTERVAL {
+            problems.push("sys.interval: must be 0s (off) or at least 1s".into());
+        }
+        if let Some(bind) = self.metrics.bind {
+            if self.listeners.iter().any(|l| l.bind == bind) {
+                problems.push(format!(
+                    "metrics.bind: {bind} is already an MQTT listener's address"
+                ));
+            }
+        }
         if lim.connection_rate_per_source == 0 && lim.connection_burst_per_source != 0 {
             problems.push(
                 "limits.connection_burst_per_source: needs limits.connection_rate_per_source"
@@ -1130,6 +1191,35 @@ mod tests {
             Config::parse("[mqtt]\nmax_inflight = 0\nmax_qos = 3\n[queue]\nmax_messages = 0\n");
         match err {
             Err(ConfigError::Invalid(p)) => assert_eq!(p.len(), 3, "{p:?}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sys_and_metrics_options_parse_and_are_checked() {
+        let c = Config::parse("[sys]\ninterval = \"2s\"\n[metrics]\nbind = \"127.0.0.1:9100\"\n")
+            .expect("valid");
+        assert_eq!(c.sys.interval, Duration::from_secs(2));
+        assert_eq!(
+            c.metrics.bind,
+            Some("127.0.0.1:9100".parse().expect("an address"))
+        );
+        assert_eq!(Config::default().sys.interval, Duration::from_secs(10));
+        assert_eq!(
+            Config::default().metrics.bind,
+            None,
+            "the endpoint is off by default"
+        );
+        assert!(
+            Config::parse("[sys]\ninterval = \"0s\"\n").is_ok(),
+            "0 turns $SYS off"
+        );
+        match Config::parse("[sys]\ninterval = \"100ms\"\n[metrics]\nbind = \"127.0.0.1:1883\"\n") {
+            Err(ConfigError::Invalid(p)) => {
+                assert_eq!(p.len(), 2, "{p:?}");
+                assert!(p[0].starts_with("sys.interval"), "{p:?}");
+                assert!(p[1].starts_with("metrics.bind"), "{p:?}");
+            }
             other => panic!("expected Invalid, got {other:?}"),
         }
     }

@@ -88,6 +88,9 @@ pub(crate) struct Broker {
     pub limits: Arc<crate::limits::Limits>,
     /// How far the broker has degraded under its memory budget.
     pub overload: crate::overload::Overload,
+    /// Counters and gauges for `$SYS` and the Prometheus endpoint (each mailbox holds it too,
+    /// to count what its queue drops).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Whether a subscriber can take a message now (for picking shared-subscription members).
@@ -147,6 +150,7 @@ impl Broker {
             connections: std::sync::atomic::AtomicUsize::new(0),
             limits,
             overload: crate::overload::Overload::new(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         }
     }
 
@@ -207,6 +211,7 @@ impl Broker {
             q.backpressure_timeout,
             q.backpressure_above,
             self.store.is_some(),
+            self.metrics.clone(),
         )
     }
 
@@ -409,7 +414,8 @@ impl Broker {
         }
         if message.retain {
             let retained = Arc::new(message.detached());
-            if self.store.is_some() {
+            // `$SYS` values describe this run of the broker: not kept across a restart.
+            if self.store.is_some() && !retained.topic.starts_with("$SYS/") {
                 ops.push(if retained.payload.is_empty() {
                     Op::DeleteRetained(retained.topic.clone())
                 } else {

@@ -14,6 +14,8 @@ use tracing::{debug, error, info};
 use crate::auth::ListenerAuth;
 use crate::broker::Broker;
 use crate::connection::{self, Origin};
+use crate::limits::Refusal;
+use crate::metrics::RefusedCause;
 use crate::proxy_protocol;
 use crate::tls::{self, TlsListener};
 use crate::websocket::{self, WebSocketListener};
@@ -49,12 +51,17 @@ pub(crate) async fn run_tcp(
                     } else {
                         broker.limits.admit(index, peer)
                     };
-                    let Ok(permit) = admitted else {
-                        drop(stream);
-                        continue;
+                    let permit = match admitted {
+                        Ok(permit) => permit,
+                        Err(why) => {
+                            count_refusal(&broker, why);
+                            drop(stream);
+                            continue;
+                        }
                     };
                     let answers_busy = tls.is_none() && websocket.is_none() && !proxy_protocol;
                     let Some(stream) = crate::overload::admit(&broker, stream, peer, !answers_busy) else { continue };
+                    broker.metrics.connection_accepted();
                     // Small packets are the norm: send them at once, batching is done above.
                     let _ = stream.set_nodelay(true);
                     debug!(%peer, "connection accepted");
@@ -184,7 +191,19 @@ async fn client_address(
             return None;
         }
     };
-    broker.limits.admit_source(client).ok()?;
+    if let Err(why) = broker.limits.admit_source(client) {
+        count_refusal(broker, why);
+        return None;
+    }
     debug!(peer = %client, balancer = %balancer, "PROXY protocol header read");
     Some(client)
+}
+
+/// Counts a connection refused at admission, by cause.
+fn count_refusal(broker: &Broker, why: Refusal) {
+    broker.metrics.connection_refused(match why {
+        Refusal::GlobalCap | Refusal::ListenerCap => RefusedCause::ConnectionLimit,
+        Refusal::SourceRate => RefusedCause::Rate,
+        Refusal::BannedAddress => RefusedCause::Banned,
+    });
 }

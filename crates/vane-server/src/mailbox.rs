@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -13,6 +14,8 @@ use tokio::sync::Notify;
 use vane_core::{Delivery, MessageQueue, Offer, QueueLimits, Session};
 use vane_proto::QoS;
 use vane_store::Ticket;
+
+use crate::metrics::{DropCause, Metrics};
 
 /// What a drain left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +162,12 @@ impl Inner {
         outcome
     }
 
+    /// Deliveries the overflow policy dropped, in memory and on disk, since the mailbox was
+    /// made.
+    fn dropped(&self) -> u64 {
+        self.queue.dropped() + self.spilled.dropped
+    }
+
     /// Ends an episode of backpressure; true if publishers may be waiting.
     fn end_congestion(&mut self) -> bool {
         self.stuck = false;
@@ -186,6 +195,8 @@ pub(crate) struct Mailbox {
     busy_above: usize,
     /// Whether stored deliveries of an offline session are kept on disk only.
     spill: bool,
+    /// Where the deliveries this mailbox drops are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Mailbox {
@@ -195,6 +206,7 @@ impl Mailbox {
         backpressure_timeout: Duration,
         backpressure_above: usize,
         spill: bool,
+        metrics: Arc<Metrics>,
     ) -> Mailbox {
         Mailbox {
             inner: Mutex::new(Inner {
@@ -216,6 +228,7 @@ impl Mailbox {
             queued: AtomicUsize::new(0),
             busy_above: (limits.max_messages / 2).max(1),
             spill,
+            metrics,
         }
     }
 
@@ -244,10 +257,12 @@ impl Mailbox {
             {
                 if inner.slow {
                     inner.slow_dropped += 1;
+                    self.metrics.dropped(DropCause::SlowConsumer, 1);
                 }
                 return Pushed::NotKept;
             }
             let was_empty = inner.total_len() == 0;
+            let dropped_before = inner.dropped();
             inner.last_ticket = inner.last_ticket.max(ticket);
             let congested = self.holds_back(&mut inner, &delivery);
             // Shared-subscription deliveries stay in memory: another member may take them.
@@ -268,6 +283,10 @@ impl Mailbox {
             };
             self.queued.store(inner.total_len(), Ordering::Relaxed);
             inner.queue.take_evicted(evicted);
+            let dropped = inner.dropped() - dropped_before;
+            if dropped > 0 {
+                self.metrics.dropped(DropCause::QueueFull, dropped);
+            }
             (offer, inner.online && was_empty, congested)
         };
         // Only the push that makes the queue non-empty needs to wake the task: it drains
@@ -468,7 +487,7 @@ impl Mailbox {
             inner.spilled.ticket = inner.spilled.ticket.max(inner.last_ticket);
         }
         self.queued.store(inner.total_len(), Ordering::Relaxed);
-        let dropped = inner.queue.dropped() + inner.spilled.dropped;
+        let dropped = inner.dropped();
         // Nobody waits for an offline client: its queue's policy applies from now on.
         let release = !online && inner.end_congestion();
         drop(inner);
@@ -490,8 +509,13 @@ impl Mailbox {
         inner.slow = slow;
         let mut release = false;
         if slow {
+            // Set once per episode, when the connection's policy flags the client.
+            self.metrics.slow_consumer_flagged();
             let dropped = inner.queue.drop_qos0() as u64;
             inner.slow_dropped += dropped;
+            if dropped > 0 {
+                self.metrics.dropped(DropCause::SlowConsumer, dropped);
+            }
             self.queued.store(inner.total_len(), Ordering::Relaxed);
             release = inner.end_congestion();
         }
@@ -556,6 +580,7 @@ mod tests {
     use vane_proto::{ByteString, QoS};
 
     use super::{Mailbox, Pushed, Spill};
+    use crate::metrics::Metrics;
 
     fn mailbox(max_messages: usize, policy: OverflowPolicy) -> Mailbox {
         let limits = QueueLimits {
@@ -563,7 +588,14 @@ mod tests {
             max_bytes: 1 << 20,
             policy,
         };
-        Mailbox::new(limits, false, std::time::Duration::ZERO, max_messages, true)
+        Mailbox::new(
+            limits,
+            false,
+            std::time::Duration::ZERO,
+            max_messages,
+            true,
+            Arc::new(Metrics::new()),
+        )
     }
 
     fn stored(seq: u64) -> Delivery {
@@ -627,6 +659,32 @@ mod tests {
     }
 
     #[test]
+    fn queue_full_drops_reach_the_broker_metrics() {
+        let limits = QueueLimits {
+            max_messages: 2,
+            max_bytes: 1 << 20,
+            policy: OverflowPolicy::DropOldest,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let m = Mailbox::new(
+            limits,
+            false,
+            std::time::Duration::ZERO,
+            2,
+            false,
+            metrics.clone(),
+        );
+        m.set_online(true);
+        for seq in 1..=5 {
+            m.push(stored(seq));
+        }
+        assert_eq!(
+            metrics.dropped_total(crate::metrics::DropCause::QueueFull),
+            3
+        );
+    }
+
+    #[test]
     fn going_offline_moves_stored_deliveries_to_disk_ahead_of_later_ones() {
         let m = mailbox(100, OverflowPolicy::DropOldest);
         let mut evicted = Vec::new();
@@ -646,7 +704,14 @@ mod tests {
             max_bytes: 1 << 20,
             policy: OverflowPolicy::DropOldest,
         };
-        let m = Mailbox::new(limits, false, std::time::Duration::from_secs(10), 2, false);
+        let m = Mailbox::new(
+            limits,
+            false,
+            std::time::Duration::from_secs(10),
+            2,
+            false,
+            Arc::new(Metrics::new()),
+        );
         m.set_online(true);
         let qos0 = || Delivery {
             qos: QoS::AtMostOnce,

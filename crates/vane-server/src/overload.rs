@@ -212,7 +212,7 @@ fn cgroup_limit() -> Option<u64> {
 }
 
 /// The process's resident memory, in bytes.
-fn resident_bytes() -> Option<u64> {
+pub(crate) fn resident_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/status").ok()?;
     kib_field(&text, "VmRSS:")
 }
@@ -229,6 +229,10 @@ pub(crate) async fn run_sampler(broker: Arc<Broker>, mut shutdown: watch::Receiv
         warn!(budget, "memory budget set but resident memory cannot be read (/proc/self/status): not enforced");
         return;
     }
+    broker
+        .metrics
+        .memory_budget
+        .store(budget, Ordering::Relaxed);
     let thresholds = Thresholds::new(budget, config);
     info!(
         budget,

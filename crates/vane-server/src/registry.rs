@@ -263,6 +263,17 @@ impl SessionRegistry {
         self.slots.lock().len()
     }
 
+    /// Sessions held, and how many of them are persistent, for the metrics: one pass under the
+    /// lock, a relaxed load per session, asked at most once per `$SYS` round or scrape.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let slots = self.slots.lock();
+        let persistent = slots
+            .values()
+            .filter(|s| s.persistent.load(Ordering::Relaxed))
+            .count();
+        (slots.len() as u64, persistent as u64)
+    }
+
     /// A fresh id for an assigned client identifier.
     pub(crate) fn next_assigned_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)

@@ -34,6 +34,14 @@ pub enum ServerError {
     /// The `[limits]` configuration could not be used (the ban file, naming its line).
     #[error("{0}")]
     Limits(String),
+    /// The metrics endpoint (`metrics.bind`) could not bind its address.
+    #[error("metrics.bind: cannot listen on {addr}: {source}")]
+    MetricsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// A listener could not bind its address.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -63,6 +71,8 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     /// Per listener, in the same order: its TLS, if it is a TLS listener.
     tls: Vec<Option<Arc<TlsListener>>>,
+    /// The Prometheus endpoint's listener, when `metrics.bind` is set.
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -106,6 +116,14 @@ impl Server {
             })?;
             listeners.push(listener);
         }
+        // Bound like a listener: an endpoint the operator asked for and cannot have stops the
+        // broker at start rather than leaving it unwatched.
+        let metrics = match config.metrics.bind {
+            Some(addr) => Some(
+                bind_tcp(addr, 64).map_err(|source| ServerError::MetricsBind { addr, source })?,
+            ),
+            None => None,
+        };
         let broker = Arc::new(Broker::new(
             config,
             authenticators,
@@ -122,6 +140,7 @@ impl Server {
             broker,
             listeners,
             tls,
+            metrics,
         })
     }
 
@@ -153,6 +172,11 @@ impl Server {
             .collect()
     }
 
+    /// The address the metrics endpoint is bound to, when `metrics.bind` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then tells clients (MQTT 5.0: DISCONNECT 0x8B) and
     /// closes their connections.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
@@ -161,6 +185,14 @@ impl Server {
             self.broker.clone(),
             stop_rx.clone(),
         ));
+        tokio::spawn(crate::sys::run(self.broker.clone(), stop_rx.clone()));
+        if let Some(listener) = self.metrics {
+            tokio::spawn(crate::metrics_http::run(
+                listener,
+                self.broker.clone(),
+                stop_rx.clone(),
+            ));
+        }
         let limits = &self.broker.limits;
         info!(
             max_connections = limits.max_connections(),

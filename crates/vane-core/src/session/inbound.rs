@@ -55,6 +55,7 @@ impl Session {
             // MQTT 3.x has no way to refuse one message: the connection ends. MQTT 5.0
             // refuses it with PUBACK/PUBREC 0x90; a QoS 0 message, which has no
             // acknowledgement, is dropped and counted.
+            super::SessionCounts::bump(&mut self.counts.publishes_topic_limit);
             if self.version != ProtocolVersion::V5 {
                 return Err(SessionError::TopicLimitExceeded);
             }
@@ -80,15 +81,19 @@ impl Session {
                 None => Err(SessionError::PayloadFormatInvalid),
             };
         }
-        if self
-            .policy
-            .as_ref()
-            .is_some_and(|pol| !pol.may_publish(&p.topic))
+        // `$SYS` is the broker's own: no client publishes there, with or without a policy
+        // (a forged retained value would otherwise stand until the broker's next change).
+        if is_sys_topic(&p.topic)
+            || self
+                .policy
+                .as_ref()
+                .is_some_and(|pol| !pol.may_publish(&p.topic))
         {
             // MQTT 5.0: PUBACK/PUBREC 0x87 Not authorized. MQTT 3.x has no refusal code; it
             // gets a plain acknowledgement and the message is dropped, as [MQTT-3.3.5-2]
             // allows (the other choice, closing the connection, would make a client that
             // retries reconnect in a loop). QoS 0 is dropped.
+            super::SessionCounts::bump(&mut self.counts.publishes_denied);
             if let Some(ack) = ack {
                 self.publish_refused(ack, PubAckReason::NotAuthorized);
             }
@@ -198,6 +203,13 @@ impl Session {
         self.config.topic_exceeds_limits(topic)
     }
 
+    /// Takes what was counted since the last call (the counts start again from zero), for the
+    /// broker's metrics.
+    #[inline]
+    pub fn take_counts(&mut self) -> super::SessionCounts {
+        std::mem::take(&mut self.counts)
+    }
+
     /// MQTT 5.0 QoS 0 PUBLISH packets dropped because their topic was beyond the topic limits.
     pub fn topic_limit_dropped(&self) -> u64 {
         self.topic_limit_dropped
@@ -207,4 +219,11 @@ impl Session {
     pub fn inbound_qos2_pending(&self) -> usize {
         self.inbound_qos2.len()
     }
+}
+
+/// Whether a topic is under `$SYS`, where only the broker publishes. One byte compare for
+/// every other topic.
+#[inline]
+fn is_sys_topic(topic: &str) -> bool {
+    topic.as_bytes().first() == Some(&b'$') && (topic == "$SYS" || topic.starts_with("$SYS/"))
 }

@@ -3,6 +3,7 @@
 //! out with [`Session::write_transmits`], what it wants the broker to do is returned as an
 //! [`Action`].
 
+mod counts;
 mod error;
 mod inbound;
 mod outbound;
@@ -19,6 +20,7 @@ use vane_proto::{
     SubscriptionOptions, TopicFilter,
 };
 
+pub use counts::SessionCounts;
 pub use error::SessionError;
 pub use outbound::Transmit;
 pub use policy::TopicPolicy;
@@ -250,6 +252,8 @@ pub struct Session {
     payload_format_invalid: u64,
     /// MQTT 5.0 QoS 0 PUBLISH packets dropped for a topic beyond the topic limits.
     topic_limit_dropped: u64,
+    /// Events counted for the broker's metrics since its connection last took them.
+    counts: SessionCounts,
     /// What happened to stored deliveries since the store last looked.
     store_events: Vec<StoreEvent>,
     /// In-flight packet ids restored from the store need not follow allocation order: until
@@ -288,6 +292,7 @@ impl Session {
             dropped_oversize: 0,
             payload_format_invalid: 0,
             topic_limit_dropped: 0,
+            counts: SessionCounts::default(),
             store_events: Vec::new(),
             irregular_ids: false,
             policy: None,

@@ -59,6 +59,7 @@ impl Session {
             if let Some(seq) = d.stored {
                 self.store_events.push(StoreEvent::Completed { seq });
             }
+            super::SessionCounts::bump(&mut self.counts.expired);
             return Ok(());
         }
         // Permissions can change while the client is connected (an ACL reload): every
@@ -485,6 +486,7 @@ impl Session {
                         continue;
                     }
                     self.server_aliases.commit(&message.topic, choice);
+                    super::SessionCounts::bump(&mut self.counts.publishes_sent[*qos as usize]);
                 }
             }
             written += 1;

@@ -46,6 +46,7 @@ impl Session {
         if let Some(seq) = stored {
             self.store_events.push(StoreEvent::Completed { seq });
         }
+        super::SessionCounts::bump(&mut self.counts.deliveries_denied);
         true
     }
 }

@@ -47,6 +47,7 @@ impl Session {
                 .is_some_and(|p| !p.may_subscribe(&filter))
             {
                 // MQTT 5.0 section 3.9.3: 0x87 Not authorized; MQTT 3.x: 0x80 Failure.
+                super::SessionCounts::bump(&mut self.counts.subscriptions_denied);
                 reasons.push(SubAckReason::NotAuthorized);
                 continue;
             }

@@ -3711,3 +3711,65 @@ fn max_session_expiry_caps_connect_disconnect_and_restore() {
     restored.restore(ProtocolVersion::V3_1_1, u32::MAX);
     assert_eq!(restored.session_expiry(), 60);
 }
+
+/// The counts a connection takes for the broker's metrics: sent PUBLISH packets by QoS, and
+/// expired deliveries; taking them starts again from zero.
+#[test]
+fn session_counts_what_it_sends_and_drops() {
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    s.deliver(
+        delivery("a/b", QoS::AtMostOnce, b"x", clock.at(0)),
+        clock.at(0),
+    )
+    .expect("QoS 0 always fits");
+    s.deliver(
+        delivery("a/b", QoS::AtLeastOnce, b"y", clock.at(0)),
+        clock.at(0),
+    )
+    .expect("room");
+    let mut expiring = delivery("a/b", QoS::AtLeastOnce, b"z", clock.at(0));
+    Arc::make_mut(&mut expiring.message)
+        .properties
+        .message_expiry_interval = Some(1);
+    s.deliver(expiring, clock.at(5))
+        .expect("dropped, not handed back");
+    assert_eq!(drain(&mut s, clock.at(5)).len(), 2);
+    let counts = s.take_counts();
+    assert_eq!(counts.publishes_sent, [1, 1, 0]);
+    assert_eq!(counts.expired, 1);
+    assert!(
+        s.take_counts().is_empty(),
+        "taking starts the counts again from zero"
+    );
+}
+
+/// Only the broker publishes under `$SYS`, with or without a topic policy: MQTT 5.0 hears
+/// 0x87; the refusal is counted for the metrics. `$SYSTEM` is an ordinary `$` topic.
+#[test]
+fn clients_never_publish_to_sys_even_without_a_policy() {
+    let clock = Clock::new();
+    let mut s = v5(clock);
+    let r = s.handle_packet(
+        Packet::Publish(publish(
+            "$SYS/broker/version",
+            QoS::AtLeastOnce,
+            1,
+            b"forged",
+        )),
+        clock.at(1),
+    );
+    assert_eq!(r, Ok(None), "not routed");
+    assert_eq!(
+        drain(&mut s, clock.at(1)),
+        vec![Packet::PubAck(PubAck::with_reason(
+            pid(1),
+            PubAckReason::NotAuthorized
+        ))]
+    );
+    assert_eq!(s.take_counts().publishes_denied, 1);
+    expect_publish(s.handle_packet(
+        Packet::Publish(publish("$SYSTEM/x", QoS::AtLeastOnce, 2, b"x")),
+        clock.at(1),
+    ));
+}

@@ -27,6 +27,7 @@ use vane_store::{Op, Store, Ticket};
 use crate::broker::{Broker, Routed, Subscriber};
 use crate::limits::{OverBudget, PublishBudget};
 use crate::mailbox::{Congestion, Pull, Spill};
+use crate::metrics::{PublishRefusedCause, RefusedCause, Tally};
 use crate::persistence;
 use crate::registry::{Kick, SessionSlot};
 pub(crate) use handshake::refuse_busy;
@@ -238,8 +239,18 @@ pub(crate) async fn serve<R, W>(
     let accepted = match Box::pin(accept(&broker, connect, io, origin, now)).await {
         Ok(a) => a,
         // Logged once, with the client id and user name, where it was decided.
-        Err(HandshakeError::AuthRefused(_)) => return,
+        Err(HandshakeError::AuthRefused(reason)) => {
+            broker
+                .metrics
+                .connection_refused(RefusedCause::of_connack(reason));
+            return;
+        }
         Err(e) => {
+            if let HandshakeError::Refused(reason) = e {
+                broker
+                    .metrics
+                    .connection_refused(RefusedCause::of_connack(reason));
+            }
             info!(%peer, error = %e, "connection refused");
             return;
         }
@@ -274,6 +285,7 @@ pub(crate) async fn serve<R, W>(
         slow,
         overload_pause: false,
         overload_refuse: false,
+        tally: Tally::default(),
     };
     conn.run(accepted, shutdown).await;
 }
@@ -322,6 +334,8 @@ struct Connection<R, W> {
     /// Memory overload: QoS 1/2 publishes are refused (MQTT 5.0: 0x97; 3.x: the connection
     /// closes).
     overload_refuse: bool,
+    /// Traffic counted since the last turn added it to the broker's metrics.
+    tally: Tally,
 }
 
 /// What a connected client is checked against the ban list by, when it is reloaded.
@@ -387,6 +401,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             dropped_while_offline = dropped,
             "client connected"
         );
+        self.broker.metrics.client_connected();
         let problem_info = connect.properties.request_problem_information != Some(false);
         self.ban_watch = self.broker.limits.watch_bans().map(|reloaded| {
             Box::new(BanWatch {
@@ -401,6 +416,14 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
             .await;
         // Boxed: needed once, at the end, it need not widen the task for the whole connection.
         Box::pin(self.finish(&mut session, &end, problem_info)).await;
+        let metrics = &self.broker.metrics;
+        metrics.add(slot.id, &mut self.tally, session.take_counts());
+        metrics.client_disconnected();
+        match &end {
+            End::SlowConsumer(_) => metrics.slow_consumer_disconnected(),
+            End::StoreFailed(_) => metrics.store_failed(),
+            _ => {}
+        }
         let refused_topics = session.topic_limit_dropped();
 
         let now = Instant::now();
@@ -565,6 +588,10 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 warn!(client_id = %session.client_id(), error = %e, "could not encode a packet for the client");
             }
             self.flush_ops(session);
+            // Once per turn, not per message: what this turn read, wrote and sent.
+            self.broker
+                .metrics
+                .add(slot.id, &mut self.tally, session.take_counts());
             let gated = !self.gate_open();
             // The store ticket to wait for: output held for acknowledgements, an offline
             // queue on disk not yet readable, or (when the disk is behind) any progress.
@@ -608,7 +635,10 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 _ = wait_durable(self.durable.as_mut(), store_wait.unwrap_or(0)), if store_wait.is_some() => {}
                 res = self.writer.write_buf(&mut self.write_buf), if !self.write_buf.is_empty() && !gated => {
                     match res {
-                        Ok(n) => release_if_idle(&mut self.write_buf, n),
+                        Ok(n) => {
+                            self.tally.bytes_sent = self.tally.bytes_sent.wrapping_add(n as u32);
+                            release_if_idle(&mut self.write_buf, n);
+                        }
                         Err(e) => return End::Closed(Some(e)),
                     }
                 }
@@ -623,6 +653,7 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                             return End::Closed(None);
                         }
                         Ok(n) => {
+                            self.tally.bytes_received = self.tally.bytes_received.wrapping_add(n as u32);
                             if let Some(end) = self.handle_input(session, slot) {
                                 return end;
                             }
@@ -773,6 +804,10 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                 Ok(None) => return None,
                 Err(e) => return Some(End::Decode(e)),
             };
+            if let Packet::Publish(p) = &packet {
+                let count = &mut self.tally.publishes_received[p.qos as usize];
+                *count = count.wrapping_add(1);
+            }
             if let (Some(budget), Packet::Publish(_)) = (&mut self.budget, &packet) {
                 let size = before.saturating_sub(self.read_buf.len());
                 match budget.charge(size, now) {
@@ -893,6 +928,9 @@ impl<R: Readable, W: AsyncWrite + Unpin> Connection<R, W> {
                         // Every receiver's queue is full and refuses new messages: the
                         // publisher hears it (MQTT 5.0; a 3.x publisher gets a plain ack).
                         Routed::Refused => {
+                            self.broker
+                                .metrics
+                                .publish_refused(PublishRefusedCause::QueueFull);
                             session.publish_refused(ack, PubAckReason::QuotaExceeded)
                         }
                     }
