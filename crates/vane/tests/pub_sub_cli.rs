@@ -601,35 +601,9 @@ fn ws_pub_reaches_ws_sub_and_tcp_clients() {
     // clients speak MQTT over WebSocket (3.1 offers the mqttv3.1 subprotocol).
     let (tcp_port, ws_port) = (common::free_port(), common::free_port());
     let ws_addr = SocketAddr::from(([127, 0, 0, 1], ws_port));
-    let child = Command::new(VANE)
-        .args([
-            "serve",
-            "--bind",
-            &format!("127.0.0.1:{tcp_port}"),
-            "--ws-bind",
-            &ws_addr.to_string(),
-            "--durability",
-            "memory",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start vane serve");
-    let mut broker = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(ws_addr).is_err() {
-        assert!(
-            broker.0.try_wait().expect("poll").is_none(),
-            "vane serve exited early"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "vane serve is not listening after 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let tcp_bind = format!("127.0.0.1:{tcp_port}");
+    let ws_bind = ws_addr.to_string();
+    let _broker = common::serve_with(&["--bind", &tcp_bind, "--ws-bind", &ws_bind], ws_addr);
     let sub = spawn_sub(
         ws_port,
         &[

@@ -29,14 +29,16 @@ pub fn free_port() -> u16 {
 pub fn serve() -> (Proc, u16) {
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    (serve_with(&["--bind", &addr.to_string()], addr), port)
+}
+
+/// Starts `vane serve` with `args` (its listeners) and `--durability memory`, and waits until
+/// `ready` accepts connections.
+pub fn serve_with(args: &[&str], ready: SocketAddr) -> Proc {
     let child = Command::new(VANE)
-        .args([
-            "serve",
-            "--bind",
-            &addr.to_string(),
-            "--durability",
-            "memory",
-        ])
+        .arg("serve")
+        .args(args)
+        .args(["--durability", "memory"])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -45,7 +47,7 @@ pub fn serve() -> (Proc, u16) {
         .expect("start vane serve");
     let mut broker = Proc(child);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
+    while TcpStream::connect(ready).is_err() {
         assert!(
             broker.0.try_wait().expect("poll").is_none(),
             "vane serve exited early"
@@ -56,5 +58,5 @@ pub fn serve() -> (Proc, u16) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    (broker, port)
+    broker
 }
