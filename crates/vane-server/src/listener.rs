@@ -58,8 +58,10 @@ pub(crate) async fn run_tcp(
                             continue;
                         }
                     };
-                    let answers_busy = tls.is_none() && websocket.is_none() && !proxy_protocol;
-                    let Some(stream) = crate::overload::admit(&broker, stream, peer, !answers_busy) else { continue };
+                    // Something comes before MQTT (a PROXY header, TLS, an HTTP upgrade): a
+                    // refusal for overload cannot be a CONNACK, the connection just closes.
+                    let handshake_first = tls.is_some() || websocket.is_some() || proxy_protocol;
+                    let Some(stream) = crate::overload::admit(&broker, stream, peer, handshake_first) else { continue };
                     broker.metrics.connection_accepted();
                     // Small packets are the norm: send them at once, batching is done above.
                     let _ = stream.set_nodelay(true);
