@@ -4,12 +4,14 @@
 //! Each client's event loop runs in its own task and forwards incoming packets to a channel;
 //! the task stops at the first connection error, so rumqttc never reconnects on its own.
 
+mod rumqttc_events;
+
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, LastWill, MqttOptions, Packet, QoS, SubscribeReasonCode,
+    AsyncClient, ConnectReturnCode, LastWill, MqttOptions, Packet, QoS, SubscribeReasonCode,
 };
 use test_support::{unique_id, TestBroker};
 use tokio::sync::mpsc;
@@ -85,24 +87,8 @@ fn options(addr: SocketAddr, client_id: &str) -> MqttOptions {
 
 /// Starts an MQTT 3.1.1 client and waits for its CONNACK; returns Session Present.
 async fn start(opts: MqttOptions) -> (Conn<AsyncClient, Packet>, bool) {
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
-    let (tx, incoming) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(p)) => {
-                    if tx.send(Ok(p)).is_err() {
-                        break;
-                    }
-                }
-                Ok(Event::Outgoing(_)) => {}
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
-                    break;
-                }
-            }
-        }
-    });
+    let (client, eventloop) = AsyncClient::new(opts, 64);
+    let (incoming, task) = rumqttc_events::spawn(eventloop);
     let mut conn = Conn {
         client,
         incoming,

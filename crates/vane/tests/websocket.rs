@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet as RPacket, QoS as RQoS, Transport};
+use rumqttc::{AsyncClient, MqttOptions, Packet as RPacket, QoS as RQoS, Transport};
 use rustls::pki_types::ServerName;
 use test_support::certs::{ca, client_cert, server_cert, Issued};
 use test_support::vane_config::{CertIdentity, Config, ListenerConfig, TlsConfig, WebSocketConfig};
@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use vane_server::websocket::WsStream;
 
+mod rumqttc_events;
 mod tls_client;
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -173,24 +174,8 @@ fn rumqttc_start(
     AsyncClient,
     tokio::sync::mpsc::UnboundedReceiver<Result<RPacket, String>>,
 ) {
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(p)) => {
-                    if tx.send(Ok(p)).is_err() {
-                        break;
-                    }
-                }
-                Ok(Event::Outgoing(_)) => {}
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
-                    break;
-                }
-            }
-        }
-    });
+    let (client, eventloop) = AsyncClient::new(opts, 64);
+    let (rx, _task) = rumqttc_events::spawn(eventloop);
     (client, rx)
 }
 
