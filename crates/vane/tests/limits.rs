@@ -272,15 +272,21 @@ async fn an_unparseable_ban_file_stops_the_broker_naming_the_line() {
     assert!(err.contains("line 2"), "{err}");
 }
 
-#[tokio::test]
-async fn reloading_the_ban_file_disconnects_banned_clients_and_bans_new_ones() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// A server on a free loopback port with the ban file at `path`, bound but not yet running:
+/// the test takes the handle it reloads with first.
+async fn server_with_ban_file(path: &str) -> vane_server::Server {
     let mut config = Config::default();
     config.listeners[0].bind = SocketAddr::from(([127, 0, 0, 1], 0));
     config.store.durability = vane_config::Durability::Memory;
+    config.limits.ban_file = path.to_owned();
+    vane_server::Server::bind(config).await.expect("binds")
+}
+
+#[tokio::test]
+async fn reloading_the_ban_file_disconnects_banned_clients_and_bans_new_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
     let path = ban_file(&dir, "");
-    config.limits.ban_file = path.clone();
-    let server = vane_server::Server::bind(config).await.expect("binds");
+    let server = server_with_ban_file(&path).await;
     let addr = server.local_addrs()[0];
     let bans = server.ban_list();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -314,12 +320,8 @@ async fn the_sighup_reload_rereads_the_ban_file_with_the_acl_and_passwords() {
     // `vane serve` calls ReloadHandle::reload on SIGHUP: the ban list is one of its steps, and
     // a broken ban file keeps the list in force.
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config::default();
-    config.listeners[0].bind = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.store.durability = vane_config::Durability::Memory;
     let path = ban_file(&dir, "");
-    config.limits.ban_file = path.clone();
-    let server = vane_server::Server::bind(config).await.expect("binds");
+    let server = server_with_ban_file(&path).await;
     let addr = server.local_addrs()[0];
     let reload = server.reload_handle();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
